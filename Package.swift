@@ -1,0 +1,89 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "passthrough-agent",
+    products: [
+        .executable(name: "passthrough-agent", targets: ["passthrough-agent"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // C libraries, one shim header each.
+        .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
+        .systemLibrary(name: "CLibvirt", pkgConfig: "libvirt", providers: [.apt(["libvirt-dev"])]),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "CUmockdev", pkgConfig: "umockdev-1.0", providers: [.apt(["libumockdev-dev"])]),
+
+        // Pure policy: no C, no Foundation, no I/O.
+        .target(name: "PassthroughCore"),
+
+        // Adapters.
+        .target(name: "PassthroughConfig", dependencies: [
+            "PassthroughCore",
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ]),
+        .target(name: "PassthroughSysfs", dependencies: [
+            "PassthroughCore",
+            .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "PassthroughUdev", dependencies: [
+            "PassthroughCore", "CUdev",
+            .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "PassthroughLibvirt", dependencies: [
+            "PassthroughCore", "CLibvirt",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "PassthroughSystemd", dependencies: [
+            "CSystemd",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Host-facing use cases (status, check, bind, monitor, the daemon) built from the adapters.
+        .target(name: "PassthroughAgent", dependencies: [
+            "PassthroughCore", "PassthroughConfig", "PassthroughSysfs",
+            "PassthroughUdev", "PassthroughLibvirt", "PassthroughSystemd",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
+        // The command line only wires.
+        .executableTarget(name: "passthrough-agent", dependencies: [
+            "PassthroughAgent", "PassthroughCore", "PassthroughConfig",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "PassthroughCoreTests", dependencies: ["PassthroughCore"]),
+        .testTarget(name: "PassthroughConfigTests", dependencies: ["PassthroughConfig", "PassthroughCore"]),
+        .testTarget(name: "PassthroughSysfsTests", dependencies: [
+            "PassthroughSysfs", "PassthroughCore",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        .testTarget(name: "PassthroughUdevTests", dependencies: ["PassthroughUdev", "PassthroughCore", "CUmockdev"]),
+        .testTarget(name: "PassthroughLibvirtTests", dependencies: ["PassthroughLibvirt", "PassthroughCore", "CLibvirt"]),
+        .testTarget(name: "PassthroughSystemdTests", dependencies: [
+            "PassthroughSystemd",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "PassthroughAgentTests", dependencies: [
+            "PassthroughAgent", "PassthroughCore", "PassthroughConfig", "PassthroughSysfs",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+    ]
+)
+
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + [
+        .swiftLanguageMode(.v6),
+        .enableUpcomingFeature("ExistentialAny"),
+    ]
+}

@@ -1,0 +1,122 @@
+/// A card's name in the config, `[a-z0-9-]+`: short, and safe in paths, logs and journal fields.
+public struct CardName: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let rawValue: String
+
+    public init?(_ rawValue: String) {
+        guard !rawValue.isEmpty, rawValue.utf8.count <= 64,
+              rawValue.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d })
+        else { return nil }
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+    public static func < (lhs: CardName, rhs: CardName) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// A libvirt domain name. libvirt itself forbids `/`; control characters would garble logs.
+public struct GuestName: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+
+    public init?(_ rawValue: String) {
+        guard !rawValue.isEmpty, rawValue.utf8.count <= 255,
+              rawValue.unicodeScalars.allSatisfy({ $0 != "/" && $0.value >= 0x20 && $0.value != 0x7f })
+        else { return nil }
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+}
+
+/// Where a card goes when it is not lent to its guest.
+public enum HostDriverPolicy: Hashable, Sendable, CustomStringConvertible {
+    /// Clear `driver_override` and let the kernel choose (e.g. `xdma`).
+    case auto
+    /// Bind this driver explicitly.
+    case driver(DriverName)
+    /// Leave the card without a driver.
+    case none
+
+    public init?(_ text: String) {
+        switch text {
+        case "auto": self = .auto
+        case "none": self = .none
+        default:
+            guard let name = DriverName(text), name != .vfioPCI else { return nil }
+            self = .driver(name)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .auto: "auto"
+        case .none: "none"
+        case .driver(let name): name.rawValue
+        }
+    }
+}
+
+/// What happens to the card when its guest is not running.
+public enum GuestStopPolicy: String, Hashable, Sendable, CaseIterable {
+    /// Give the card back to its host driver.
+    case host
+    /// Keep it on vfio-pci, ready for the next start.
+    case keep
+}
+
+public struct CardConfig: Hashable, Sendable {
+    public var name: CardName
+    public var address: PCIAddressSelector?
+    public var ids: [PCIID]
+    public var guest: GuestName
+    public var hostDriver: HostDriverPolicy
+    public var whenGuestStops: GuestStopPolicy
+
+    public init(
+        name: CardName, address: PCIAddressSelector? = nil, ids: [PCIID] = [], guest: GuestName,
+        hostDriver: HostDriverPolicy = .auto, whenGuestStops: GuestStopPolicy = .host
+    ) {
+        self.name = name
+        self.address = address
+        self.ids = ids
+        self.guest = guest
+        self.hostDriver = hostDriver
+        self.whenGuestStops = whenGuestStops
+    }
+
+    /// Whether this card claims the function: its address (when given) contains it and its ID
+    /// (when `ids` is given) is one the card may show.
+    public func matches(address candidate: PCIAddress, id: PCIID) -> Bool {
+        if let address, !address.contains(candidate) { return false }
+        if !ids.isEmpty, !ids.contains(id) { return false }
+        return true
+    }
+
+    /// Whether one device could be claimed by both cards.
+    public func canMatchSameDevice(as other: CardConfig) -> Bool {
+        if let mine = address, let theirs = other.address, !mine.overlaps(theirs) { return false }
+        if !ids.isEmpty, !other.ids.isEmpty, Set(ids).isDisjoint(with: other.ids) { return false }
+        return true
+    }
+}
+
+public struct AgentConfig: Hashable, Sendable {
+    public static let defaultPath = "/etc/passthrough-agent/config.toml"
+    public static let defaultLibvirtURI = "qemu:///system"
+
+    public var libvirtURI: String
+    public var cards: [CardConfig]
+
+    public init(libvirtURI: String = AgentConfig.defaultLibvirtURI, cards: [CardConfig] = []) {
+        self.libvirtURI = libvirtURI
+        self.cards = cards
+    }
+
+    public func card(named name: String) -> CardConfig? {
+        cards.first { $0.name.rawValue == name }
+    }
+
+    /// The card that claims a function; validation guarantees there is at most one.
+    public func card(claiming address: PCIAddress, id: PCIID) -> CardConfig? {
+        cards.first { $0.matches(address: address, id: id) }
+    }
+}

@@ -1,0 +1,41 @@
+/// Strict hexadecimal parsing for the fixed-width fields of PCI names.
+///
+/// `UInt(_:radix:)` accepts a sign and any width; names that become sysfs paths must not.
+enum Hex {
+    static func isDigit(_ byte: UInt8) -> Bool {
+        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x46) || (byte >= 0x61 && byte <= 0x66)
+    }
+
+    static func value(_ byte: UInt8) -> UInt32 {
+        switch byte {
+        case 0x30...0x39: UInt32(byte - 0x30)
+        case 0x41...0x46: UInt32(byte - 0x41 + 10)
+        default: UInt32(byte - 0x61 + 10)
+        }
+    }
+
+    /// Parses exactly `width` hex digits, nothing else.
+    static func fixedWidth(_ text: Substring.UTF8View, width: Int) -> UInt32? {
+        guard text.count == width else { return nil }
+        var result: UInt32 = 0
+        for byte in text {
+            guard isDigit(byte) else { return nil }
+            result = result << 4 | value(byte)
+        }
+        return result
+    }
+
+    /// Parses sysfs numeric attributes such as `0x10ee` or `0x058000`, with or without the prefix.
+    static func sysfsNumber(_ text: String) -> UInt32? {
+        var body = Substring(text).drop { $0 == " " || $0 == "\t" }
+        while let last = body.last, last == "\n" || last == " " || last == "\t" { body = body.dropLast() }
+        if body.hasPrefix("0x") || body.hasPrefix("0X") { body = body.dropFirst(2) }
+        guard !body.isEmpty, body.utf8.count <= 8 else { return nil }
+        return fixedWidth(body.utf8, width: body.utf8.count)
+    }
+
+    static func format(_ value: UInt32, width: Int) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    }
+}

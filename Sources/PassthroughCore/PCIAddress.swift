@@ -1,0 +1,120 @@
+/// One PCI function, `dddd:bb:dd.f`, always printed in lower case.
+///
+/// Parsing is strict on purpose: the printed form becomes a sysfs path component, so nothing but
+/// the canonical shape may ever get through (`../../x` must not).
+public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let domain: UInt16
+    public let bus: UInt8
+    public let device: UInt8
+    public let function: UInt8
+
+    public init?(domain: UInt16, bus: UInt8, device: UInt8, function: UInt8) {
+        guard device < 32, function < 8 else { return nil }
+        self.domain = domain
+        self.bus = bus
+        self.device = device
+        self.function = function
+    }
+
+    /// Parses `DDDD:BB:DD.F` (hex, either case).
+    public init?(_ text: String) {
+        let parts = text.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 2,
+              let slot = PCISlot(String(parts[0])),
+              let function = Hex.fixedWidth(parts[1].utf8, width: 1)
+        else { return nil }
+        self.init(domain: slot.domain, bus: slot.bus, device: slot.device, function: UInt8(function))
+    }
+
+    public var slot: PCISlot { PCISlot(domain: domain, bus: bus, device: device)! }
+
+    public var description: String { "\(slot).\(function)" }
+
+    public static func < (lhs: PCIAddress, rhs: PCIAddress) -> Bool {
+        (lhs.domain, lhs.bus, lhs.device, lhs.function) < (rhs.domain, rhs.bus, rhs.device, rhs.function)
+    }
+}
+
+/// A PCI slot, `dddd:bb:dd`: every function of one physical card.
+public struct PCISlot: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let domain: UInt16
+    public let bus: UInt8
+    public let device: UInt8
+
+    public init?(domain: UInt16, bus: UInt8, device: UInt8) {
+        guard device < 32 else { return nil }
+        self.domain = domain
+        self.bus = bus
+        self.device = device
+    }
+
+    /// Parses `DDDD:BB:DD` (hex, either case).
+    public init?(_ text: String) {
+        let parts = text.split(separator: ":", maxSplits: 3, omittingEmptySubsequences: false)
+        guard parts.count == 3,
+              let domain = Hex.fixedWidth(parts[0].utf8, width: 4),
+              let bus = Hex.fixedWidth(parts[1].utf8, width: 2),
+              let device = Hex.fixedWidth(parts[2].utf8, width: 2)
+        else { return nil }
+        self.init(domain: UInt16(domain), bus: UInt8(bus), device: UInt8(device))
+    }
+
+    public func function(_ number: UInt8) -> PCIAddress? {
+        PCIAddress(domain: domain, bus: bus, device: device, function: number)
+    }
+
+    public var description: String {
+        "\(Hex.format(UInt32(domain), width: 4)):\(Hex.format(UInt32(bus), width: 2)):\(Hex.format(UInt32(device), width: 2))"
+    }
+
+    public static func < (lhs: PCISlot, rhs: PCISlot) -> Bool {
+        (lhs.domain, lhs.bus, lhs.device) < (rhs.domain, rhs.bus, rhs.device)
+    }
+}
+
+/// What a card's `address` names: a whole slot or one function of it.
+public enum PCIAddressSelector: Hashable, Sendable, CustomStringConvertible {
+    case slot(PCISlot)
+    case function(PCIAddress)
+
+    /// Accepts either form; anything else is `nil`.
+    public init?(_ text: String) {
+        if let address = PCIAddress(text) {
+            self = .function(address)
+        } else if let slot = PCISlot(text) {
+            self = .slot(slot)
+        } else {
+            return nil
+        }
+    }
+
+    public var slot: PCISlot {
+        switch self {
+        case .slot(let slot): slot
+        case .function(let address): address.slot
+        }
+    }
+
+    public func contains(_ address: PCIAddress) -> Bool {
+        switch self {
+        case .slot(let slot): address.slot == slot
+        case .function(let own): address == own
+        }
+    }
+
+    /// Whether some function could be selected by both.
+    public func overlaps(_ other: PCIAddressSelector) -> Bool {
+        switch (self, other) {
+        case (.function(let a), .function(let b)): a == b
+        case (.slot(let slot), .function(let address)), (.function(let address), .slot(let slot)): address.slot == slot
+        case (.slot(let a), .slot(let b)): a == b
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .slot(let slot): slot.description
+        case .function(let address): address.description
+        }
+    }
+}
