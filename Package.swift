@@ -62,10 +62,16 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Fakes shared by the test targets: a temp-dir sysfs that behaves like the PCI bus ABI.
+        .target(name: "PassthroughTestSupport", dependencies: [
+            "PassthroughCore", "PassthroughSysfs",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ], path: "Tests/PassthroughTestSupport"),
+
         .testTarget(name: "PassthroughCoreTests", dependencies: ["PassthroughCore"]),
         .testTarget(name: "PassthroughConfigTests", dependencies: ["PassthroughConfig", "PassthroughCore"]),
         .testTarget(name: "PassthroughSysfsTests", dependencies: [
-            "PassthroughSysfs", "PassthroughCore",
+            "PassthroughSysfs", "PassthroughCore", "PassthroughTestSupport",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .testTarget(name: "PassthroughUdevTests", dependencies: ["PassthroughUdev", "PassthroughCore", "CUmockdev"]),
@@ -75,7 +81,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PassthroughAgentTests", dependencies: [
-            "PassthroughAgent", "PassthroughCore", "PassthroughConfig", "PassthroughSysfs",
+            "PassthroughAgent", "PassthroughCore", "PassthroughConfig", "PassthroughSysfs", "PassthroughTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ]

@@ -1,0 +1,223 @@
+import PassthroughCore
+import TOMLKit
+
+/// Turns a parsed TOML table into the config model, collecting every mistake with its place.
+struct ConfigDecoder {
+    static let topLevelKeys = ["card", "libvirt"]
+    static let libvirtKeys = ["uri"]
+    static let cardKeys = ["address", "guest", "host-driver", "ids", "name", "when-guest-stops"]
+
+    let path: String
+    let sourceMap: TOMLSourceMap
+    private(set) var diagnostics: [ConfigDiagnostic] = []
+
+    init(path: String, sourceMap: TOMLSourceMap) {
+        self.path = path
+        self.sourceMap = sourceMap
+    }
+
+    mutating func decode(_ root: TOMLTable) -> AgentConfig? {
+        rejectUnknownKeys(in: root, allowed: Self.topLevelKeys, tablePath: "")
+        var config = AgentConfig()
+        if let libvirt = root["libvirt"] {
+            if let table = libvirt.table {
+                rejectUnknownKeys(in: table, allowed: Self.libvirtKeys, tablePath: "libvirt")
+                if let uri = string(table, "uri", in: "libvirt") {
+                    if uri.isEmpty || uri.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+                        report(valueAt: "libvirt.uri", "'uri' must be a libvirt connection URI such as \"qemu:///system\"")
+                    } else {
+                        config.libvirtURI = uri
+                    }
+                }
+            } else {
+                report(keyAt: "libvirt", "'libvirt' must be a table ([libvirt]), not \(Self.describe(libvirt.type))")
+            }
+        }
+        var decoded: [(path: String, card: CardConfig)] = []
+        if let cards = root["card"] {
+            if let array = cards.array {
+                for (index, element) in array.enumerated() {
+                    let cardPath = "card[\(index)]"
+                    guard let table = element.table else {
+                        report(valueAt: cardPath, "each card must be a table ([[card]]), not \(Self.describe(element.type))")
+                        continue
+                    }
+                    if let card = decodeCard(table, path: cardPath) {
+                        decoded.append((cardPath, card))
+                    }
+                }
+            } else {
+                report(keyAt: "card", "'card' must be an array of tables ([[card]]), not \(Self.describe(cards.type))")
+            }
+        }
+        checkUniqueness(of: decoded)
+        config.cards = decoded.map(\.card)
+        return diagnostics.isEmpty ? config : nil
+    }
+
+    private mutating func decodeCard(_ table: TOMLTable, path cardPath: String) -> CardConfig? {
+        let before = diagnostics.count
+        rejectUnknownKeys(in: table, allowed: Self.cardKeys, tablePath: cardPath)
+
+        var name: CardName?
+        if let text = string(table, "name", in: cardPath) {
+            name = CardName(text)
+            if name == nil {
+                report(valueAt: "\(cardPath).name", "invalid card name \(Self.quoted(text)): use lower-case letters, digits and '-' (at most 64)")
+            }
+        } else if table["name"] == nil {
+            report(keyAt: cardPath, "card has no 'name'")
+        }
+
+        var address: PCIAddressSelector?
+        if let text = string(table, "address", in: cardPath) {
+            address = PCIAddressSelector(text)
+            if address == nil {
+                report(valueAt: "\(cardPath).address", "invalid PCI address \(Self.quoted(text)): expected DDDD:BB:DD (a slot) or DDDD:BB:DD.F (one function), in hex")
+            }
+        }
+
+        var ids: [PCIID] = []
+        if let value = table["ids"] {
+            if let array = value.array {
+                for (index, element) in array.enumerated() {
+                    let elementPath = "\(cardPath).ids[\(index)]"
+                    guard let text = element.string else {
+                        report(valueAt: elementPath, "each ID must be a string \"vvvv:dddd\", not \(Self.describe(element.type))")
+                        continue
+                    }
+                    if let id = PCIID(text) {
+                        if !ids.contains(id) { ids.append(id) }
+                    } else {
+                        report(valueAt: elementPath, "invalid PCI ID \(Self.quoted(text)): expected vvvv:dddd in hex, e.g. \"10ee:903f\"")
+                    }
+                }
+            } else {
+                report(valueAt: "\(cardPath).ids", "'ids' must be an array of strings, not \(Self.describe(value.type))")
+            }
+        }
+
+        // A wrongly typed 'ids' was reported above; do not pile a second message on it.
+        let hasIDs = table["ids"].map { $0.array.map { !$0.isEmpty } ?? true } ?? false
+        if table["address"] == nil, !hasIDs {
+            report(keyAt: cardPath, "card \(name.map { Self.quoted($0.rawValue) } ?? "") has neither 'address' nor 'ids': say which device it is")
+        }
+
+        var guest: GuestName?
+        if let text = string(table, "guest", in: cardPath) {
+            guest = GuestName(text)
+            if guest == nil {
+                report(valueAt: "\(cardPath).guest", "invalid guest name \(Self.quoted(text)): a libvirt domain name has no '/' and no control characters")
+            }
+        } else if table["guest"] == nil {
+            report(keyAt: cardPath, "card has no 'guest' (the libvirt domain that owns it)")
+        }
+
+        var hostDriver = HostDriverPolicy.auto
+        if let text = string(table, "host-driver", in: cardPath) {
+            if let policy = HostDriverPolicy(text) {
+                hostDriver = policy
+            } else if text == DriverName.vfioPCI.rawValue {
+                report(valueAt: "\(cardPath).host-driver", "'host-driver' cannot be vfio-pci; to keep the card on vfio-pci use when-guest-stops = \"keep\"")
+            } else {
+                report(valueAt: "\(cardPath).host-driver", "invalid host driver \(Self.quoted(text)): use \"auto\", \"none\" or a kernel driver name such as \"xdma\"")
+            }
+        }
+
+        var whenGuestStops = GuestStopPolicy.host
+        if let text = string(table, "when-guest-stops", in: cardPath) {
+            if let policy = GuestStopPolicy(rawValue: text) {
+                whenGuestStops = policy
+            } else {
+                report(valueAt: "\(cardPath).when-guest-stops", "invalid value \(Self.quoted(text)) for 'when-guest-stops': use \"host\" or \"keep\"")
+            }
+        }
+
+        guard diagnostics.count == before, let name, let guest else { return nil }
+        return CardConfig(name: name, address: address, ids: ids, guest: guest, hostDriver: hostDriver, whenGuestStops: whenGuestStops)
+    }
+
+    private mutating func checkUniqueness(of cards: [(path: String, card: CardConfig)]) {
+        for (index, entry) in cards.enumerated() {
+            for earlier in cards[..<index] {
+                let firstLine = sourceMap.keys[earlier.path]?.line ?? 1
+                if earlier.card.name == entry.card.name {
+                    report(valueAt: "\(entry.path).name",
+                           "duplicate card name \(Self.quoted(entry.card.name.rawValue)) (first defined at line \(firstLine))")
+                } else if earlier.card.canMatchSameDevice(as: entry.card) {
+                    report(keyAt: entry.path,
+                           "card \(Self.quoted(entry.card.name.rawValue)) can match the same device as card \(Self.quoted(earlier.card.name.rawValue)) (line \(firstLine)): give them different addresses or IDs that do not overlap")
+                }
+            }
+        }
+    }
+
+    // MARK: Values
+
+    private mutating func string(_ table: TOMLTable, _ key: String, in tablePath: String) -> String? {
+        guard let value = table[key] else { return nil }
+        guard let text = value.string else {
+            report(valueAt: "\(tablePath).\(key)", "'\(key)' must be a string, not \(Self.describe(value.type))")
+            return nil
+        }
+        return text
+    }
+
+    private mutating func rejectUnknownKeys(in table: TOMLTable, allowed: [String], tablePath: String) {
+        for key in table.keys.sorted() where !allowed.contains(key) {
+            let path = tablePath.isEmpty ? key : "\(tablePath).\(key)"
+            var message = "unknown key \(Self.quoted(key))"
+            if let suggestion = KeySuggestion.closest(to: key, among: allowed) {
+                message += "; did you mean \(Self.quoted(suggestion))?"
+            } else {
+                message += " (expected one of: \(allowed.joined(separator: ", ")))"
+            }
+            report(keyAt: path, message)
+        }
+    }
+
+    // MARK: Diagnostics
+
+    private mutating func report(keyAt path: String, _ message: String) {
+        let position = sourceMap.keys[path] ?? sourceMap.values[path]
+        append(position, message)
+    }
+
+    private mutating func report(valueAt path: String, _ message: String) {
+        let position = sourceMap.values[path] ?? sourceMap.keys[path]
+        append(position, message)
+    }
+
+    private mutating func append(_ position: TOMLSourceMap.Position?, _ message: String) {
+        let location = SourceLocation(path: path, line: position?.line ?? 1, column: position?.column ?? 1)
+        diagnostics.append(ConfigDiagnostic(location: location, message: message))
+    }
+
+    static func quoted(_ text: String) -> String {
+        var escaped = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": escaped += "\\\""
+            case "\\": escaped += "\\\\"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7f:
+                escaped += "\\u{\(String(scalar.value, radix: 16))}"
+            default: escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return "\"\(escaped)\""
+    }
+
+    static func describe(_ type: TOMLType) -> String {
+        switch type {
+        case .string: "a string"
+        case .int: "an integer"
+        case .double: "a number"
+        case .bool: "a boolean"
+        case .array: "an array"
+        case .table: "a table"
+        case .date: "a date"
+        case .time: "a time"
+        case .dateTime: "a date-time"
+        }
+    }
+}

@@ -1,0 +1,54 @@
+import Foundation
+import PassthroughCore
+import TOMLKit
+
+/// Reads `config.toml` into an ``AgentConfig`` or explains, with `path:line:col`, every mistake.
+public enum ConfigLoader {
+    /// Loads and validates the file at `path`.
+    public static func load(path: String) throws(ConfigError) -> AgentConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            let reason = (error as NSError).userInfo[NSUnderlyingErrorKey].map { "\($0)" } ?? "\(error.localizedDescription)"
+            throw ConfigError(diagnostics: [
+                ConfigDiagnostic(
+                    location: SourceLocation(path: path, line: 1, column: 1),
+                    message: "cannot read the configuration file (\(Self.plainReason(for: path, fallback: reason)))"
+                ),
+            ])
+        }
+        return try parse(text, path: path)
+    }
+
+    /// Validates configuration text; `path` only names the file in diagnostics.
+    public static func parse(_ text: String, path: String) throws(ConfigError) -> AgentConfig {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigError(diagnostics: [
+                ConfigDiagnostic(
+                    location: SourceLocation(path: path, line: error.source.begin.line, column: error.source.begin.column),
+                    message: "invalid TOML: \(error.description)"
+                ),
+            ])
+        } catch {
+            throw ConfigError(diagnostics: [
+                ConfigDiagnostic(location: SourceLocation(path: path, line: 1, column: 1), message: "invalid TOML: \(error)"),
+            ])
+        }
+        var decoder = ConfigDecoder(path: path, sourceMap: TOMLSourceMap(text))
+        let config = decoder.decode(table)
+        guard decoder.diagnostics.isEmpty, let config else {
+            throw ConfigError(diagnostics: decoder.diagnostics)
+        }
+        return config
+    }
+
+    private static func plainReason(for path: String, fallback: String) -> String {
+        if !FileManager.default.fileExists(atPath: path) { return "no such file" }
+        if !FileManager.default.isReadableFile(atPath: path) { return "permission denied" }
+        return fallback
+    }
+}

@@ -1,0 +1,234 @@
+/// Where each key and value of a TOML document starts.
+///
+/// TOMLKit reports positions only for syntax errors; a wrong value needs its own `line:col`
+/// too. This scanner runs only on documents TOMLKit has already accepted, so it can stay small:
+/// it follows table headers, keys, strings, arrays and inline tables, nothing more.
+///
+/// Paths look like `libvirt.uri`, `card[1].ids[0]`; a table header is recorded under its path
+/// (`card[1]`).
+struct TOMLSourceMap {
+    struct Position: Hashable {
+        var line: Int
+        var column: Int
+    }
+
+    private(set) var keys: [String: Position] = [:]
+    private(set) var values: [String: Position] = [:]
+
+    init(_ text: String) {
+        var scanner = Scanner(Array(text.unicodeScalars))
+        scanner.scanDocument(into: &self)
+    }
+
+    fileprivate mutating func recordKey(_ path: String, at position: Position) {
+        if keys[path] == nil { keys[path] = position }
+    }
+
+    fileprivate mutating func recordValue(_ path: String, at position: Position) {
+        if values[path] == nil { values[path] = position }
+    }
+}
+
+private struct Scanner {
+    private let scalars: [Unicode.Scalar]
+    private var index = 0
+    private var line = 1
+    private var column = 1
+    private var arrayTableCounts: [String: Int] = [:]
+
+    init(_ scalars: [Unicode.Scalar]) {
+        self.scalars = scalars
+    }
+
+    private var position: TOMLSourceMap.Position { .init(line: line, column: column) }
+    private var current: Unicode.Scalar? { index < scalars.count ? scalars[index] : nil }
+
+    private func peek(_ offset: Int) -> Unicode.Scalar? {
+        index + offset < scalars.count ? scalars[index + offset] : nil
+    }
+
+    private mutating func advance() {
+        guard let scalar = current else { return }
+        index += 1
+        if scalar == "\n" {
+            line += 1
+            column = 1
+        } else {
+            column += 1
+        }
+    }
+
+    private mutating func advance(by count: Int) {
+        for _ in 0..<count { advance() }
+    }
+
+    private mutating func skipBlanks() {
+        while let scalar = current, scalar == " " || scalar == "\t" { advance() }
+    }
+
+    private mutating func skipComment() {
+        if current == "#" {
+            while let scalar = current, scalar != "\n" { advance() }
+        }
+    }
+
+    /// Blanks, comments and newlines: what may stand between array elements.
+    private mutating func skipTrivia() {
+        while let scalar = current {
+            if scalar == " " || scalar == "\t" || scalar == "\n" || scalar == "\r" {
+                advance()
+            } else if scalar == "#" {
+                skipComment()
+            } else {
+                return
+            }
+        }
+    }
+
+    mutating func scanDocument(into map: inout TOMLSourceMap) {
+        var table = ""
+        while true {
+            skipTrivia()
+            guard let scalar = current else { return }
+            if scalar == "[" {
+                table = scanHeader(into: &map)
+            } else {
+                scanKeyValue(prefix: table, into: &map)
+            }
+            skipBlanks()
+            skipComment()
+        }
+    }
+
+    private mutating func scanHeader(into map: inout TOMLSourceMap) -> String {
+        let start = position
+        let isArrayTable = peek(1) == "["
+        advance(by: isArrayTable ? 2 : 1)
+        skipBlanks()
+        let name = scanDottedKey().joined(separator: ".")
+        skipBlanks()
+        advance(by: isArrayTable ? 2 : 1)
+        let path: String
+        if isArrayTable {
+            let index = arrayTableCounts[name, default: 0]
+            arrayTableCounts[name] = index + 1
+            path = "\(name)[\(index)]"
+        } else {
+            path = name
+        }
+        map.recordKey(path, at: start)
+        return path
+    }
+
+    private mutating func scanKeyValue(prefix: String, into map: inout TOMLSourceMap) {
+        let keyStart = position
+        let key = scanDottedKey().joined(separator: ".")
+        let path = prefix.isEmpty ? key : "\(prefix).\(key)"
+        map.recordKey(path, at: keyStart)
+        skipBlanks()
+        if current == "=" { advance() }
+        skipBlanks()
+        scanValue(path: path, into: &map)
+    }
+
+    private mutating func scanDottedKey() -> [String] {
+        var parts: [String] = []
+        while true {
+            skipBlanks()
+            parts.append(scanSimpleKey())
+            skipBlanks()
+            guard current == "." else { return parts }
+            advance()
+        }
+    }
+
+    private mutating func scanSimpleKey() -> String {
+        var key = String.UnicodeScalarView()
+        if let quote = current, quote == "\"" || quote == "'" {
+            advance()
+            while let scalar = current, scalar != quote, scalar != "\n" {
+                if quote == "\"", scalar == "\\" {
+                    advance()
+                }
+                if let escaped = current { key.append(escaped) }
+                advance()
+            }
+            advance()
+        } else {
+            while let scalar = current, Self.isBareKeyScalar(scalar) {
+                key.append(scalar)
+                advance()
+            }
+        }
+        return String(key)
+    }
+
+    private static func isBareKeyScalar(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar {
+        case "a"..."z", "A"..."Z", "0"..."9", "_", "-": true
+        default: false
+        }
+    }
+
+    private mutating func scanValue(path: String, into map: inout TOMLSourceMap) {
+        map.recordValue(path, at: position)
+        switch current {
+        case "\"", "'":
+            scanString()
+        case "[":
+            advance()
+            var element = 0
+            while true {
+                skipTrivia()
+                guard let scalar = current, scalar != "]" else { break }
+                scanValue(path: "\(path)[\(element)]", into: &map)
+                element += 1
+                skipTrivia()
+                if current == "," { advance() }
+            }
+            advance()
+        case "{":
+            advance()
+            while true {
+                skipTrivia()
+                guard let scalar = current, scalar != "}" else { break }
+                scanKeyValue(prefix: path, into: &map)
+                skipTrivia()
+                if current == "," { advance() }
+            }
+            advance()
+        default:
+            while let scalar = current, !Self.endsScalarToken(scalar) { advance() }
+        }
+    }
+
+    private static func endsScalarToken(_ scalar: Unicode.Scalar) -> Bool {
+        scalar == "," || scalar == "]" || scalar == "}" || scalar == "#" || scalar == "\n" || scalar == "\r"
+            || scalar == " " || scalar == "\t"
+    }
+
+    private mutating func scanString() {
+        guard let quote = current else { return }
+        let isMultiline = peek(1) == quote && peek(2) == quote
+        advance(by: isMultiline ? 3 : 1)
+        while let scalar = current {
+            if quote == "\"", scalar == "\\" {
+                advance(by: 2)
+                continue
+            }
+            if scalar == quote {
+                if !isMultiline {
+                    advance()
+                    return
+                }
+                if peek(1) == quote, peek(2) == quote {
+                    advance(by: 3)
+                    // Up to two more quotes may belong to the content ("""a"""").
+                    while current == quote { advance() }
+                    return
+                }
+            }
+            advance()
+        }
+    }
+}

@@ -1,0 +1,174 @@
+import Logging
+import PassthroughCore
+import SystemPackage
+
+/// Moves a configured card between vfio-pci and its host driver with the kernel's own sequence,
+/// checking every step by reading the `driver` link back, and undoing everything on failure.
+///
+/// Safety is enforced here, not by callers: only functions a configured card claims are touched,
+/// and vfio-pci is refused while an IOMMU-group peer is in use by the host.
+public struct DriverBinder: Sendable {
+    public let config: AgentConfig
+    public let reader: PCISysfsReader
+    public let logger: Logger
+
+    public init(config: AgentConfig, reader: PCISysfsReader, logger: Logger) {
+        self.config = config
+        self.reader = reader
+        self.logger = logger
+    }
+
+    private var layout: SysfsLayout { reader.layout }
+    private var io: any SysfsIO { reader.io }
+
+    /// A function's driver before and after a move.
+    public struct Move: Hashable, Sendable {
+        public var address: PCIAddress
+        public var from: DriverName?
+        public var to: DriverName?
+    }
+
+    /// Moves every function of `card` to `target`. Returns what changed (empty when nothing had to).
+    @discardableResult
+    public func move(card: CardConfig, to target: BindTarget) throws(BindError) -> [Move] {
+        guard config.cards.contains(card) else { throw .unknownCard(card.name) }
+        let devices: [PCIDeviceSnapshot]
+        do {
+            devices = try reader.allFunctions()
+        } catch {
+            throw .readFailed(error)
+        }
+        let resolution = CardResolution(card: card, devices: devices)
+        switch resolution.outcome {
+        case .absent: throw .cardAbsent(card.name)
+        case .ambiguous(let slots): throw .cardAmbiguous(card.name, slots: slots)
+        case .present: break
+        }
+        let functions = resolution.functions
+        for function in functions where config.card(claiming: function.address, id: function.id) != card {
+            throw .notClaimed(function.address)
+        }
+        if target == .vfio {
+            let blocking = GroupInterlock.blockingPeers(of: functions)
+            if !blocking.isEmpty {
+                logger.warning("refusing vfio-pci: IOMMU group peer in use by the host", metadata: [
+                    "passthrough-card": "\(card.name)",
+                    "peers": "\(blocking.map { "\($0.address)=\($0.driver?.rawValue ?? "-")" })",
+                ])
+                throw .groupInUse(card.name, group: functions.first?.iommuGroup, peers: blocking)
+            }
+        }
+        if let required = target.requiredDriver, !io.exists(layout.driver(required)) {
+            throw .driverNotLoaded(required)
+        }
+
+        var moved: [(before: PCIDeviceSnapshot, move: Move)] = []
+        for function in functions {
+            do {
+                if let move = try moveFunction(function, to: target, card: card) {
+                    moved.append((function, move))
+                }
+            } catch {
+                logger.error("step failed, rolling back", metadata: [
+                    "passthrough-card": "\(card.name)", "pci-slot": "\(error.address)", "error": "\(error)",
+                ])
+                var rollbackFailures: [StepFailure] = []
+                if let failure = restore(function) { rollbackFailures.append(failure) }
+                for (before, _) in moved.reversed() {
+                    if let failure = restore(before) { rollbackFailures.append(failure) }
+                }
+                throw .stepFailed(error, rollback: rollbackFailures.isEmpty ? .restored : .failed(rollbackFailures))
+            }
+        }
+        return moved.map(\.move)
+    }
+
+    /// One function: override, unbind, probe, each verified. `nil` when it was already in place.
+    private func moveFunction(_ function: PCIDeviceSnapshot, to target: BindTarget, card: CardConfig) throws(StepFailure) -> Move? {
+        let address = function.address
+        let current = try currentDriver(address, step: "read the driver")
+        let overrideNeeded = target.driverOverride
+        if target.isSatisfied(by: current), current != nil || !target.probes {
+            return nil
+        }
+        let metadata: Logger.Metadata = [
+            "passthrough-card": "\(card.name)", "pci-slot": "\(address)",
+            "driver-from": "\(current?.rawValue ?? "none")", "driver-to": "\(target)",
+        ]
+        logger.debug("rebinding", metadata: metadata)
+
+        // Override first (as libvirt does): if anything reprobes the device between our unbind and
+        // our probe, the kernel already knows which driver may have it.
+        if function.driverOverride != overrideNeeded {
+            try write(overrideNeeded?.rawValue ?? "\n", to: layout.attribute("driver_override", of: address),
+                      address: address, step: "set driver_override to \(overrideNeeded?.rawValue ?? "(none)")")
+        }
+        if let current {
+            try write(address.description, to: layout.driver(current).appending("unbind"),
+                      address: address, step: "unbind from \(current)")
+            let after = try currentDriver(address, step: "unbind from \(current)")
+            if after != nil {
+                throw StepFailure(address: address, step: "unbind from \(current)", reason: .verification(expected: "no driver", actual: after))
+            }
+        }
+        var bound: DriverName?
+        if target.probes {
+            // drivers_probe reports success even when no driver binds: only the link tells.
+            try write(address.description, to: layout.driversProbe, address: address, step: "probe for \(target.expectation)")
+            bound = try currentDriver(address, step: "probe")
+            guard target.isSatisfied(by: bound) else {
+                throw StepFailure(address: address, step: "probe", reason: .verification(expected: target.expectation, actual: bound))
+            }
+        }
+        logger.info("rebound", metadata: metadata.merging(["driver-to": "\(bound?.rawValue ?? "none")"]) { $1 })
+        return Move(address: address, from: current, to: bound)
+    }
+
+    /// Puts a function back on the driver and override it had; the failure, if that fails too.
+    private func restore(_ before: PCIDeviceSnapshot) -> StepFailure? {
+        let address = before.address
+        do throws(StepFailure) {
+            let overridePath = layout.attribute("driver_override", of: address)
+            try write(before.driverOverride?.rawValue ?? "\n", to: overridePath, address: address,
+                      step: "restore driver_override")
+            let current = try currentDriver(address, step: "read the driver")
+            if current == before.driver { return nil }
+            if let current {
+                try write(address.description, to: layout.driver(current).appending("unbind"),
+                          address: address, step: "unbind from \(current) during rollback")
+            }
+            if let previous = before.driver {
+                try write(address.description, to: layout.driver(previous).appending("bind"),
+                          address: address, step: "bind back to \(previous)")
+            }
+            let restored = try currentDriver(address, step: "verify rollback")
+            guard restored == before.driver else {
+                throw StepFailure(address: address, step: "rollback",
+                                  reason: .verification(expected: before.driver.map { "driver \($0)" } ?? "no driver", actual: restored))
+            }
+            logger.notice("rolled back", metadata: ["pci-slot": "\(address)", "driver-to": "\(before.driver?.rawValue ?? "none")"])
+            return nil
+        } catch {
+            logger.critical("rollback failed: the function may be without a driver", metadata: [
+                "pci-slot": "\(address)", "error": "\(error)",
+            ])
+            return error
+        }
+    }
+
+    private func currentDriver(_ address: PCIAddress, step: String) throws(StepFailure) -> DriverName? {
+        do {
+            return try reader.driver(of: address)
+        } catch {
+            throw StepFailure(address: address, step: step, reason: .sysfs(error))
+        }
+    }
+
+    private func write(_ value: String, to path: FilePath, address: PCIAddress, step: String) throws(StepFailure) {
+        do {
+            try io.write(value, to: path)
+        } catch {
+            throw StepFailure(address: address, step: step, reason: .sysfs(error))
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import PassthroughCore
+import SystemPackage
+
+/// Reads what the kernel says about PCI functions: IDs, class, driver, override, IOMMU group.
+public struct PCISysfsReader: Sendable {
+    public let layout: SysfsLayout
+    public let io: any SysfsIO
+
+    public init(layout: SysfsLayout, io: any SysfsIO = LinuxSysfsIO()) {
+        self.layout = layout
+        self.io = io
+    }
+
+    /// Every PCI function on the bus. Entries that are not PCI addresses are skipped: they are
+    /// not ours to interpret, and must never become paths.
+    public func allFunctions() throws(SysfsError) -> [PCIDeviceSnapshot] {
+        var snapshots: [PCIDeviceSnapshot] = []
+        for name in try io.list(layout.pciDevices) {
+            guard let address = PCIAddress(name) else { continue }
+            if let snapshot = try snapshot(of: address) { snapshots.append(snapshot) }
+        }
+        return snapshots
+    }
+
+    /// One function, or `nil` when it is not on the bus (removed, or not yet re-enumerated).
+    public func snapshot(of address: PCIAddress) throws(SysfsError) -> PCIDeviceSnapshot? {
+        guard io.exists(layout.device(address)) else { return nil }
+        let id: PCIID
+        do throws(SysfsError) {
+            let vendor = try io.read(layout.attribute("vendor", of: address))
+            let device = try io.read(layout.attribute("device", of: address))
+            guard let parsed = PCIID(sysfsVendor: vendor, sysfsDevice: device) else {
+                throw SysfsError(operation: .read, path: layout.attribute("vendor", of: address), errno: .invalidArgument)
+            }
+            id = parsed
+        } catch where error.isNotFound {
+            // Removed between the existence check and the read.
+            return nil
+        }
+        let group = try iommuGroup(of: address)
+        return PCIDeviceSnapshot(
+            address: address,
+            id: id,
+            subsystemID: try subsystemID(of: address),
+            classCode: try classCode(of: address),
+            driver: try driver(of: address),
+            driverOverride: try driverOverride(of: address),
+            iommuGroup: group,
+            groupPeers: try group.map { group throws(SysfsError) in try peers(inGroup: group, excluding: address) } ?? [],
+            upstreamPort: try upstreamPort(of: address)
+        )
+    }
+
+    /// The driver bound right now, read from the `driver` link: the only reliable witness.
+    public func driver(of address: PCIAddress) throws(SysfsError) -> DriverName? {
+        guard let target = try io.readLink(layout.attribute("driver", of: address)),
+              let name = target.lastComponent?.string
+        else { return nil }
+        return DriverName(name)
+    }
+
+    public func driverOverride(of address: PCIAddress) throws(SysfsError) -> DriverName? {
+        let path = layout.attribute("driver_override", of: address)
+        guard io.exists(path) else { return nil }
+        let text = try io.read(path).trimmingSysfsNewline()
+        // The kernel prints "(null)" when no override is set.
+        return text == "(null)" || text.isEmpty ? nil : DriverName(text)
+    }
+
+    public func iommuGroup(of address: PCIAddress) throws(SysfsError) -> Int? {
+        guard let target = try io.readLink(layout.attribute("iommu_group", of: address)),
+              let name = target.lastComponent?.string
+        else { return nil }
+        return Int(name)
+    }
+
+    /// The bridge the function hangs off, from the device's place in `/sys/devices`.
+    public func upstreamPort(of address: PCIAddress) throws(SysfsError) -> PCIAddress? {
+        guard let target = try io.readLink(layout.device(address)) else { return nil }
+        var parent = target
+        parent.removeLastComponent()
+        return parent.lastComponent.flatMap { PCIAddress($0.string) }
+    }
+
+    public func classCode(of address: PCIAddress) throws(SysfsError) -> UInt32 {
+        try optionalNumber("class", of: address) ?? 0
+    }
+
+    private func subsystemID(of address: PCIAddress) throws(SysfsError) -> PCIID? {
+        guard let vendor = try optionalText("subsystem_vendor", of: address),
+              let device = try optionalText("subsystem_device", of: address)
+        else { return nil }
+        return PCIID(sysfsVendor: vendor, sysfsDevice: device)
+    }
+
+    private func peers(inGroup group: Int, excluding address: PCIAddress) throws(SysfsError) -> [GroupPeer] {
+        var peers: [GroupPeer] = []
+        for name in try io.list(layout.iommuGroupDevices(group)) {
+            guard let peer = PCIAddress(name), peer != address else { continue }
+            peers.append(GroupPeer(address: peer, driver: try driver(of: peer), classCode: try classCode(of: peer)))
+        }
+        return peers.sorted { $0.address < $1.address }
+    }
+
+    private func optionalText(_ attribute: String, of address: PCIAddress) throws(SysfsError) -> String? {
+        let path = layout.attribute(attribute, of: address)
+        guard io.exists(path) else { return nil }
+        return try io.read(path)
+    }
+
+    private func optionalNumber(_ attribute: String, of address: PCIAddress) throws(SysfsError) -> UInt32? {
+        try optionalText(attribute, of: address).flatMap { Hex.parse($0) }
+    }
+}
+
+extension String {
+    func trimmingSysfsNewline() -> String {
+        var text = Substring(self)
+        while let last = text.last, last == "\n" || last == " " { text = text.dropLast() }
+        return String(text)
+    }
+}
+
+/// sysfs prints numbers as `0x058000\n`.
+enum Hex {
+    static func parse(_ text: String) -> UInt32? {
+        var body = Substring(text.trimmingSysfsNewline())
+        if body.hasPrefix("0x") { body = body.dropFirst(2) }
+        return UInt32(body, radix: 16)
+    }
+}

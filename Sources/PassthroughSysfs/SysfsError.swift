@@ -1,0 +1,28 @@
+import SystemPackage
+
+/// A sysfs read or write that the kernel refused, with the errno it gave.
+public struct SysfsError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Operation: String, Hashable, Sendable {
+        case read, write, readLink = "read link", list
+    }
+
+    public var operation: Operation
+    public var path: FilePath
+    public var errno: Errno
+    /// What was written, for writes.
+    public var value: String?
+
+    public init(operation: Operation, path: FilePath, errno: Errno, value: String? = nil) {
+        self.operation = operation
+        self.path = path
+        self.errno = errno
+        self.value = value
+    }
+
+    public var isNotFound: Bool { errno == .noSuchFileOrDirectory }
+
+    public var description: String {
+        let what = value.map { "write \"\($0)\" to" } ?? operation.rawValue
+        return "cannot \(what) \(path): \(errno.description) (errno \(errno.rawValue))"
+    }
+}

@@ -1,0 +1,35 @@
+import PassthroughCore
+import SystemPackage
+
+/// Paths of the PCI bus ABI under a sysfs root (`/sys`, or a test tree).
+public struct SysfsLayout: Sendable, Hashable {
+    public var root: FilePath
+
+    public init(root: FilePath = "/sys") {
+        self.root = root
+    }
+
+    public var pciDevices: FilePath { root.appending("bus/pci/devices") }
+    public var pciDrivers: FilePath { root.appending("bus/pci/drivers") }
+    public var driversProbe: FilePath { root.appending("bus/pci/drivers_probe") }
+    public var rescan: FilePath { root.appending("bus/pci/rescan") }
+    public var iommuGroups: FilePath { root.appending("kernel/iommu_groups") }
+
+    /// The directory of one function. `PCIAddress` only prints `dddd:bb:dd.f`, so this can never
+    /// leave `bus/pci/devices`.
+    public func device(_ address: PCIAddress) -> FilePath {
+        pciDevices.appending(address.description)
+    }
+
+    public func attribute(_ name: String, of address: PCIAddress) -> FilePath {
+        device(address).appending(name)
+    }
+
+    public func driver(_ name: DriverName) -> FilePath {
+        pciDrivers.appending(name.rawValue)
+    }
+
+    public func iommuGroupDevices(_ group: Int) -> FilePath {
+        iommuGroups.appending("\(group)/devices")
+    }
+}
