@@ -96,10 +96,11 @@ public final class EmulatedPCIBus: SysfsIO {
         }
         if parts.last == "driver_override" {
             // The kernel keeps "(null)" for an empty write.
-            try real.write(argument.isEmpty ? "(null)\n" : "\(argument)\n", to: path)
+            sysfs.writeFile(relative, argument.isEmpty ? "(null)\n" : "\(argument)\n")
             return
         }
-        try real.write(value, to: path)
+        // A sysfs attribute holds the last value stored, never a tail of an older one.
+        sysfs.writeFile(relative, value)
     }
 
     // MARK: Kernel matching

@@ -1,0 +1,71 @@
+import PassthroughCore
+import PassthroughSysfs
+import PassthroughTestSupport
+import Testing
+
+@Suite("Reading PCI functions from sysfs")
+struct PCISysfsReaderTests {
+    @Test("a snapshot carries IDs, class, driver, override, group with peers, and upstream port")
+    func snapshot() throws {
+        let bus = alveoHost()
+        let snapshot = try #require(try bus.reader.snapshot(of: PCIAddress("0000:01:00.0")!))
+        #expect(snapshot.id == PCIID("10ee:903f"))
+        #expect(snapshot.subsystemID == PCIID("10ee:0007"))
+        #expect(snapshot.classCode == 0x058000)
+        #expect(snapshot.driver == DriverName("xdma"))
+        #expect(snapshot.driverOverride == nil)
+        #expect(snapshot.iommuGroup == 5)
+        #expect(snapshot.groupPeers.map(\.address.description) == ["0000:01:00.1"])
+        #expect(snapshot.groupPeers.first?.driver == DriverName("xdma"))
+        #expect(snapshot.upstreamPort == PCIAddress("0000:00:01.0"))
+        #expect(!snapshot.isBridge)
+    }
+
+    @Test("an absent function is nil, not an error")
+    func absent() throws {
+        let bus = alveoHost()
+        #expect(try bus.reader.snapshot(of: PCIAddress("0000:09:00.0")!) == nil)
+        bus.sysfs.removeFunction("0000:01:00.1")
+        #expect(try bus.reader.snapshot(of: PCIAddress("0000:01:00.1")!) == nil)
+        let remaining = try #require(try bus.reader.snapshot(of: PCIAddress("0000:01:00.0")!))
+        #expect(remaining.groupPeers.isEmpty)
+    }
+
+    @Test("the whole bus is listed; names that are not PCI addresses are ignored")
+    func allFunctions() throws {
+        let bus = alveoHost()
+        bus.sysfs.writeFile("bus/pci/devices/..evil", "")
+        let all = try bus.reader.allFunctions()
+        #expect(all.map(\.address.description) == ["0000:00:01.0", "0000:00:1c.0", "0000:00:1f.3", "0000:01:00.0", "0000:01:00.1", "0000:03:00.0"])
+        #expect(all.first?.isBridge == true)
+    }
+
+    @Test("a set driver_override is read back")
+    func override() throws {
+        let bus = alveoHost()
+        try bus.write("vfio-pci", to: bus.sysfs.layout.attribute("driver_override", of: PCIAddress("0000:01:00.0")!))
+        #expect(try bus.reader.driverOverride(of: PCIAddress("0000:01:00.0")!) == .vfioPCI)
+    }
+}
+
+@Suite("The emulated PCI bus behaves like the kernel")
+struct EmulatedPCIBusTests {
+    @Test("drivers_probe succeeds even when no driver binds")
+    func probeWithoutMatch() throws {
+        let bus = alveoHost()
+        bus.sysfs.unbind("0000:01:00.0")
+        try bus.write("0000:01:00.0", to: bus.sysfs.layout.attribute("driver_override", of: PCIAddress("0000:01:00.0")!))
+        try bus.write("nonexistent", to: bus.sysfs.layout.attribute("driver_override", of: PCIAddress("0000:01:00.0")!))
+        try bus.write("0000:01:00.0", to: bus.sysfs.layout.driversProbe)
+        #expect(bus.sysfs.driver(of: "0000:01:00.0") == nil)
+    }
+
+    @Test("unbinding from the wrong driver fails with ENODEV")
+    func wrongUnbind() {
+        let bus = alveoHost()
+        #expect(throws: SysfsError.self) {
+            try bus.write("0000:01:00.0", to: bus.sysfs.layout.driver(.vfioPCI).appending("unbind"))
+        }
+        #expect(bus.sysfs.driver(of: "0000:01:00.0") == "xdma")
+    }
+}
