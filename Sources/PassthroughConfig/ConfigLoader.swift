@@ -11,7 +11,7 @@ public enum ConfigLoader {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
             let reason = (error as NSError).userInfo[NSUnderlyingErrorKey].map { "\($0)" } ?? "\(error.localizedDescription)"
-            throw ConfigError(diagnostics: [
+            throw ConfigError(kind: .unreadable, diagnostics: [
                 ConfigDiagnostic(
                     location: SourceLocation(path: path, line: 1, column: 1),
                     message: "cannot read the configuration file (\(Self.plainReason(for: path, fallback: reason)))"

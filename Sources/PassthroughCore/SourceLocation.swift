@@ -28,9 +28,18 @@ public struct ConfigDiagnostic: Hashable, Sendable, CustomStringConvertible {
 
 /// A configuration that cannot be used; every mistake found is listed, in file order.
 public struct ConfigError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: Hashable, Sendable {
+        /// The file could not be read at all (missing, permissions).
+        case unreadable
+        /// The file was read and has mistakes.
+        case invalid
+    }
+
+    public var kind: Kind
     public var diagnostics: [ConfigDiagnostic]
 
-    public init(diagnostics: [ConfigDiagnostic]) {
+    public init(kind: Kind = .invalid, diagnostics: [ConfigDiagnostic]) {
+        self.kind = kind
         self.diagnostics = diagnostics.sorted {
             ($0.location.line, $0.location.column) < ($1.location.line, $1.location.column)
         }

@@ -107,6 +107,13 @@ public final class FakeSysfs: Sendable {
         _ = try! fd.closeAfter { try fd.writeAll(Array(contents.utf8)) }
     }
 
+    public func writeFileCreatingDirectories(_ relativePath: String, _ contents: String) {
+        var directory = root.appending(relativePath)
+        directory.removeLastComponent()
+        Self.makeDirectories(directory)
+        writeFile(relativePath, contents)
+    }
+
     // MARK: Paths
 
     private func devicePath(_ address: String, below parent: String?) -> String {

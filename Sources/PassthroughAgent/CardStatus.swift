@@ -1,0 +1,75 @@
+import PassthroughCore
+import PassthroughSysfs
+
+/// One configured card as the host sees it now: what `status` prints.
+public struct CardStatus: Encodable, Hashable, Sendable {
+    public struct Function: Encodable, Hashable, Sendable {
+        public var address: String
+        public var id: String
+        public var driver: String?
+        public var driverOverride: String?
+        public var iommuGroup: Int?
+    }
+
+    public struct Peer: Encodable, Hashable, Sendable {
+        public var address: String
+        public var driver: String?
+
+        public init(address: String, driver: String?) {
+            self.address = address
+            self.driver = driver
+        }
+    }
+
+    public var name: String
+    /// The configured address, or the slot the card was found in.
+    public var address: String?
+    public var present: Bool
+    public var ids: [String]
+    public var driver: String?
+    public var iommuGroup: Int?
+    /// Other devices in the card's IOMMU group(s); the card's own functions are in `functions`.
+    public var groupPeers: [Peer]
+    public var guest: String
+    public var functions: [Function]
+    /// Why the card cannot be used as configured, if it cannot.
+    public var problem: String?
+
+    public init(resolution: CardResolution) {
+        let card = resolution.card
+        let functions = resolution.functions
+        let own = Set(functions.map(\.address))
+        name = card.name.rawValue
+        guest = card.guest.rawValue
+        present = resolution.isPresent
+        address = card.address?.description ?? functions.first.map { $0.address.slot.description }
+        ids = Array(Set(functions.map(\.id.description))).sorted()
+        driver = functions.first?.driver?.rawValue
+        iommuGroup = functions.first?.iommuGroup
+        var peers: [PCIAddress: Peer] = [:]
+        for function in functions {
+            for peer in function.groupPeers where !own.contains(peer.address) {
+                peers[peer.address] = Peer(address: peer.address.description, driver: peer.driver?.rawValue)
+            }
+        }
+        groupPeers = peers.sorted { $0.key < $1.key }.map(\.value)
+        self.functions = functions.map {
+            Function(address: $0.address.description, id: $0.id.description, driver: $0.driver?.rawValue,
+                     driverOverride: $0.driverOverride?.rawValue, iommuGroup: $0.iommuGroup)
+        }
+        switch resolution.outcome {
+        case .present:
+            problem = nil
+        case .absent:
+            problem = "not on the PCI bus"
+        case .ambiguous(let slots):
+            problem = "its ids match devices in \(slots.count) slots (\(slots.map(\.description).joined(separator: ", "))); give it an address"
+        }
+    }
+
+    /// The status of every configured card, in config order.
+    public static func all(config: AgentConfig, reader: PCISysfsReader) throws(SysfsError) -> [CardStatus] {
+        let devices = try reader.allFunctions()
+        return config.cards.map { CardStatus(resolution: CardResolution(card: $0, devices: devices)) }
+    }
+}

@@ -1,0 +1,15 @@
+import ArgumentParser
+
+@main
+struct PassthroughAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "passthrough-agent",
+        abstract: "Keeps PCIe cards (FPGAs, XDMA/QDMA designs) where they belong: on vfio-pci in their running guest, or back on the host.",
+        discussion: """
+            Exit statuses: 0 success; 1 host not ready (check); 64 usage; 69 card absent; 70 internal error; \
+            74 a sysfs step failed and was rolled back; 75 libvirt unavailable; 77 refused for safety; \
+            78 invalid configuration.
+            """,
+        subcommands: [StatusCommand.self, CheckCommand.self, BindCommand.self]
+    )
+}

@@ -1,0 +1,103 @@
+import Foundation
+import PassthroughTestSupport
+import Testing
+
+/// The built `passthrough-agent`, run as a user runs it: exit statuses, stdout, stderr.
+struct AgentProcess {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+
+    static var binary: URL {
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("passthrough-agent")
+    }
+
+    static func run(_ arguments: [String]) throws -> AgentProcess {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return AgentProcess(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                            stderr: String(decoding: stderr, as: UTF8.self))
+    }
+}
+
+private func writeConfig(_ text: String, in bus: EmulatedPCIBus) -> String {
+    bus.sysfs.writeFileCreatingDirectories("etc/config.toml", text)
+    return bus.sysfs.root.appending("etc/config.toml").string
+}
+
+@Suite("The command line", .enabled(if: FileManager.default.isExecutableFile(atPath: AgentProcess.binary.path),
+                                     "build the passthrough-agent product first (make test does)"))
+struct CommandLineTests {
+    @Test("a hostile config exits 78 with path:line:col on stderr and touches nothing")
+    func hostileConfig() throws {
+        let bus = readyHost()
+        let path = writeConfig("[[card]]\nname = \"u200\"\naddress = \"../../../devices\"\nguest = \"vm\"\n", in: bus)
+        for command in [["status"], ["bind", "u200", "--to", "vfio"], ["check"]] {
+            let result = try AgentProcess.run(command + ["--config", path, "--sysfs-root", bus.sysfs.root.string])
+            #expect(result.status == 78, "\(command): \(result.stderr)")
+            #expect(result.stderr.contains("\(path):3:11: invalid PCI address \"../../../devices\""), "\(command): \(result.stderr)")
+        }
+        #expect(bus.sysfs.driver(of: "0000:01:00.0") == "xdma")
+        #expect(bus.sysfs.driverOverride(of: "0000:01:00.0") == "(null)\n")
+    }
+
+    @Test("status --json describes a hand-made sysfs tree")
+    func statusJSON() throws {
+        let bus = readyHost()
+        let path = writeConfig(exampleConfig, in: bus)
+        let result = try AgentProcess.run(["status", "--json", "--config", path, "--sysfs-root", bus.sysfs.root.string])
+        #expect(result.status == 0, "\(result.stderr)")
+        let cards = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+        #expect(cards.count == 2)
+        let u200 = cards[0]
+        #expect(u200["name"] as? String == "u200")
+        #expect(u200["address"] as? String == "0000:01:00")
+        #expect(u200["present"] as? Bool == true)
+        #expect(u200["driver"] as? String == "xdma")
+        #expect(u200["iommuGroup"] as? Int == 5)
+        #expect((u200["groupPeers"] as? [Any])?.isEmpty == true)
+        #expect(u200["guest"] as? String == "fpga-dev")
+        let peers = try #require(cards[1]["groupPeers"] as? [[String: Any]])
+        #expect(peers.first?["address"] as? String == "0000:00:1f.3")
+        #expect(peers.first?["driver"] as? String == "snd_hda_intel")
+    }
+
+    @Test("check exits 1 on a host without an IOMMU and says so")
+    func checkWithoutIOMMU() throws {
+        let bus = hostWithoutIOMMU()
+        let path = writeConfig("[[card]]\nname = \"u200\"\naddress = \"0000:01:00\"\nguest = \"vm\"\n", in: bus)
+        let result = try AgentProcess.run(["check", "--config", path, "--sysfs-root", bus.sysfs.root.string,
+                                           "--proc-root", bus.sysfs.root.appending("proc").string])
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("PROBLEM  iommu: off"))
+        #expect(result.stdout.contains("this host is not ready"))
+    }
+
+    @Test("bind refuses an IOMMU group shared with the host (77) and names the peer")
+    func bindRefused() throws {
+        let bus = readyHost()
+        let path = writeConfig(exampleConfig, in: bus)
+        let result = try AgentProcess.run(["bind", "nic", "--to", "vfio", "--config", path, "--sysfs-root", bus.sysfs.root.string])
+        #expect(result.status == 77)
+        #expect(result.stderr.contains("0000:00:1f.3 (snd_hda_intel)"))
+        #expect(bus.sysfs.driver(of: "0000:03:00.0") == "e1000e")
+    }
+
+    @Test("an unknown card name is a usage error (64)")
+    func unknownCard() throws {
+        let bus = readyHost()
+        let path = writeConfig(exampleConfig, in: bus)
+        let result = try AgentProcess.run(["bind", "u250", "--to", "vfio", "--config", path, "--sysfs-root", bus.sysfs.root.string])
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("no card named \"u250\""))
+    }
+}
