@@ -1,0 +1,74 @@
+# passthrough-agent: build, test, install.
+#   make build     release binary, Swift runtime linked in statically
+#   make test      every test (udev tests under umockdev-wrapper)
+#   make report    build, then `check` and `status` of this host
+#   make install   PREFIX=/usr/local DESTDIR=
+
+SWIFT ?= swift
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(SYSCONFDIR)/systemd/system
+UDEVRULESDIR ?= $(SYSCONFDIR)/udev/rules.d
+CATALOGDIR ?= $(PREFIX)/lib/systemd/catalog
+CONFIG ?= $(SYSCONFDIR)/passthrough-agent/config.toml
+
+RELEASE_BIN = .build/release/passthrough-agent
+DEBUG_BIN = .build/debug/passthrough-agent
+
+.PHONY: all deps build test report install uninstall clean
+
+all: build
+
+deps:
+	.ci/install-deps
+
+build: deps
+	$(SWIFT) build -c release --static-swift-stdlib --product passthrough-agent
+
+test: deps
+	$(SWIFT) build --build-tests
+	@if command -v umockdev-wrapper >/dev/null; then \
+		umockdev-wrapper $(SWIFT) test --skip-build; \
+	else \
+		echo "umockdev-wrapper not found: the udev tests will be skipped"; \
+		$(SWIFT) test --skip-build; \
+	fi
+
+# The main job for now: is this host ready, and where are the configured cards?
+report: build
+	@config=$(CONFIG); [ -r "$$config" ] || config=systemd/config.toml.example; \
+	echo "== passthrough-agent check --config $$config"; \
+	$(RELEASE_BIN) check --config "$$config"; rc=$$?; \
+	echo; echo "== passthrough-agent status --config $$config"; \
+	$(RELEASE_BIN) status --config "$$config"; \
+	echo; echo "check exit status: $$rc (0 ready, 1 not ready, 78 invalid configuration)"
+
+install: build
+	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/passthrough-agent
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(SYSCONFDIR)/passthrough-agent
+	@if [ -f systemd/passthrough-agent.service ]; then \
+		sed 's|/usr/local/bin/passthrough-agent|$(BINDIR)/passthrough-agent|g' systemd/passthrough-agent.service \
+			> $(DESTDIR)$(UNITDIR)/passthrough-agent.service; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/passthrough-agent.service; \
+	fi
+	@if [ -f rules/90-passthrough-agent.rules ]; then \
+		install -m 0644 rules/90-passthrough-agent.rules $(DESTDIR)$(UDEVRULESDIR)/; fi
+	@if [ -f systemd/passthrough-agent.catalog ]; then \
+		install -m 0644 systemd/passthrough-agent.catalog $(DESTDIR)$(CATALOGDIR)/; fi
+	install -m 0644 systemd/config.toml.example $(DESTDIR)$(SYSCONFDIR)/passthrough-agent/config.toml.example
+	@# Never overwrite a configuration someone already wrote.
+	@if [ ! -e $(DESTDIR)$(CONFIG) ]; then \
+		install -m 0644 systemd/config.toml.example $(DESTDIR)$(CONFIG); \
+		echo "installed an example configuration at $(DESTDIR)$(CONFIG)"; \
+	else \
+		echo "kept the existing $(DESTDIR)$(CONFIG)"; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/passthrough-agent $(DESTDIR)$(UNITDIR)/passthrough-agent.service \
+		$(DESTDIR)$(UDEVRULESDIR)/90-passthrough-agent.rules $(DESTDIR)$(CATALOGDIR)/passthrough-agent.catalog
+
+clean:
+	rm -rf .build
