@@ -1,0 +1,91 @@
+import PassthroughCore
+import Testing
+
+private let u200 = CardConfig(name: CardName("u200")!, address: PCIAddressSelector("0000:01:00"),
+                              ids: [PCIID("10ee:903f")!, PCIID("10ee:9038")!], guest: GuestName("fpga-dev")!)
+
+private func fn(_ address: String, _ driver: String?, id: String = "10ee:903f") -> PCIDeviceSnapshot {
+    PCIDeviceSnapshot(address: PCIAddress(address)!, id: PCIID(id)!, driver: driver.flatMap(DriverName.init))
+}
+
+private func plan(_ card: CardConfig = u200, _ devices: [PCIDeviceSnapshot], guest: GuestActivity, attached: [String] = []) -> [String] {
+    Reconciler.plan(for: ObservedCard(card: card, devices: devices, guest: guest,
+                                      attached: Set(attached.compactMap(PCIAddress.init)))).map { step in
+        switch step.action {
+        case .bindVFIO: "bind-vfio"
+        case .bindHost(let policy): "bind-host \(policy)"
+        case .attach(let address, let guest): "attach \(address) \(guest)"
+        case .detach(let address, let guest): "detach \(address) \(guest)"
+        }
+    }
+}
+
+@Suite("Reconciler: from (actual, desired) to a plan")
+struct ReconcilerTests {
+    @Test("guest running, card on xdma: bind to vfio-pci, then attach every function")
+    func guestStarts() {
+        #expect(plan([fn("0000:01:00.0", "xdma"), fn("0000:01:00.1", "xdma", id: "10ee:9038")], guest: .active)
+            == ["bind-vfio", "attach 0000:01:00.0 fpga-dev", "attach 0000:01:00.1 fpga-dev"])
+    }
+
+    @Test("guest running, card on vfio-pci and attached: nothing to do")
+    func converged() {
+        #expect(plan([fn("0000:01:00.0", "vfio-pci")], guest: .active, attached: ["0000:01:00.0"]).isEmpty)
+    }
+
+    @Test("reflash: the card came back on xdma with a new ID while the guest runs")
+    func reflashNewID() {
+        #expect(plan([fn("0000:01:00.0", "xdma", id: "10ee:9038")], guest: .active)
+            == ["bind-vfio", "attach 0000:01:00.0 fpga-dev"])
+    }
+
+    @Test("card on vfio-pci but not attached (libvirt dropped it): attach only")
+    func reattachOnly() {
+        #expect(plan([fn("0000:01:00.0", "vfio-pci")], guest: .active) == ["attach 0000:01:00.0 fpga-dev"])
+    }
+
+    @Test("card absent or ambiguous: no step, whatever the guest does")
+    func absent() {
+        #expect(plan([], guest: .active).isEmpty)
+        let byIDs = CardConfig(name: CardName("x")!, ids: [PCIID("10ee:903f")!], guest: GuestName("vm")!)
+        #expect(plan(byIDs, [fn("0000:01:00.0", "xdma"), fn("0000:02:00.0", "xdma")], guest: .active).isEmpty)
+    }
+
+    @Test("guest stopped: back to the host per policy, or kept on vfio-pci", arguments: [
+        (GuestStopPolicy.host, HostDriverPolicy.auto, "vfio-pci", ["bind-host auto"]),
+        (.host, .auto, "xdma", []),
+        (.host, .auto, nil, []),
+        (.host, .driver(DriverName("xdma")!), "vfio-pci", ["bind-host xdma"]),
+        (.host, .driver(DriverName("xdma")!), nil, ["bind-host xdma"]),
+        (.host, .none, "vfio-pci", ["bind-host none"]),
+        (.host, .none, nil, []),
+        (.keep, .auto, "vfio-pci", []),
+        (.keep, .auto, "xdma", ["bind-vfio"]),
+    ] as [(GuestStopPolicy, HostDriverPolicy, String?, [String])])
+    func guestStopped(stops: GuestStopPolicy, hostDriver: HostDriverPolicy, driver: String?, expected: [String]) {
+        var card = u200
+        card.whenGuestStops = stops
+        card.hostDriver = hostDriver
+        #expect(plan(card, [fn("0000:01:00.0", driver)], guest: .inactive) == expected)
+    }
+
+    @Test("libvirt unreachable: the card is left exactly where it is")
+    func unknownGuest() {
+        #expect(plan([fn("0000:01:00.0", "xdma")], guest: .unknown).isEmpty)
+        #expect(plan([fn("0000:01:00.0", "vfio-pci")], guest: .unknown).isEmpty)
+    }
+
+    @Test("the same observation always gives the same plan (level-triggered)")
+    func deterministic() {
+        let devices = [fn("0000:01:00.1", "xdma", id: "10ee:9038"), fn("0000:01:00.0", "xdma")]
+        let first = plan(devices, guest: .active)
+        for _ in 0..<10 { #expect(plan(devices.shuffled(), guest: .active) == first) }
+    }
+
+    @Test("every step explains itself")
+    func reasons() {
+        let steps = Reconciler.plan(for: ObservedCard(card: u200, devices: [fn("0000:01:00.0", "xdma")], guest: .active, attached: []))
+        #expect(steps.first?.description == "u200: bind to vfio-pci (fpga-dev is running and the card is on xdma)")
+        #expect(steps.last?.description == "u200: attach 0000:01:00.0 to fpga-dev (fpga-dev is running without it)")
+    }
+}
