@@ -13,7 +13,7 @@ public enum JournalFieldName {
     /// `pci-slot` → `PCI_SLOT`, `message-id` → `MESSAGE_ID`, `_pid` → `META__PID`, `9x` → `META_9X`.
     public static func sanitize(_ key: String) -> String {
         var name = String(String.UnicodeScalarView(key.unicodeScalars.map(repair)))
-        if name.isEmpty || name.first == "_" || name.first!.isNumber {
+        if !isValidStart(name.unicodeScalars.first) {
             name = escapePrefix + name
         }
         return String(name.prefix(maximumLength))
@@ -21,10 +21,13 @@ public enum JournalFieldName {
 
     /// Whether journald would keep a field with this name as sent.
     public static func isValid(_ name: String) -> Bool {
-        guard let first = name.unicodeScalars.first, name.unicodeScalars.count <= maximumLength else {
-            return false
-        }
-        return first != "_" && !("0"..."9").contains(first) && name.unicodeScalars.allSatisfy(isAllowed)
+        name.unicodeScalars.count <= maximumLength && isValidStart(name.unicodeScalars.first)
+            && name.unicodeScalars.allSatisfy(isAllowed)
+    }
+
+    private static func isValidStart(_ first: Unicode.Scalar?) -> Bool {
+        guard let first else { return false }
+        return first != "_" && !("0"..."9").contains(first)
     }
 
     private static func repair(_ scalar: Unicode.Scalar) -> Unicode.Scalar {

@@ -6,7 +6,8 @@ public enum LogLine {
     /// - Parameter metadata: already merged. The card (``LogMetadataKey/card``, under any key
     ///   that sanitises to it) moves into the brackets; `MESSAGE_ID` is left out because it only
     ///   means something to the journal catalog. Other pairs follow sorted by key, values quoted
-    ///   when they contain spaces, quotes, `=` or control characters.
+    ///   when they contain whitespace, quotes, `=`, `\\` or control characters, so each line
+    ///   splits back into pairs.
     public static func format(
         level: Logger.Level,
         message: Logger.Message,
@@ -38,8 +39,8 @@ public enum LogLine {
 
     private static func quotedIfNeeded(_ value: String) -> String {
         let needsQuotes = value.isEmpty || value.unicodeScalars.contains {
-            $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\\" || $0.properties.generalCategory == .control
-                || $0.properties.isWhitespace
+            $0 == "\"" || $0 == "=" || $0 == "\\" || $0.properties.isWhitespace
+                || $0.properties.generalCategory == .control
         }
         guard needsQuotes else { return value }
         var quoted = "\""

@@ -47,9 +47,15 @@ public enum NotificationKind: Hashable, Sendable, CaseIterable {
         return MessageID(rawValue: hex)!
     }
 
-    /// `["MESSAGE_ID": id]`, to merge into a log call's metadata:
-    /// `logger.notice("…", metadata: NotificationKind.cardAppeared.metadata.merging(…))`.
+    /// `["MESSAGE_ID": id]`, the metadata that marks a log entry as this notification.
     public var metadata: Logger.Metadata {
         [LogMetadataKey.messageID: .string(messageID.rawValue)]
+    }
+
+    /// `details` plus `MESSAGE_ID`, for one log call:
+    /// `logger.notice("card appeared", metadata: NotificationKind.cardAppeared.metadata([LogMetadataKey.card: "fpga0"]))`.
+    /// The kind's id wins over a `MESSAGE_ID` in `details`.
+    public func metadata(_ details: Logger.Metadata) -> Logger.Metadata {
+        details.merging(metadata) { _, id in id }
     }
 }
