@@ -51,10 +51,10 @@ struct StderrLogHandlerTests {
         #expect(line == #"ERROR config rejected detail="line 1\nline \"2\"" empty="" path=/etc/passthrough-agent/agent.toml"#)
     }
 
-    @Test func journalHandlerWithoutJournalIsHarmless() {
-        // With no journald, libsystemd drops the entry and reports success: nothing reaches the
-        // fallback. Only run where that is true, so a developer's journal gets no test entries.
-        guard access(LogDestination.journalSocketPath, F_OK) != 0 else { return }
+    /// With no journald, libsystemd drops the entry and reports success: nothing reaches the
+    /// fallback. Only run where that is true, so a developer's journal gets no test entries.
+    @Test(.enabled(if: access(LogDestination.journalSocketPath, F_OK) != 0, "a journald is listening"))
+    func journalHandlerWithoutJournalIsHarmless() {
         let captured = CapturedLines()
         let logger = Logger(label: "passthrough.test") { JournalLogHandler(label: $0, fallback: captured.sink) }
         logger.error("no journal here", metadata: ["detail": "multi\nline"])

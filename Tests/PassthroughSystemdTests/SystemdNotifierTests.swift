@@ -9,7 +9,7 @@ struct SystemdNotifierTests {
     private let notifier = SystemdNotifier()
 
     @Test func sendsEachStateToTheNotifySocket() throws {
-        let socket = try FakeNotifySocket()
+        let socket = try FakeDatagramSocket()
         let environment = EnvironmentOverride(["NOTIFY_SOCKET": socket.path])
         defer { environment.restore() }
         #expect(notifier.isSupervised)
@@ -25,7 +25,7 @@ struct SystemdNotifierTests {
     }
 
     @Test func reloadingCarriesTheMonotonicTimestamp() throws {
-        let socket = try FakeNotifySocket()
+        let socket = try FakeDatagramSocket()
         let environment = EnvironmentOverride(["NOTIFY_SOCKET": socket.path])
         defer { environment.restore() }
         var now = timespec()
@@ -43,7 +43,7 @@ struct SystemdNotifierTests {
     }
 
     @Test func sendsSeveralStatesInOneDatagram() throws {
-        let socket = try FakeNotifySocket()
+        let socket = try FakeDatagramSocket()
         let environment = EnvironmentOverride(["NOTIFY_SOCKET": socket.path])
         defer { environment.restore() }
         try notifier.send([.status("Watching 2 cards"), .ready])
@@ -51,7 +51,7 @@ struct SystemdNotifierTests {
     }
 
     @Test func statusCannotSmuggleAssignments() throws {
-        let socket = try FakeNotifySocket()
+        let socket = try FakeDatagramSocket()
         let environment = EnvironmentOverride(["NOTIFY_SOCKET": socket.path])
         defer { environment.restore() }
         try notifier.status("config error\nREADY=1")
