@@ -6,7 +6,7 @@ public enum LogLine {
     /// - Parameter metadata: already merged. The card (``LogMetadataKey/card``, under any key
     ///   that sanitises to it) moves into the brackets; `MESSAGE_ID` is left out because it only
     ///   means something to the journal catalog. Other pairs follow sorted by key, values quoted
-    ///   when they contain whitespace, quotes, `=`, `\\` or control characters, so each line
+    ///   when they contain whitespace, quotes, `=`, backslashes or control characters, so each line
     ///   splits back into pairs.
     public static func format(
         level: Logger.Level,
