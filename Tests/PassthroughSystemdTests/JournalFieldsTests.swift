@@ -91,11 +91,3 @@ struct JournalFieldsTests {
 private struct Failure: Error, CustomStringConvertible {
     var description: String { "unbind refused" }
 }
-
-struct NotificationKindTests {
-    @Test func metadataAddsTheMessageID() {
-        let metadata = NotificationKind.cardLost.metadata([LogMetadataKey.card: "fpga0", LogMetadataKey.messageID: "stale"])
-        #expect(metadata[LogMetadataKey.card] == "fpga0")
-        #expect(metadata[LogMetadataKey.messageID] == "34f612af286d42afa749b52c63a45398")
-    }
-}

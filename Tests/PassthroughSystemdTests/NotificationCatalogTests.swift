@@ -67,3 +67,11 @@ struct NotificationCatalogTests {
         }
     }
 }
+
+struct NotificationKindTests {
+    @Test func metadataAddsTheMessageID() {
+        let metadata = NotificationKind.cardLost.metadata([LogMetadataKey.card: "fpga0", LogMetadataKey.messageID: "stale"])
+        #expect(metadata[LogMetadataKey.card] == "fpga0")
+        #expect(metadata[LogMetadataKey.messageID] == "34f612af286d42afa749b52c63a45398")
+    }
+}
