@@ -1,0 +1,61 @@
+public import Logging
+
+/// The events worth an operator's attention, each with a fixed ``MessageID`` that
+/// `systemd/passthrough-agent.catalog` explains (`journalctl -x`), and that lets scripts
+/// follow them (`journalctl MESSAGE_ID=…`).
+///
+/// The ids are part of the interface: never change or reuse one; add a new case instead.
+public enum NotificationKind: Hashable, Sendable, CaseIterable {
+    case cardAppeared
+    case cardVanished
+    case cardRebound
+    case cardAttached
+    case cardDetached
+    /// Released from VFIO back to a host driver.
+    case cardGivenBack
+    case stepFailed
+    case retry
+    /// State re-read from sysfs and libvirt instead of trusting events.
+    case resync
+    /// The same slot came back with another vendor:device (new bitstream).
+    case cardIDChanged
+    /// Link down: the device stays in sysfs but reads all ones.
+    case cardLost
+    case recoveryGaveUp
+    case configReloaded
+    case configRejected
+
+    public var messageID: MessageID {
+        // Generated once with uuid.uuid4().hex.
+        let hex = switch self {
+        case .cardAppeared: "60bd35b3daf642e1971e5fbb8afbe012"
+        case .cardVanished: "5b329c87f0e74fd7aa5972e86a441a25"
+        case .cardRebound: "5db2563f473946c9b832d37769f4ceaf"
+        case .cardAttached: "afd79f907deb40c780af2c070fd6d999"
+        case .cardDetached: "cc12d91879064ed7aa4395fc376c7f9f"
+        case .cardGivenBack: "bb210f37c1034266b6a59b379992bbf1"
+        case .stepFailed: "54a0b6a8aeb44d15865234500560809a"
+        case .retry: "3022f3392f1d434098d80867868ed648"
+        case .resync: "ac13646b04d04005972efe1edc4be850"
+        case .cardIDChanged: "87eaf757a9994e0e9e84852aa2bceaad"
+        case .cardLost: "34f612af286d42afa749b52c63a45398"
+        case .recoveryGaveUp: "c6b6c5e68c224cbba84baf4bda067ba5"
+        case .configReloaded: "554c47f893c449829cf9d79605449949"
+        case .configRejected: "6215c54ceb534134aef78d470a870f24"
+        }
+        // The literals above are checked by the tests; a typo is a programming error.
+        return MessageID(rawValue: hex)!
+    }
+
+    /// `["MESSAGE_ID": id]`, the metadata that marks a log entry as this notification.
+    public var metadata: Logger.Metadata {
+        [LogMetadataKey.messageID: .string(messageID.rawValue)]
+    }
+
+    /// `details` plus `MESSAGE_ID`, for one log call:
+    /// `logger.notice("card appeared", metadata: NotificationKind.cardAppeared.metadata([LogMetadataKey.card: "fpga0"]))`.
+    /// The kind's id wins over a `MESSAGE_ID` in `details`.
+    public func metadata(_ details: Logger.Metadata) -> Logger.Metadata {
+        details.merging(metadata) { _, id in id }
+    }
+}

@@ -1,0 +1,38 @@
+import Foundation
+
+/// Files shipped next to the sources (unit, catalog, udev rule), found from this file's path so
+/// the tests work from any working directory.
+enum RepositoryFile {
+    static let root: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent()  // PassthroughSystemdTests
+        .deletingLastPathComponent()  // Tests
+        .deletingLastPathComponent()
+
+    static func url(_ relativePath: String) -> URL {
+        root.appendingPathComponent(relativePath)
+    }
+
+    static func contents(_ relativePath: String) throws -> String {
+        try String(contentsOf: url(relativePath), encoding: .utf8)
+    }
+}
+
+/// Runs a host tool for the packaging checks; product code never shells out.
+struct ToolRun {
+    var status: Int32
+    var output: String
+
+    static func run(_ executable: String, _ arguments: [String]) throws -> ToolRun {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        // Read before waiting: a full pipe would otherwise block the tool forever.
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return ToolRun(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    }
+}
