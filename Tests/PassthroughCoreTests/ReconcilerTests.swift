@@ -8,7 +8,11 @@ private func fn(_ address: String, _ driver: String?, id: String = "10ee:903f") 
     PCIDeviceSnapshot(address: PCIAddress(address)!, id: PCIID(id)!, driver: driver.flatMap(DriverName.init))
 }
 
-private func plan(_ card: CardConfig = u200, _ devices: [PCIDeviceSnapshot], guest: GuestActivity, attached: [String] = []) -> [String] {
+private func plan(_ devices: [PCIDeviceSnapshot], guest: GuestActivity, attached: [String] = []) -> [String] {
+    plan(u200, devices, guest: guest, attached: attached)
+}
+
+private func plan(_ card: CardConfig, _ devices: [PCIDeviceSnapshot], guest: GuestActivity, attached: [String] = []) -> [String] {
     Reconciler.plan(for: ObservedCard(card: card, devices: devices, guest: guest,
                                       attached: Set(attached.compactMap(PCIAddress.init)))).map { step in
         switch step.action {
