@@ -12,6 +12,7 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= $(SYSCONFDIR)/systemd/system
 UDEVRULESDIR ?= $(SYSCONFDIR)/udev/rules.d
 CATALOGDIR ?= $(PREFIX)/lib/systemd/catalog
+MODULESLOADDIR ?= $(SYSCONFDIR)/modules-load.d
 CONFIG ?= $(SYSCONFDIR)/passthrough-agent/config.toml
 
 RELEASE_BIN = .build/release/passthrough-agent
@@ -47,7 +48,8 @@ report: build
 
 install: build
 	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/passthrough-agent
-	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(SYSCONFDIR)/passthrough-agent
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(MODULESLOADDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/passthrough-agent
 	@if [ -f systemd/passthrough-agent.service ]; then \
 		sed 's|/usr/local/bin/passthrough-agent|$(BINDIR)/passthrough-agent|g' systemd/passthrough-agent.service \
 			> $(DESTDIR)$(UNITDIR)/passthrough-agent.service; \
@@ -55,8 +57,10 @@ install: build
 	fi
 	@if [ -f rules/90-passthrough-agent.rules ]; then \
 		install -m 0644 rules/90-passthrough-agent.rules $(DESTDIR)$(UDEVRULESDIR)/; fi
-	@if [ -f systemd/passthrough-agent.catalog ]; then \
-		install -m 0644 systemd/passthrough-agent.catalog $(DESTDIR)$(CATALOGDIR)/; fi
+	install -m 0644 systemd/passthrough-agent.catalog $(DESTDIR)$(CATALOGDIR)/
+	install -m 0644 systemd/modules-load.d/passthrough-agent.conf $(DESTDIR)$(MODULESLOADDIR)/
+	@# The catalog is compiled into a database; only for a live install, not for staging.
+	@if [ -z "$(DESTDIR)" ] && command -v journalctl >/dev/null; then journalctl --update-catalog || true; fi
 	install -m 0644 systemd/config.toml.example $(DESTDIR)$(SYSCONFDIR)/passthrough-agent/config.toml.example
 	@# Never overwrite a configuration someone already wrote.
 	@if [ ! -e $(DESTDIR)$(CONFIG) ]; then \
@@ -68,7 +72,8 @@ install: build
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/passthrough-agent $(DESTDIR)$(UNITDIR)/passthrough-agent.service \
-		$(DESTDIR)$(UDEVRULESDIR)/90-passthrough-agent.rules $(DESTDIR)$(CATALOGDIR)/passthrough-agent.catalog
+		$(DESTDIR)$(UDEVRULESDIR)/90-passthrough-agent.rules $(DESTDIR)$(CATALOGDIR)/passthrough-agent.catalog \
+		$(DESTDIR)$(MODULESLOADDIR)/passthrough-agent.conf
 
 clean:
 	rm -rf .build
