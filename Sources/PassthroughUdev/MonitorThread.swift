@@ -3,18 +3,36 @@ import Glibc
 import Logging
 import SystemPackage
 
+/// Where the monitor thread gets devices from: ``UdevSession`` in production, a scripted fake in
+/// tests. Used on the monitor thread only.
+protocol MonitorSource: AnyObject {
+    /// Readable when ``receive()`` has something to say.
+    var monitorFD: CInt { get }
+    /// Reads one uevent without blocking.
+    func receive() -> UdevSession.Received
+    /// Calls `body` for every PCI device, stopping early when it returns `false`.
+    /// - Returns: `false` if `body` stopped the scan.
+    func enumeratePCI(_ body: (UdevDeviceRecord) -> Bool) throws(UdevError) -> Bool
+}
+
+extension UdevSession: MonitorSource {}
+
 /// The body of the monitor thread: it owns the ``UdevSession`` from creation to destruction.
 ///
 /// Order matters: subscribe first, then enumerate, so nothing that happens in between is lost
 /// (it waits in the socket and is delivered after the snapshot).
-struct MonitorThread {
+struct MonitorThread<Source: MonitorSource> {
     /// Receive failures (other than overflow) in a row after which the monitor gives up.
-    static let maximumConsecutiveReceiveFailures = 8
+    static var maximumConsecutiveReceiveFailures: Int { 8 }
+    /// Uevents handled between two looks at the shutdown eventfd while draining.
+    static var shutdownCheckInterval: Int { 256 }
 
-    let session: UdevSession
+    let session: Source
     let context: MonitorContext
     var logger: Logger { context.logger }
+}
 
+extension MonitorThread where Source == UdevSession {
     static func run(_ context: MonitorContext) {
         defer { context.continuation.finish() }
         let session: UdevSession
@@ -29,7 +47,9 @@ struct MonitorThread {
         MonitorThread(session: session, context: context).loop()
         context.logger.debug("udev monitor thread exiting")
     }
+}
 
+extension MonitorThread {
     private enum Wakeup {
         case readable
         case shutdown
@@ -39,10 +59,12 @@ struct MonitorThread {
     private enum DrainOutcome {
         case drained(needsSnapshot: Bool)
         case receiveFailed(Errno)
-        case consumerGone
+        /// The consumer went away or shutdown was requested mid-drain.
+        case stop
     }
 
-    private func loop() {
+    /// Snapshot, then listen until shutdown, the consumer leaving, or a fatal error.
+    func loop() {
         guard snapshot() else { return }
         var consecutiveFailures = 0
         while true {
@@ -54,7 +76,7 @@ struct MonitorThread {
                 return
             case .readable:
                 switch drain() {
-                case .consumerGone:
+                case .stop:
                     return
                 case .drained(let needsSnapshot):
                     consecutiveFailures = 0
@@ -93,7 +115,10 @@ struct MonitorThread {
     /// Receives until the socket is empty. Overflow and undecodable uevents become `resync`.
     private func drain() -> DrainOutcome {
         var needsSnapshot = false
+        var handled = 0
         while true {
+            handled += 1
+            if handled.isMultiple(of: Self.shutdownCheckInterval), isShutdownRequested() { return .stop }
             switch session.receive() {
             case .drained:
                 return .drained(needsSnapshot: needsSnapshot)
@@ -101,19 +126,25 @@ struct MonitorThread {
                 switch record.decode(isColdplug: false) {
                 case .success(let event):
                     logger.debug("uevent", metadata: metadata(of: event))
-                    guard send(.device(event)) else { return .consumerGone }
+                    guard send(.device(event)) else { return .stop }
                 case .failure(let error):
-                    guard resync(.unparsableDevice(error)) else { return .consumerGone }
+                    guard resync(.unparsableDevice(error)) else { return .stop }
                     needsSnapshot = true
                 }
             case .failed(let code) where code == .noBufferSpace:
-                guard resync(.receiveBufferOverflow) else { return .consumerGone }
+                guard resync(.receiveBufferOverflow) else { return .stop }
                 needsSnapshot = true
             case .failed(let code):
-                guard resync(.receiveFailed(code)) else { return .consumerGone }
+                guard resync(.receiveFailed(code)) else { return .stop }
                 return .receiveFailed(code)
             }
         }
+    }
+
+    /// A non-blocking look at the shutdown eventfd, so a flood of uevents cannot delay shutdown.
+    private func isShutdownRequested() -> Bool {
+        var fd = pollfd(fd: context.shutdownFD.rawValue, events: Int16(POLLIN), revents: 0)
+        return poll(&fd, 1, 0) > 0
     }
 
     /// Sends every existing PCI device as a coldplug `add`, then `coldplugComplete`.

@@ -110,7 +110,7 @@ public final class UdevMonitor: Sendable {
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { raw in
             let context = Unmanaged<MonitorContext>.fromOpaque(raw!).takeRetainedValue()
-            MonitorThread.run(context)
+            MonitorThread<UdevSession>.run(context)
             return nil
         }, unmanaged.toOpaque())
         guard rc == 0 else {
