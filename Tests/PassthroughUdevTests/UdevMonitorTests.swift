@@ -39,6 +39,26 @@ struct UdevMonitorTests {
         #expect(alveo.deviceOnline == nil)
     }
 
+    @Test("a uevent sent right after start() is delivered after the snapshot, not lost")
+    func subscribeBeforeEnumerate() async throws {
+        let testbed = try Testbed()
+        try testbed.add(FakeAlveo.description)
+        let monitor = UdevMonitor(logger: LogStore().logger())
+        defer { monitor.shutdown() }
+        let stream = try monitor.start()
+        testbed.setProperty(FakeAlveo.syspath, "DRIVER", "vfio-pci")
+        testbed.uevent(FakeAlveo.syspath, "bind")
+        let (recorder, _) = EventRecorder.consuming(stream)
+
+        let (before, count) = try await recorder.untilColdplugComplete()
+        #expect(count == 2)
+        #expect(before.count == 2)
+        let bind = try await recorder.nextDevice()
+        #expect(bind.action == .bind)
+        #expect(!bind.isColdplug)
+        #expect(bind.driver == .vfioPCI)
+    }
+
     @Test("add, unbind, bind, AER change and remove reach the stream")
     func hotplug() async throws {
         let testbed = try Testbed()
