@@ -4,9 +4,11 @@ import SystemPackage
 
 /// The non-blocking eventfd that wakes the monitor thread's `poll` for shutdown.
 ///
-/// A plain `CInt` wrapper, so it is Sendable; ``UdevMonitor`` closes it only after joining the
-/// thread, when nobody can signal it any more.
-struct EventFD: Sendable {
+/// A class so the fd is closed by `deinit`, when the last holder is gone: the stream's
+/// `onTermination` handler may signal it from any thread at any time, so an explicit `close()`
+/// could race with that and write into a reused fd number. Sendable: the only state is an
+/// immutable `CInt`, and `eventfd_write` is thread-safe.
+final class EventFD: Sendable {
     let rawValue: CInt
 
     init() throws(UdevError) {
@@ -15,12 +17,12 @@ struct EventFD: Sendable {
         rawValue = fd
     }
 
+    deinit {
+        _ = Glibc.close(rawValue)
+    }
+
     /// Makes the fd readable. Never blocks; a second signal only bumps the counter.
     func signal() {
         while eventfd_write(rawValue, 1) < 0, errno == EINTR {}
-    }
-
-    func close() {
-        _ = Glibc.close(rawValue)
     }
 }

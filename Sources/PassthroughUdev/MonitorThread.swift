@@ -94,7 +94,9 @@ extension MonitorThread {
             }
             if fds[1].revents != 0 { return .shutdown }
             if fds[0].revents & Int16(POLLNVAL) != 0 { return .failed(UdevError(.poll, errno: .badFileDescriptor)) }
-            if fds[0].revents != 0 { return .readable }
+            if fds[0].revents & Int16(POLLIN | POLLERR) != 0 { return .readable }
+            // POLLHUP without data would make every poll return at once: stop instead of spinning.
+            if fds[0].revents != 0 { return .failed(UdevError(.socketClosed)) }
         }
     }
 

@@ -5,16 +5,17 @@ public struct UdevError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Which step failed. A struct over a private enum so cases can be added without breaking users.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Step: String, Hashable, Sendable {
-            case alreadyStarted = "starting a monitor that was already started or shut down"
-            case eventFD = "creating the shutdown eventfd"
-            case threadStart = "starting the monitor thread"
-            case context = "udev_new"
-            case monitor = "udev_monitor_new_from_netlink"
-            case filter = "udev_monitor_filter_add_match_subsystem_devtype"
-            case enableReceiving = "udev_monitor_enable_receiving"
-            case enumerate = "enumerating PCI devices"
-            case poll = "poll"
-            case receive = "udev_monitor_receive_device"
+            case alreadyStarted = "the monitor was already started or shut down"
+            case eventFD = "creating the shutdown eventfd failed"
+            case threadStart = "starting the monitor thread failed"
+            case context = "udev_new failed"
+            case monitor = "udev_monitor_new_from_netlink failed"
+            case filter = "udev_monitor_filter_add_match_subsystem_devtype failed"
+            case enableReceiving = "udev_monitor_enable_receiving failed"
+            case enumerate = "enumerating PCI devices failed"
+            case poll = "poll failed"
+            case receive = "udev_monitor_receive_device kept failing"
+            case socketClosed = "the udev netlink socket hung up"
         }
 
         private let step: Step
@@ -32,6 +33,8 @@ public struct UdevError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let poll = Code(.poll)
         /// Receiving kept failing; see ``UdevMonitor`` for the limit.
         public static let receive = Code(.receive)
+        /// The monitor socket reported a hang-up.
+        public static let socketClosed = Code(.socketClosed)
 
         public var description: String { step.rawValue }
     }
@@ -46,7 +49,7 @@ public struct UdevError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        if let errno { return "\(code) failed: \(errno)" }
-        return "\(code) failed"
+        if let errno { return "\(code): \(errno)" }
+        return "\(code)"
     }
 }

@@ -48,8 +48,8 @@ public final class UdevMonitor: Sendable {
             let shutdownFD = try EventFD()
             let (stream, continuation) = AsyncStream.makeStream(
                 of: UdevMonitorEvent.self, bufferingPolicy: .unbounded)
-            // Runs at most once: on cancellation by the consumer, or on the thread's own
-            // `finish()`, which happens before the join, so the fd is still open either way.
+            // Runs at most once: on cancellation by the consumer (which wakes the thread), or on
+            // the thread's own `finish()`. The closure keeps the eventfd alive while it may run.
             continuation.onTermination = { _ in shutdownFD.signal() }
             let context = MonitorContext(logger: logger, continuation: continuation, shutdownFD: shutdownFD)
 
@@ -58,13 +58,11 @@ public final class UdevMonitor: Sendable {
                 thread = try Self.spawn(context)
             } catch {
                 continuation.finish()
-                shutdownFD.close()
                 throw error
             }
 
             if case .failure(let error) = context.waitForStartup() {
                 _ = pthread_join(thread, nil)
-                shutdownFD.close()
                 throw error
             }
             state = .running(thread: thread, context: context)
@@ -91,7 +89,6 @@ public final class UdevMonitor: Sendable {
                 if joinResult != 0 {
                     logger.error("joining the udev monitor thread failed", metadata: ["rc": "\(joinResult)"])
                 }
-                context.shutdownFD.close()
                 state = .stopped(joinResult: joinResult)
             }
         }

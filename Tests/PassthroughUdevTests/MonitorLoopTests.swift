@@ -17,7 +17,6 @@ struct MonitorLoopTests {
         devices: [UdevDeviceRecord], script: [UdevSession.Received], logs: LogStore = LogStore()
     ) async throws -> [UdevMonitorEvent] {
         let shutdownFD = try EventFD()
-        defer { shutdownFD.close() }
         let (stream, continuation) = AsyncStream.makeStream(of: UdevMonitorEvent.self)
         let context = MonitorContext(logger: logs.logger(), continuation: continuation, shutdownFD: shutdownFD)
         let source = try ScriptedSource(devices: devices, script: script, shutdownFD: shutdownFD)
@@ -82,8 +81,6 @@ private final class ScriptedSource: MonitorSource {
         self.script = script
         self.shutdownFD = shutdownFD
     }
-
-    deinit { readable.close() }
 
     var monitorFD: CInt { readable.rawValue }
 
