@@ -116,6 +116,41 @@ struct UdevMonitorTests {
         #expect(sequence == sequence.sorted())
     }
 
+    @Test("a new card without PCI_ID gets its ID from sysfs; upper-case names come out lower-case")
+    func newDeviceWithSysfsID() async throws {
+        let testbed = try Testbed()
+        try testbed.add(FakeAlveo.description)
+        let monitor = UdevMonitor(logger: LogStore().logger())
+        defer { monitor.shutdown() }
+        let (recorder, _) = EventRecorder.consuming(try monitor.start())
+        _ = try await recorder.untilColdplugComplete()
+
+        let syspath = "/sys/devices/pci0000:00/0000:00:01.0/0000:0A:00.0"
+        try testbed.add("""
+            P: /devices/pci0000:00/0000:00:01.0/0000:0A:00.0
+            E: PCI_SLOT_NAME=0000:0A:00.0
+            E: SUBSYSTEM=pci
+            A: vendor=0x10EE
+            A: device=0x9038
+
+
+            """)
+        testbed.uevent(syspath, "add")
+
+        // umockdev may announce the new device itself as well; take the first event for it.
+        var found: UdevEvent?
+        while found == nil {
+            let event = try await recorder.nextDevice()
+            if event.syspath == syspath { found = event }
+        }
+        let card = try #require(found)
+        #expect(card.action == .add)
+        #expect(!card.isColdplug)
+        #expect(card.address.description == "0000:0a:00.0")
+        #expect(card.id?.description == "10ee:9038")
+        #expect(card.driver == nil)
+    }
+
     @Test("an undecodable uevent becomes a logged resync followed by a fresh snapshot")
     func unparsableEvent() async throws {
         let testbed = try Testbed()
