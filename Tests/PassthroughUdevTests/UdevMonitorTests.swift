@@ -151,6 +151,31 @@ struct UdevMonitorTests {
         #expect(card.driver == nil)
     }
 
+    @Test("many uevents arrive complete and in order")
+    func manyEvents() async throws {
+        let testbed = try Testbed()
+        try testbed.add(FakeAlveo.description)
+        let monitor = UdevMonitor(logger: LogStore().logger())
+        defer { monitor.shutdown() }
+        let (recorder, _) = EventRecorder.consuming(try monitor.start())
+        _ = try await recorder.untilColdplugComplete()
+
+        // umockdev's sender aborts the process when its datagram socket is full
+        // (net.unix.max_dgram_qlen, 10 by default), so send in small batches.
+        let batches = 40, batchSize = 8
+        var sequence: [UInt64] = []
+        for _ in 0..<batches {
+            for _ in 0..<batchSize { testbed.uevent(FakeAlveo.syspath, "change") }
+            for _ in 0..<batchSize {
+                let event = try await recorder.nextDevice()
+                #expect(event.action == .change)
+                sequence.append(try #require(event.sequenceNumber))
+            }
+        }
+        #expect(sequence == sequence.sorted())
+        #expect(Set(sequence).count == batches * batchSize)
+    }
+
     @Test("an undecodable uevent becomes a logged resync followed by a fresh snapshot")
     func unparsableEvent() async throws {
         let testbed = try Testbed()
