@@ -1,5 +1,6 @@
 import PassthroughCore
 @testable import PassthroughUdev
+import SystemPackage
 import Testing
 
 /// Decoding of what libudev reports, without libudev: runs everywhere.
@@ -83,5 +84,35 @@ struct UdevDeviceRecordTests {
             return
         }
         #expect(error == UdevParseError(syspath: record.syspath, field: field, value: value))
+    }
+}
+
+@Suite("udev vocabulary")
+struct UdevVocabularyTests {
+    @Test("actions and AER values print back what the kernel sent", arguments: [
+        "add", "remove", "bind", "unbind", "change", "move", "offline",
+    ])
+    func actionRoundTrip(raw: String) {
+        #expect(UdevAction(raw).description == raw)
+    }
+
+    @Test("AER values map to cases and print back", arguments: [
+        ("BEGIN_RECOVERY", AERErrorEvent.beginRecovery),
+        ("SUCCESSFUL_RECOVERY", .successfulRecovery),
+        ("FAILED_RECOVERY", .failedRecovery),
+        ("NEW_THING", .other("NEW_THING")),
+    ])
+    func aerRoundTrip(raw: String, expected: AERErrorEvent) {
+        #expect(AERErrorEvent(raw) == expected)
+        #expect(expected.description == raw)
+    }
+
+    @Test("errors and resync reasons explain themselves")
+    func descriptions() {
+        #expect(UdevError(.enableReceiving, errno: .permissionDenied).description
+            == "udev_monitor_enable_receiving failed: Permission denied")
+        #expect(UdevError(.alreadyStarted).description == "the monitor was already started or shut down")
+        #expect(UdevResyncReason.receiveBufferOverflow.description.contains("ENOBUFS"))
+        #expect(UdevParseError(syspath: "/sys/x", field: "PCI_ID", value: nil).description == "/sys/x: missing PCI_ID")
     }
 }
