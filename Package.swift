@@ -74,7 +74,11 @@ let package = Package(
             "PassthroughSysfs", "PassthroughCore", "PassthroughTestSupport",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
-        .testTarget(name: "PassthroughUdevTests", dependencies: ["PassthroughUdev", "PassthroughCore", "CUmockdev"]),
+        .testTarget(name: "PassthroughUdevTests", dependencies: [
+            "PassthroughUdev", "PassthroughCore", "CUmockdev",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
         .testTarget(name: "PassthroughLibvirtTests", dependencies: ["PassthroughLibvirt", "PassthroughCore", "CLibvirt"]),
         .testTarget(name: "PassthroughSystemdTests", dependencies: [
             "PassthroughSystemd",
