@@ -28,7 +28,7 @@ public struct LibvirtConnector: HypervisorConnector {
 
     public func connect(signals: AsyncStream<SessionSignal>.Continuation) async throws -> any HypervisorSession {
         guard !uri.utf8.contains(0) else {
-            throw LibvirtError(code: 1, domain: 0, message: "URI contains a NUL byte", operation: "virConnectOpen")
+            throw LibvirtError.invalidArgument("URI contains a NUL byte", operation: "virConnectOpen")
         }
         // Before any connection: the loop must exist for keepalive and for callbacks to be dispatched.
         try eventLoop.start()

@@ -51,5 +51,12 @@ public struct LibvirtError: Error, Hashable, Sendable, CustomStringConvertible {
             message: "not connected to libvirt: \(reason)", operation: "connect")
     }
 
+    /// A caller mistake caught before reaching libvirt.
+    static func invalidArgument(_ message: String, operation: String) -> LibvirtError {
+        LibvirtError(
+            code: raw(VIR_ERR_INVALID_ARG), domain: Int32(bitPattern: VIR_FROM_NONE.rawValue), message: message,
+            operation: operation)
+    }
+
     private static func raw(_ number: virErrorNumber) -> Int32 { Int32(bitPattern: number.rawValue) }
 }

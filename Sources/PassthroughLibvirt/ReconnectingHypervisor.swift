@@ -18,6 +18,7 @@ public actor ReconnectingHypervisor: Hypervisor {
     private let sleep: Sleep
     private let logger: Logger
     private var session: (any HypervisorSession)?
+    private var hasRun = false
     private var outage = "not connected yet"
 
     /// - Parameter sleep: waits between attempts; tests pass one that records the delays instead.
@@ -32,9 +33,20 @@ public actor ReconnectingHypervisor: Hypervisor {
         self.logger = logger
     }
 
+    /// A hypervisor on a real libvirt connection, e.g. `qemu:///system`.
+    public init(
+        libvirtURI uri: String, keepAlive: LibvirtConnector.KeepAlive? = .standard, backoff: Backoff = .standard,
+        logger: Logger
+    ) {
+        self.init(connector: LibvirtConnector(uri: uri, keepAlive: keepAlive), backoff: backoff, logger: logger)
+    }
+
     /// Connects and stays connected until the calling task is cancelled; then closes and finishes `events`.
     /// Call once.
     public func run() async {
+        // Two loops would fight over `session` and both write `events`.
+        precondition(!hasRun, "ReconnectingHypervisor.run() may only be called once")
+        hasRun = true
         var failures = 0
         var outageAnnounced = false
         while !Task.isCancelled {

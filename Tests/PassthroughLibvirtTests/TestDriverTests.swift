@@ -138,6 +138,33 @@ struct TestDriverTests {
         await harness.stop()
     }
 
+    @Test func anUnopenableURIIsATypedErrorAndAnOutage() async throws {
+        let connector = LibvirtConnector(uri: "test:///nonexistent/passthrough-agent-test.xml")
+        let (_, signals) = AsyncStream.makeStream(of: SessionSignal.self)
+        await #expect(throws: LibvirtError.self) { _ = try await connector.connect(signals: signals) }
+
+        let hypervisor = ReconnectingHypervisor(
+            connector: connector, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
+            sleep: { _ in try await Task.sleep(for: .seconds(60)) })
+        let recorder = EventRecorder(hypervisor.events)
+        let runner = Task { await hypervisor.run() }
+        try await recorder.wait(for: "an outage") { $0.count == 1 }
+        guard case .disconnected(let reason)? = recorder.events.first else {
+            Issue.record("expected disconnected, saw \(recorder.events)")
+            return
+        }
+        #expect(reason.contains("virConnectOpen"))
+        runner.cancel()
+        await runner.value
+    }
+
+    @Test func aNULInTheURIIsRefusedBeforeLibvirt() async {
+        let (_, signals) = AsyncStream.makeStream(of: SessionSignal.self)
+        await #expect(throws: LibvirtError.invalidArgument("URI contains a NUL byte", operation: "virConnectOpen")) {
+            _ = try await LibvirtConnector(uri: "test:///default\u{0}x").connect(signals: signals)
+        }
+    }
+
     @Test func theEventLoopStopsPromptlyAndRestarts() async throws {
         let harness = try await Harness()
         let started = ContinuousClock.now
