@@ -19,6 +19,9 @@ public actor ReconnectingHypervisor: Hypervisor {
     private let logger: Logger
     private var session: (any HypervisorSession)?
     private var hasRun = false
+    /// Failed attempts (and drops) since the last session opened; drives the backoff.
+    private var failures = 0
+    private var outageAnnounced = false
     private var outage = "not connected yet"
 
     /// - Parameter sleep: waits between attempts; tests pass one that records the delays instead.
@@ -47,37 +50,7 @@ public actor ReconnectingHypervisor: Hypervisor {
         // Two loops would fight over `session` and both write `events`.
         precondition(!hasRun, "ReconnectingHypervisor.run() may only be called once")
         hasRun = true
-        var failures = 0
-        var outageAnnounced = false
-        while !Task.isCancelled {
-            let (signals, sink) = AsyncStream.makeStream(of: SessionSignal.self, bufferingPolicy: .unbounded)
-            let opened: any HypervisorSession
-            do {
-                opened = try await open(signals: sink)
-            } catch {
-                sink.finish()
-                failures += 1
-                outage = "\(error)"
-                if !outageAnnounced {
-                    output.yield(.disconnected(reason: outage))
-                    outageAnnounced = true
-                }
-                let delay = backoff.delay(afterFailures: failures)
-                logger.warning("libvirt connection failed; retrying", metadata: [
-                    "error": "\(error)", "attempt": "\(failures)", "retry-in": "\(delay)",
-                ])
-                do { try await sleep(delay) } catch { break }
-                continue
-            }
-            if Task.isCancelled {
-                sink.finish()
-                await opened.close()
-                break
-            }
-
-            if failures > 0 { logger.notice("libvirt connection restored", metadata: ["attempts": "\(failures + 1)"]) }
-            failures = 0
-            outageAnnounced = false
+        while let (opened, signals, sink) = await connectWithBackoff() {
             session = opened
             output.yield(.connected)
             // Whatever happened while no callbacks were registered is lost: the daemon must re-read.
@@ -88,10 +61,12 @@ public actor ReconnectingHypervisor: Hypervisor {
             sink.finish()
             await opened.close()
             guard !Task.isCancelled else { break }
-            outage = reason
-            logger.warning("libvirt connection lost", metadata: ["reason": "\(outage)"])
-            output.yield(.disconnected(reason: outage))
-            outageAnnounced = true
+            logger.warning("libvirt connection lost", metadata: ["reason": "\(reason)"])
+            announceOutage(reason)
+            // The drop counts as the first failure: a libvirtd that accepts and then drops every connection
+            // is retried with backoff instead of in a tight loop.
+            failures = 1
+            do { try await sleep(backoff.delay(afterFailures: failures)) } catch { break }
         }
         output.finish()
     }
@@ -115,6 +90,45 @@ public actor ReconnectingHypervisor: Hypervisor {
     }
 
     // MARK: - Helpers
+
+    /// Attempts until a session is open with its callbacks registered; `nil` once the task is cancelled.
+    private func connectWithBackoff() async -> (
+        any HypervisorSession, AsyncStream<SessionSignal>, AsyncStream<SessionSignal>.Continuation
+    )? {
+        while !Task.isCancelled {
+            let (signals, sink) = AsyncStream.makeStream(of: SessionSignal.self, bufferingPolicy: .unbounded)
+            do {
+                let opened = try await open(signals: sink)
+                guard !Task.isCancelled else {
+                    sink.finish()
+                    await opened.close()
+                    return nil
+                }
+                if failures > 0 { logger.notice("libvirt connection restored", metadata: ["failures": "\(failures)"]) }
+                failures = 0
+                outageAnnounced = false
+                return (opened, signals, sink)
+            } catch {
+                sink.finish()
+                failures += 1
+                announceOutage("\(error)")
+                let delay = backoff.delay(afterFailures: failures)
+                logger.warning("libvirt connection failed; retrying", metadata: [
+                    "error": "\(error)", "failures": "\(failures)", "retry-in": "\(delay)",
+                ])
+                do { try await sleep(delay) } catch { return nil }
+            }
+        }
+        return nil
+    }
+
+    /// Records why libvirt is unreachable and says so once per outage.
+    private func announceOutage(_ reason: String) {
+        outage = reason
+        guard !outageAnnounced else { return }
+        outageAnnounced = true
+        output.yield(.disconnected(reason: reason))
+    }
 
     /// Connects and registers every callback; a half-open session is closed again.
     private func open(signals: AsyncStream<SessionSignal>.Continuation) async throws -> any HypervisorSession {

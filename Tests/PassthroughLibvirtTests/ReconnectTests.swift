@@ -92,10 +92,24 @@ struct ReconnectTests {
         #expect(first.isClosed)
         #expect(harness.connector.sessions.count == 2)
         #expect(harness.connector.sessions.map(\.registrationCount) == [1, 1])
-        #expect(harness.sleeper.delays == [.milliseconds(500), .seconds(1)])
+        // The drop itself counts as the first failure, then two failed attempts.
+        #expect(harness.sleeper.delays == [.milliseconds(500), .seconds(1), .seconds(2)])
+        #expect(harness.connector.attempts == 4)
         #expect(harness.recorder.events == [
             .connected, .resync, .disconnected(reason: "libvirtd closed the connection"), .connected, .resync,
         ])
+        await harness.stop()
+    }
+
+    @Test func aLibvirtdThatDropsEveryConnectionIsRetriedWithBackoffNotInATightLoop() async throws {
+        let harness = Harness(failuresBeforeSuccess: 0)
+        for round in 1...3 {
+            try await harness.recorder.wait(for: .resync, count: round)
+            harness.connector.sessions.last?.drop(reason: "EOF")
+        }
+        try await harness.recorder.wait(for: .resync, count: 4)
+        #expect(harness.sleeper.delays == [.milliseconds(500), .milliseconds(500), .milliseconds(500)])
+        #expect(harness.connector.sessions.map(\.registrationCount) == [1, 1, 1, 1])
         await harness.stop()
     }
 
