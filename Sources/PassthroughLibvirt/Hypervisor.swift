@@ -7,7 +7,7 @@ public protocol Hypervisor: Sendable {
     /// The guest's current state; `.absent` when no such domain is defined.
     func guestState(_ guest: GuestName) async throws -> GuestState
 
-    /// The PCI host devices in the guest's live definition, in document order.
+    /// The PCI host devices in the guest's live definition, in document order; `isNoDomain` if it is undefined.
     func hostdevs(of guest: GuestName) async throws -> [Hostdev]
 
     /// Hot-plugs the host function into the running guest (`managed='no'`: the caller has bound it to vfio-pci).

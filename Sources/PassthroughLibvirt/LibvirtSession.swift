@@ -112,6 +112,7 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
             guard !isClosed else { throw LibvirtError.notConnected("session closed") }
             for (event, register) in Self.registrations {
                 // Each registration owns one reference; libvirt releases it through `releaseSignalSink`.
+                // A failed registration leaks its reference, for the same reason as in `open`.
                 let id = register(connection, sink.retainedOpaque())
                 guard id >= 0 else {
                     let error = LibvirtError.last(operation: "virConnectDomainEventRegisterAny(\(event))")

@@ -5,7 +5,8 @@ import PassthroughCore
 ///
 /// `run()` owns the connection: it connects, registers the event callbacks, emits `.connected` then `.resync`,
 /// forwards the session's events, and when the session closes emits `.disconnected` (once per outage) and
-/// starts again. Queries go to the current session and fail with `LibvirtError.isConnectionLost` between sessions.
+/// starts again after the backoff (a drop counts as the first failure). Queries go to the current session and
+/// fail with `LibvirtError.isConnectionLost` between sessions.
 public actor ReconnectingHypervisor: Hypervisor {
     public typealias Sleep = @Sendable (Duration) async throws -> Void
 
