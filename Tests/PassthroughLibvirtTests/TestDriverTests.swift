@@ -165,6 +165,34 @@ struct TestDriverTests {
         }
     }
 
+    @Test func aClosedSessionDeregistersItsCallbacksAndRefusesCalls() async throws {
+        let (signals, sink) = AsyncStream.makeStream(of: SessionSignal.self, bufferingPolicy: .unbounded)
+        let session = try await LibvirtConnector(uri: Self.uri).connect(signals: sink)
+        try await session.registerEventCallbacks()
+        let control = try #require(virConnectOpen(Self.uri))
+        defer { virConnectClose(control) }
+        let domain = try #require(virDomainLookupByName(control, "test"))
+        defer { virDomainFree(domain) }
+        var iterator = signals.makeAsyncIterator()
+
+        #expect(virDomainSuspend(domain) == 0)
+        #expect(await iterator.next() == .event(.lifecycle(guest: "test", .suspended)))
+        await session.close()
+        await session.close()  // idempotent
+        #expect(virDomainResume(domain) == 0)
+        // Give a wrongly surviving callback time to fire before looking.
+        try await Task.sleep(for: .milliseconds(200))
+        sink.finish()
+        #expect(await iterator.next() == nil, "no event after close")
+
+        do {
+            _ = try await session.guestState(test)
+            Issue.record("a closed session answered")
+        } catch let error as LibvirtError {
+            #expect(error.isConnectionLost)
+        }
+    }
+
     @Test func theEventLoopStopsPromptlyAndRestarts() async throws {
         let harness = try await Harness()
         let started = ContinuousClock.now
