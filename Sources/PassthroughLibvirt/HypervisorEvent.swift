@@ -15,3 +15,16 @@ public enum HypervisorEvent: Hashable, Sendable {
     /// Events may have been missed (always follows `.connected`): re-read every guest's state.
     case resync
 }
+
+extension HypervisorEvent {
+    /// The guest the event is about; `nil` for connection events, which concern every guest.
+    public var guest: String? {
+        switch self {
+        case .lifecycle(let guest, _), .deviceRemoved(let guest, _), .deviceRemovalFailed(let guest, _),
+            .deviceAdded(let guest, _):
+            guest
+        case .connected, .disconnected, .resync:
+            nil
+        }
+    }
+}

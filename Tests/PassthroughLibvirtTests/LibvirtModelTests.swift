@@ -29,6 +29,15 @@ import Testing
         #expect(LifecycleEvent(event: 42, detail: 7) == .other(event: 42, detail: 7))
     }
 
+    @Test func eventsNameTheirGuest() {
+        #expect(HypervisorEvent.lifecycle(guest: "a", .started).guest == "a")
+        #expect(HypervisorEvent.deviceRemoved(guest: "b", alias: "hostdev0").guest == "b")
+        #expect(HypervisorEvent.deviceRemovalFailed(guest: "c", alias: "hostdev0").guest == "c")
+        #expect(HypervisorEvent.deviceAdded(guest: "d", alias: "hostdev0").guest == "d")
+        #expect(HypervisorEvent.resync.guest == nil)
+        #expect(HypervisorEvent.disconnected(reason: "x").guest == nil)
+    }
+
     @Test func guestStatesDecode() {
         #expect(GuestState(libvirtState: raw(VIR_DOMAIN_RUNNING.rawValue)) == .running)
         #expect(GuestState(libvirtState: raw(VIR_DOMAIN_PAUSED.rawValue)) == .paused)
