@@ -1,5 +1,6 @@
 #ifndef PASSTHROUGH_CLIBVIRT_SHIM_H
 #define PASSTHROUGH_CLIBVIRT_SHIM_H
+#include <stddef.h> /* NULL */
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 

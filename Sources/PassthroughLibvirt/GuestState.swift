@@ -1,0 +1,39 @@
+internal import CLibvirt
+
+/// A guest's state as libvirt reports it (`virDomainState`), plus `.absent` for an undefined guest.
+public enum GuestState: Hashable, Sendable {
+    case absent
+    case noState
+    case running
+    case blocked
+    case paused
+    case shuttingDown
+    case shutOff
+    case crashed
+    case pmSuspended
+    /// A state newer than this code.
+    case other(Int32)
+
+    /// Decodes `virDomainGetState`'s state.
+    public init(libvirtState state: Int32) {
+        switch UInt32(bitPattern: state) {
+        case VIR_DOMAIN_NOSTATE.rawValue: self = .noState
+        case VIR_DOMAIN_RUNNING.rawValue: self = .running
+        case VIR_DOMAIN_BLOCKED.rawValue: self = .blocked
+        case VIR_DOMAIN_PAUSED.rawValue: self = .paused
+        case VIR_DOMAIN_SHUTDOWN.rawValue: self = .shuttingDown
+        case VIR_DOMAIN_SHUTOFF.rawValue: self = .shutOff
+        case VIR_DOMAIN_CRASHED.rawValue: self = .crashed
+        case VIR_DOMAIN_PMSUSPENDED.rawValue: self = .pmSuspended
+        default: self = .other(state)
+        }
+    }
+
+    /// Whether the guest has a live process, so live attach/detach can be attempted.
+    public var isActive: Bool {
+        switch self {
+        case .running, .blocked, .paused, .shuttingDown, .pmSuspended: true
+        case .absent, .noState, .shutOff, .crashed, .other: false
+        }
+    }
+}

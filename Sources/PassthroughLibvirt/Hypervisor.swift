@@ -1,0 +1,21 @@
+import PassthroughCore
+
+/// The hypervisor seam: everything the daemon asks of libvirt, so its logic can be tested with a fake.
+///
+/// Errors are `LibvirtError` for failures libvirt reported, `DomainXMLError` for live XML that could not be read.
+public protocol Hypervisor: Sendable {
+    /// The guest's current state; `.absent` when no such domain is defined.
+    func guestState(_ guest: GuestName) async throws -> GuestState
+
+    /// The PCI host devices in the guest's live definition, in document order; `isNoDomain` if it is undefined.
+    func hostdevs(of guest: GuestName) async throws -> [Hostdev]
+
+    /// Hot-plugs the host function into the running guest (`managed='no'`: the caller has bound it to vfio-pci).
+    func attach(_ address: PCIAddress, to guest: GuestName) async throws
+
+    /// Asks the running guest to release the host function.
+    ///
+    /// Returning only means the request was accepted: the guest may still refuse or ignore it. Completion is the
+    /// `.deviceRemoved` event (or the address missing from `hostdevs(of:)`); refusal is `.deviceRemovalFailed`.
+    func detach(_ address: PCIAddress, from guest: GuestName) async throws
+}

@@ -1,0 +1,43 @@
+import Dispatch
+
+/// Opens real libvirt connections, e.g. to `qemu:///system`.
+public struct LibvirtConnector: HypervisorConnector {
+    /// `virConnectSetKeepAlive` settings: a libvirtd that misses `count` pings `interval` seconds apart is dead.
+    public struct KeepAlive: Hashable, Sendable {
+        public let interval: Int32
+        public let count: UInt32
+
+        public init(interval: Int32, count: UInt32) {
+            self.interval = interval
+            self.count = count
+        }
+
+        /// libvirt's own client default: a silent daemon is noticed within about 30 s.
+        public static let standard = KeepAlive(interval: 5, count: 5)
+    }
+
+    public let uri: String
+    public let keepAlive: KeepAlive?
+    private let eventLoop: LibvirtEventLoop
+
+    public init(uri: String, keepAlive: KeepAlive? = .standard, eventLoop: LibvirtEventLoop = .shared) {
+        self.uri = uri
+        self.keepAlive = keepAlive
+        self.eventLoop = eventLoop
+    }
+
+    public func connect(signals: AsyncStream<SessionSignal>.Continuation) async throws -> any HypervisorSession {
+        guard !uri.utf8.contains(0) else {
+            throw LibvirtError.invalidArgument("URI contains a NUL byte", operation: "virConnectOpen")
+        }
+        // Before any connection: the loop must exist for keepalive and for callbacks to be dispatched.
+        try eventLoop.start()
+        // The connection's own serial queue: the session keeps it for every later call.
+        let queue = DispatchQueue(label: "passthrough-agent.libvirt.connection")
+        let sink = SignalSink(signals)
+        let (uri, keepAlive) = (uri, keepAlive)
+        return try await queue.perform {
+            try LibvirtSession.open(uri: uri, keepAlive: keepAlive, sink: sink, queue: queue)
+        }
+    }
+}

@@ -1,0 +1,181 @@
+internal import CLibvirt
+import Dispatch
+import PassthroughCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One open libvirt connection with its close callback and domain event callbacks.
+///
+/// `@unchecked Sendable` is safe because all mutable state (`callbackIDs`, `isClosed`) and every use of
+/// `connection` are confined to `queue`, this session's own serial queue: one libvirt call at a time, each
+/// followed by the read of its per-thread error inside the same work item.
+final class LibvirtSession: HypervisorSession, @unchecked Sendable {
+    private let connection: OpaquePointer
+    private let queue: DispatchQueue
+    private let sink: SignalSink
+    private var callbackIDs: [Int32] = []
+    private var isClosed = false
+
+    private init(connection: OpaquePointer, queue: DispatchQueue, sink: SignalSink) {
+        self.connection = connection
+        self.queue = queue
+        self.sink = sink
+    }
+
+    /// Opens `uri`, sets keepalive and registers the close callback. Runs on `queue`, which the session keeps.
+    static func open(
+        uri: String, keepAlive: LibvirtConnector.KeepAlive?, sink: SignalSink, queue: DispatchQueue
+    ) throws(LibvirtError) -> LibvirtSession {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard let connection = virConnectOpen(uri) else { throw LibvirtError.last(operation: "virConnectOpen") }
+        if let keepAlive, virConnectSetKeepAlive(connection, keepAlive.interval, keepAlive.count) < 0 {
+            // In-process drivers (test:///) have no keepalive and need none: nothing can die under them.
+            let error = LibvirtError.last(operation: "virConnectSetKeepAlive")
+            guard error.isNotSupported else {
+                virConnectClose(connection)
+                throw error
+            }
+        }
+        // On failure libvirt does not promise whether it calls the free callback, so the reference is left
+        // to leak (one small object per failed connect) rather than risk releasing it twice.
+        guard virConnectRegisterCloseCallback(
+            connection, connectionClosedCallback, sink.retainedOpaque(), releaseSignalSink) == 0
+        else {
+            let error = LibvirtError.last(operation: "virConnectRegisterCloseCallback")
+            virConnectClose(connection)
+            throw error
+        }
+        return LibvirtSession(connection: connection, queue: queue, sink: sink)
+    }
+
+    // MARK: - Hypervisor
+
+    func guestState(_ guest: GuestName) async throws -> GuestState {
+        try await onConnection { connection in
+            do {
+                return try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
+                    var state: Int32 = 0
+                    var reason: Int32 = 0
+                    guard virDomainGetState(domain, &state, &reason, 0) == 0 else {
+                        throw LibvirtError.last(operation: "virDomainGetState")
+                    }
+                    return GuestState(libvirtState: state)
+                }
+            } catch let error as LibvirtError where error.isNoDomain {
+                return .absent
+            }
+        }
+    }
+
+    func hostdevs(of guest: GuestName) async throws -> [Hostdev] {
+        let xml = try await onConnection { connection in
+            try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
+                // Flags 0: the live definition, which is what the running guest has.
+                guard let xml = virDomainGetXMLDesc(domain, 0) else {
+                    throw LibvirtError.last(operation: "virDomainGetXMLDesc")
+                }
+                defer { free(xml) }
+                return String(cString: xml)
+            }
+        }
+        return try LiveHostdevParser.hostdevs(inDomainXML: xml)
+    }
+
+    func attach(_ address: PCIAddress, to guest: GuestName) async throws {
+        let xml = HostdevXML.pci(address)
+        try await onConnection { connection in
+            try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
+                guard virDomainAttachDeviceFlags(domain, xml, Self.affectLive) == 0 else {
+                    throw LibvirtError.last(operation: "virDomainAttachDeviceFlags")
+                }
+            }
+        }
+    }
+
+    func detach(_ address: PCIAddress, from guest: GuestName) async throws {
+        let xml = HostdevXML.pci(address)
+        try await onConnection { connection in
+            try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
+                guard virDomainDetachDeviceFlags(domain, xml, Self.affectLive) == 0 else {
+                    throw LibvirtError.last(operation: "virDomainDetachDeviceFlags")
+                }
+            }
+        }
+    }
+
+    // MARK: - Session
+
+    func registerEventCallbacks() async throws {
+        try await queue.perform { [self] in
+            guard !isClosed else { throw LibvirtError.notConnected("session closed") }
+            for (event, register) in Self.registrations {
+                // Each registration owns one reference; libvirt releases it through `releaseSignalSink`.
+                // A failed registration leaks its reference, for the same reason as in `open`.
+                let id = register(connection, sink.retainedOpaque())
+                guard id >= 0 else {
+                    let error = LibvirtError.last(operation: "virConnectDomainEventRegisterAny(\(event))")
+                    deregisterEventCallbacks()
+                    throw error
+                }
+                callbackIDs.append(id)
+            }
+        }
+    }
+
+    func close() async {
+        _ = try? await queue.perform { [self] in
+            guard !isClosed else { return }
+            isClosed = true
+            deregisterEventCallbacks()
+            virConnectUnregisterCloseCallback(connection, connectionClosedCallback)
+            virConnectClose(connection)
+            // Failures here mean the connection was already gone, which is why we are closing.
+            virResetLastError()
+        }
+    }
+
+    // MARK: - Helpers
+
+    private static let affectLive = UInt32(VIR_DOMAIN_AFFECT_LIVE.rawValue)
+
+    private typealias Registration = @Sendable (OpaquePointer, UnsafeMutableRawPointer) -> Int32
+
+    private static let registrations: [(event: String, register: Registration)] = [
+        ("lifecycle", { CLibvirt_registerLifecycle($0, lifecycleCallback, $1, releaseSignalSink) }),
+        ("device-removed", { CLibvirt_registerDeviceRemoved($0, deviceRemovedCallback, $1, releaseSignalSink) }),
+        ("device-removal-failed", {
+            CLibvirt_registerDeviceRemovalFailed($0, deviceRemovalFailedCallback, $1, releaseSignalSink)
+        }),
+        ("device-added", { CLibvirt_registerDeviceAdded($0, deviceAddedCallback, $1, releaseSignalSink) }),
+    ]
+
+    /// On `queue` only.
+    private func deregisterEventCallbacks() {
+        for id in callbackIDs { virConnectDomainEventDeregisterAny(connection, id) }
+        callbackIDs.removeAll()
+        virResetLastError()
+    }
+
+    /// Runs `body` on `queue` with the open connection.
+    private func onConnection<Result: Sendable>(
+        _ body: @escaping @Sendable (OpaquePointer) throws -> Result
+    ) async throws -> Result {
+        try await queue.perform { [self] in
+            guard !isClosed else { throw LibvirtError.notConnected("session closed") }
+            return try body(connection)
+        }
+    }
+
+    /// Looks the guest up for the duration of `body`; on `queue` only.
+    private static func withDomain<Result>(
+        _ guest: GuestName, on connection: OpaquePointer, _ body: (OpaquePointer) throws(LibvirtError) -> Result
+    ) throws(LibvirtError) -> Result {
+        guard let domain = virDomainLookupByName(connection, guest.rawValue) else {
+            throw LibvirtError.last(operation: "virDomainLookupByName")
+        }
+        defer { virDomainFree(domain) }
+        return try body(domain)
+    }
+}

@@ -1,0 +1,123 @@
+import PassthroughCore
+
+/// Finds the PCI host devices in a domain's XML.
+///
+/// Only `<hostdev mode='subsystem' type='pci'>` elements directly under `/domain/devices` count, and only their
+/// `<source><address/>` names the host function. The hostdev's own `<address type='pci'/>` is its slot in the
+/// guest, and other devices' PCI addresses (disks, NICs) are guest slots too; none of them are host devices.
+/// Elements of the same name inside `<metadata>` are someone else's data and are ignored.
+public enum LiveHostdevParser {
+    public static func hostdevs(inDomainXML xml: String) throws(DomainXMLError) -> [Hostdev] {
+        var scanner = XMLScanner(xml)
+        var path: [String] = []
+        var found: [Hostdev] = []
+        var pending: PendingHostdev?
+        var sawRoot = false
+
+        while let token = try scanner.next() {
+            switch token {
+            case .start(let name, let attributes, let selfClosing):
+                if path.isEmpty {
+                    guard !sawRoot, name == "domain" else {
+                        throw DomainXMLError("expected a single <domain> root, found <\(name)>", at: scanner.offset)
+                    }
+                    sawRoot = true
+                }
+                path.append(name)
+                if var hostdev = pending {
+                    try hostdev.observe(path: path, attributes: attributes, at: scanner.offset)
+                    pending = hostdev
+                }
+                if path == hostdevPath {
+                    pending = PendingHostdev(attributes)
+                }
+                if selfClosing {
+                    try close(&path, &pending, &found, at: scanner.offset)
+                }
+            case .end(let name):
+                guard path.last == name else {
+                    throw DomainXMLError("</\(name)> does not close <\(path.last ?? "")>", at: scanner.offset)
+                }
+                try close(&path, &pending, &found, at: scanner.offset)
+            }
+        }
+        guard sawRoot, path.isEmpty else { throw DomainXMLError("document ended early", at: scanner.offset) }
+        return found
+    }
+
+    private static let hostdevPath = ["domain", "devices", "hostdev"]
+
+    private static func close(
+        _ path: inout [String], _ pending: inout PendingHostdev?, _ found: inout [Hostdev], at offset: Int
+    ) throws(DomainXMLError) {
+        if path == hostdevPath, let hostdev = pending {
+            guard let address = hostdev.address else {
+                throw DomainXMLError("PCI hostdev without a source address", at: offset)
+            }
+            found.append(Hostdev(address: address, alias: hostdev.alias, managed: hostdev.managed))
+            pending = nil
+        }
+        path.removeLast()
+    }
+}
+
+/// A PCI hostdev whose children are still being read.
+private struct PendingHostdev {
+    let managed: Bool
+    var address: PCIAddress?
+    var alias: String?
+
+    /// `nil` for hostdevs that are not PCI host functions (USB, SCSI, mdev, capabilities mode).
+    init?(_ attributes: [String: String]) {
+        guard attributes["mode"] == "subsystem", attributes["type"] == "pci" else { return nil }
+        managed = attributes["managed"] == "yes"
+    }
+
+    mutating func observe(path: [String], attributes: [String: String], at offset: Int) throws(DomainXMLError) {
+        guard path.count == 5 || path.count == 4, Array(path.prefix(3)) == ["domain", "devices", "hostdev"] else {
+            return
+        }
+        switch Array(path.dropFirst(3)) {
+        case ["source", "address"]:
+            guard address == nil else { throw DomainXMLError("PCI hostdev with two source addresses", at: offset) }
+            guard let parsed = Self.pciAddress(attributes) else {
+                throw DomainXMLError("unreadable PCI hostdev source address", at: offset)
+            }
+            address = parsed
+        case ["alias"]:
+            alias = attributes["name"]
+        default:
+            break
+        }
+    }
+
+    /// Reads `domain='0x0000' bus='0x01' slot='0x00' function='0x0'`, as libvirt writes it.
+    private static func pciAddress(_ attributes: [String: String]) -> PCIAddress? {
+        if let type = attributes["type"], type != "pci" { return nil }
+        guard let domain = hexAttribute(attributes["domain"], max: 0xffff),
+              let bus = hexAttribute(attributes["bus"], max: 0xff),
+              let slot = hexAttribute(attributes["slot"], max: 0x1f),
+              let function = hexAttribute(attributes["function"], max: 0x7)
+        else { return nil }
+        return PCIAddress(domain: UInt16(domain), bus: UInt8(bus), device: UInt8(slot), function: UInt8(function))
+    }
+
+    /// `0x` and one to eight hex digits, no sign, at most `max`.
+    private static func hexAttribute(_ text: String?, max: UInt32) -> UInt32? {
+        guard let text, text.hasPrefix("0x") || text.hasPrefix("0X") else { return nil }
+        let digits = text.utf8.dropFirst(2)
+        guard (1...8).contains(digits.count) else { return nil }
+        var value: UInt32 = 0
+        for byte in digits {
+            let digit: UInt32
+            switch byte {
+            case 0x30...0x39: digit = UInt32(byte - 0x30)
+            case 0x41...0x46: digit = UInt32(byte - 0x41 + 10)
+            case 0x61...0x66: digit = UInt32(byte - 0x61 + 10)
+            default: return nil
+            }
+            value = value << 4 | digit
+        }
+        return value <= max ? value : nil
+    }
+}

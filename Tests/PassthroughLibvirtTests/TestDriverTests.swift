@@ -1,0 +1,209 @@
+import CLibvirt
+import Logging
+import PassthroughCore
+@testable import PassthroughLibvirt
+import Testing
+
+/// Against libvirt's in-process `test:///default` driver. Every connection in this process shares its one
+/// instance, and the event loop is process-wide, so these run one at a time and leave "test" running.
+@Suite(.serialized, .timeLimit(.minutes(1)))
+struct TestDriverTests {
+    static let uri = "test:///default"
+
+    /// A connected hypervisor plus a raw connection for driving the test driver (it has no API for that here).
+    struct Harness {
+        let hypervisor: ReconnectingHypervisor
+        let recorder: EventRecorder
+        let runner: Task<Void, Never>
+        let control: OpaquePointer
+
+        init() async throws {
+            hypervisor = ReconnectingHypervisor(
+                connector: LibvirtConnector(uri: TestDriverTests.uri),
+                logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+            recorder = EventRecorder(hypervisor.events)
+            let hypervisor = hypervisor
+            runner = Task { await hypervisor.run() }
+            try await recorder.wait(for: .connected)
+            // Opened only now: the event loop has been registered by the connector.
+            control = try #require(virConnectOpen(TestDriverTests.uri))
+        }
+
+        /// Runs a test-driver action; blocking is fine here, the call is in-process and instant.
+        func domain(_ name: String, _ action: (OpaquePointer) -> Int32) throws {
+            let domain = try #require(virDomainLookupByName(control, name))
+            defer { virDomainFree(domain) }
+            #expect(action(domain) == 0, "\(LibvirtError.last(operation: "test action"))")
+        }
+
+        func stop() async {
+            virConnectClose(control)
+            runner.cancel()
+            await runner.value
+        }
+    }
+
+    let test = GuestName("test")!
+
+    @Test func lifecycleEventsArriveForDestroyCreateSuspendResume() async throws {
+        let harness = try await Harness()
+        try harness.domain("test") { virDomainDestroy($0) }
+        try await harness.recorder.wait(for: .lifecycle(guest: "test", .stopped(.destroyed)))
+        try harness.domain("test") { virDomainCreate($0) }
+        try await harness.recorder.wait(for: .lifecycle(guest: "test", .started))
+        try harness.domain("test") { virDomainSuspend($0) }
+        try await harness.recorder.wait(for: .lifecycle(guest: "test", .suspended))
+        try harness.domain("test") { virDomainResume($0) }
+        try await harness.recorder.wait(for: .lifecycle(guest: "test", .resumed))
+
+        #expect(harness.recorder.events == [
+            .connected, .resync,
+            .lifecycle(guest: "test", .stopped(.destroyed)), .lifecycle(guest: "test", .started),
+            .lifecycle(guest: "test", .suspended), .lifecycle(guest: "test", .resumed),
+        ])
+        await harness.stop()
+    }
+
+    @Test func guestStateFollowsTheDomain() async throws {
+        let harness = try await Harness()
+        #expect(try await harness.hypervisor.guestState(test) == .running)
+        try harness.domain("test") { virDomainSuspend($0) }
+        #expect(try await harness.hypervisor.guestState(test) == .paused)
+        try harness.domain("test") { virDomainDestroy($0) }
+        #expect(try await harness.hypervisor.guestState(test) == .shutOff)
+        try harness.domain("test") { virDomainCreate($0) }
+        #expect(try await harness.hypervisor.guestState(test) == .running)
+        #expect(try await harness.hypervisor.guestState(GuestName("no-such-guest")!) == .absent)
+        await harness.stop()
+    }
+
+    @Test func attachAndDetachAreUnsupportedOnTheTestDriverAndSurfaceAsTypedErrors() async throws {
+        let harness = try await Harness()
+        let address = try #require(PCIAddress("0000:01:00.0"))
+        for operation in ["attach", "detach"] {
+            do {
+                if operation == "attach" {
+                    try await harness.hypervisor.attach(address, to: test)
+                } else {
+                    try await harness.hypervisor.detach(address, from: test)
+                }
+                Issue.record("\(operation) unexpectedly succeeded")
+            } catch let error as LibvirtError {
+                #expect(error.isNotSupported)
+                #expect(error.code == Int32(VIR_ERR_NO_SUPPORT.rawValue))
+                #expect(error.message.contains("not supported"))
+            }
+        }
+        await harness.stop()
+    }
+
+    @Test func lookupErrorsCarryLibvirtsCodeDomainAndMessage() async throws {
+        let harness = try await Harness()
+        do {
+            _ = try await harness.hypervisor.hostdevs(of: GuestName("no-such-guest")!)
+            Issue.record("expected no-domain")
+        } catch let error as LibvirtError {
+            #expect(error.isNoDomain)
+            #expect(error.domain == Int32(VIR_FROM_TEST.rawValue), "the test driver reports its own error domain")
+            #expect(error.operation == "virDomainLookupByName")
+            #expect(!error.message.isEmpty)
+        }
+        await harness.stop()
+    }
+
+    @Test func hostdevsComeFromTheLiveXML() async throws {
+        let harness = try await Harness()
+        // The default domain has PCI addresses (its disk, NIC, balloon) but no host devices.
+        #expect(try await harness.hypervisor.hostdevs(of: test) == [])
+
+        let address = try #require(PCIAddress("0000:65:00.0"))
+        let xml = """
+            <domain type='test'><name>fpga-guest</name><memory>1048576</memory>
+            <os><type>hvm</type></os><devices>\(HostdevXML.pci(address))</devices></domain>
+            """
+        let defined = try #require(virDomainDefineXML(harness.control, xml), "\(LibvirtError.last(operation: "define"))")
+        virDomainFree(defined)
+        try harness.domain("fpga-guest") { virDomainCreate($0) }
+        try await harness.recorder.wait(for: .lifecycle(guest: "fpga-guest", .started))
+
+        let guest = try #require(GuestName("fpga-guest"))
+        #expect(try await harness.hypervisor.hostdevs(of: guest).map(\.address) == [address])
+        #expect(try await harness.hypervisor.guestState(guest) == .running)
+
+        try harness.domain("fpga-guest") { virDomainDestroy($0) }
+        try harness.domain("fpga-guest") { virDomainUndefine($0) }
+        try await harness.recorder.wait(for: .lifecycle(guest: "fpga-guest", .undefined))
+        #expect(harness.recorder.events.contains(.lifecycle(guest: "fpga-guest", .defined)))
+        #expect(try await harness.hypervisor.guestState(guest) == .absent)
+        await harness.stop()
+    }
+
+    @Test func anUnopenableURIIsATypedErrorAndAnOutage() async throws {
+        let connector = LibvirtConnector(uri: "test:///nonexistent/passthrough-agent-test.xml")
+        let (_, signals) = AsyncStream.makeStream(of: SessionSignal.self)
+        await #expect(throws: LibvirtError.self) { _ = try await connector.connect(signals: signals) }
+
+        let hypervisor = ReconnectingHypervisor(
+            connector: connector, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
+            sleep: { _ in try await Task.sleep(for: .seconds(60)) })
+        let recorder = EventRecorder(hypervisor.events)
+        let runner = Task { await hypervisor.run() }
+        try await recorder.wait(for: "an outage") { $0.count == 1 }
+        guard case .disconnected(let reason)? = recorder.events.first else {
+            Issue.record("expected disconnected, saw \(recorder.events)")
+            return
+        }
+        #expect(reason.contains("virConnectOpen"))
+        runner.cancel()
+        await runner.value
+    }
+
+    @Test func aNULInTheURIIsRefusedBeforeLibvirt() async {
+        let (_, signals) = AsyncStream.makeStream(of: SessionSignal.self)
+        await #expect(throws: LibvirtError.invalidArgument("URI contains a NUL byte", operation: "virConnectOpen")) {
+            _ = try await LibvirtConnector(uri: "test:///default\u{0}x").connect(signals: signals)
+        }
+    }
+
+    @Test func aClosedSessionDeregistersItsCallbacksAndRefusesCalls() async throws {
+        let (signals, sink) = AsyncStream.makeStream(of: SessionSignal.self, bufferingPolicy: .unbounded)
+        let session = try await LibvirtConnector(uri: Self.uri).connect(signals: sink)
+        try await session.registerEventCallbacks()
+        let control = try #require(virConnectOpen(Self.uri))
+        defer { virConnectClose(control) }
+        let domain = try #require(virDomainLookupByName(control, "test"))
+        defer { virDomainFree(domain) }
+        var iterator = signals.makeAsyncIterator()
+
+        #expect(virDomainSuspend(domain) == 0)
+        #expect(await iterator.next() == .event(.lifecycle(guest: "test", .suspended)))
+        await session.close()
+        await session.close()  // idempotent
+        #expect(virDomainResume(domain) == 0)
+        // Give a wrongly surviving callback time to fire before looking.
+        try await Task.sleep(for: .milliseconds(200))
+        sink.finish()
+        #expect(await iterator.next() == nil, "no event after close")
+
+        do {
+            _ = try await session.guestState(test)
+            Issue.record("a closed session answered")
+        } catch let error as LibvirtError {
+            #expect(error.isConnectionLost)
+        }
+    }
+
+    @Test func theEventLoopStopsPromptlyAndRestarts() async throws {
+        let harness = try await Harness()
+        let started = ContinuousClock.now
+        LibvirtEventLoop.shared.stop()
+        #expect(ContinuousClock.now - started < .milliseconds(900), "stop should not wait out a full tick")
+        #expect(!LibvirtEventLoop.shared.isRunning)
+        try LibvirtEventLoop.shared.start()
+        #expect(LibvirtEventLoop.shared.isRunning)
+        try harness.domain("test") { virDomainSuspend($0) }
+        try harness.domain("test") { virDomainResume($0) }
+        try await harness.recorder.wait(for: .lifecycle(guest: "test", .resumed))
+        await harness.stop()
+    }
+}
