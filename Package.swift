@@ -79,7 +79,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
-        .testTarget(name: "PassthroughLibvirtTests", dependencies: ["PassthroughLibvirt", "PassthroughCore", "CLibvirt"]),
+        .testTarget(name: "PassthroughLibvirtTests", dependencies: [
+            "PassthroughLibvirt", "PassthroughCore", "CLibvirt",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "PassthroughSystemdTests", dependencies: [
             "PassthroughSystemd",
             .product(name: "Logging", package: "swift-log"),
