@@ -60,6 +60,7 @@ let package = Package(
             "PassthroughAgent", "PassthroughCore", "PassthroughConfig",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
         // Fakes shared by the test targets: a temp-dir sysfs that behaves like the PCI bus ABI.

@@ -50,6 +50,13 @@ final class Testbed {
         umockdev_testbed_set_property(testbed, syspath, name, value)
     }
 
+    /// The fake `/sys` root; a child process sees the testbed when given it as `UMOCKDEV_DIR`.
+    var rootDirectory: String {
+        guard let root = umockdev_testbed_get_root_dir(testbed) else { return "" }
+        defer { g_free(root) }
+        return String(cString: root)
+    }
+
     func remove(_ syspath: String) {
         umockdev_testbed_remove_device(testbed, syspath)
     }
