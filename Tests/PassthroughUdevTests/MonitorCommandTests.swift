@@ -3,9 +3,11 @@ import Synchronization
 import Testing
 
 /// `passthrough-agent monitor --json`, run as a user runs it, seeing a umockdev testbed.
-@Suite("monitor --json under umockdev", .serialized, .enabled(if: Umockdev.isPreloaded, Umockdev.skipReason))
-struct MonitorCommandTests {
-    private static var binary: URL {
+///
+/// An extension of the umockdev suite, not a suite of its own: one testbed per process at a time,
+/// and that suite is serialized.
+extension UdevMonitorTests {
+    private static var agentBinary: URL {
         URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
             .deletingLastPathComponent().appendingPathComponent("passthrough-agent")
     }
@@ -40,14 +42,14 @@ struct MonitorCommandTests {
         lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
     }
 
-    @Test("injected uevents come out as JSON lines with the right fields; SIGTERM ends it with 0")
+    @Test("monitor --json: injected uevents come out as JSON lines with the right fields; SIGTERM ends it with 0")
     func injectedEvents() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path), "build the passthrough-agent product first")
+        try #require(FileManager.default.isExecutableFile(atPath: Self.agentBinary.path), "build the passthrough-agent product first")
         let testbed = try Testbed()
         try testbed.add(FakeAlveo.description)
 
         let process = Process()
-        process.executableURL = Self.binary
+        process.executableURL = Self.agentBinary
         process.arguments = ["monitor", "--json", "--libvirt-uri", "test:///default"]
         var environment = ProcessInfo.processInfo.environment
         environment["UMOCKDEV_DIR"] = testbed.rootDirectory
@@ -56,8 +58,15 @@ struct MonitorCommandTests {
         let collector = LineCollector()
         stdout.fileHandleForReading.readabilityHandler = { collector.append($0.availableData) }
         process.standardOutput = stdout
+        // Never the test runner's own stderr: a child left behind must not keep `swift test` waiting.
+        process.standardError = Pipe()
         try process.run()
-        defer { if process.isRunning { process.terminate() } }
+        defer {
+            if process.isRunning {
+                process.terminate()
+                process.waitUntilExit()
+            }
+        }
 
         let ready = await collector.waitFor { lines in
             lines.contains { $0.contains("coldplug-complete") } && lines.contains { $0.contains("\"connected\"") }
