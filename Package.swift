@@ -53,6 +53,7 @@ let package = Package(
             "PassthroughUdev", "PassthroughLibvirt", "PassthroughSystemd",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
 
         // The command line only wires.
@@ -65,7 +66,7 @@ let package = Package(
 
         // Fakes shared by the test targets: a temp-dir sysfs that behaves like the PCI bus ABI.
         .target(name: "PassthroughTestSupport", dependencies: [
-            "PassthroughCore", "PassthroughSysfs",
+            "PassthroughCore", "PassthroughSysfs", "PassthroughLibvirt", "PassthroughSystemd",
             .product(name: "SystemPackage", package: "swift-system"),
         ], path: "Tests/PassthroughTestSupport"),
 
@@ -90,7 +91,9 @@ let package = Package(
         ]),
         .testTarget(name: "PassthroughAgentTests", dependencies: [
             "PassthroughAgent", "PassthroughCore", "PassthroughConfig", "PassthroughSysfs", "PassthroughTestSupport",
+            "PassthroughLibvirt", "PassthroughUdev", "PassthroughSystemd",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "InMemoryLogging", package: "swift-log"),
         ]),
     ]
 )

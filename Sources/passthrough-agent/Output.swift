@@ -18,7 +18,11 @@ enum Output {
         FileHandle.standardOutput.write(data + Data("\n".utf8))
     }
 
-    static func json(_ value: some Encodable) throws {
+    static func json<Value: Encodable>(_ value: Value) throws {
+        if let array = value as? [any Encodable], array.isEmpty {
+            FileHandle.standardOutput.write(Data("[]\n".utf8))
+            return
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(value)

@@ -13,7 +13,17 @@ struct AgentProcess {
             .deletingLastPathComponent().appendingPathComponent("passthrough-agent")
     }
 
-    static func run(_ arguments: [String]) throws -> AgentProcess {
+    /// Runs on a thread of its own: waiting for a child must not hold one of the few threads that
+    /// run every other test's tasks.
+    static func run(_ arguments: [String]) async throws -> AgentProcess {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                continuation.resume(with: Result { try runBlocking(arguments) })
+            }.start()
+        }
+    }
+
+    private static func runBlocking(_ arguments: [String]) throws -> AgentProcess {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
@@ -38,11 +48,11 @@ private func writeConfig(_ text: String, in bus: EmulatedPCIBus) -> String {
                                      "build the passthrough-agent product first (make test does)"))
 struct CommandLineTests {
     @Test("a hostile config exits 78 with path:line:col on stderr and touches nothing")
-    func hostileConfig() throws {
+    func hostileConfig() async throws {
         let bus = readyHost()
         let path = writeConfig("[[card]]\nname = \"u200\"\naddress = \"../../../devices\"\nguest = \"vm\"\n", in: bus)
         for command in [["status"], ["bind", "u200", "--to", "vfio"], ["check"]] {
-            let result = try AgentProcess.run(command + ["--config", path, "--sysfs-root", bus.sysfs.root.string])
+            let result = try await AgentProcess.run(command + ["--config", path, "--sysfs-root", bus.sysfs.root.string])
             #expect(result.status == 78, "\(command): \(result.stderr)")
             #expect(result.stderr.contains("\(path):3:11: invalid PCI address \"../../../devices\""), "\(command): \(result.stderr)")
         }
@@ -51,10 +61,10 @@ struct CommandLineTests {
     }
 
     @Test("status --json describes a hand-made sysfs tree")
-    func statusJSON() throws {
+    func statusJSON() async throws {
         let bus = readyHost()
         let path = writeConfig(exampleConfig, in: bus)
-        let result = try AgentProcess.run(["status", "--json", "--config", path, "--sysfs-root", bus.sysfs.root.string])
+        let result = try await AgentProcess.run(["status", "--json", "--config", path, "--sysfs-root", bus.sysfs.root.string])
         #expect(result.status == 0, "\(result.stderr)")
         let cards = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
         #expect(cards.count == 2)
@@ -72,10 +82,10 @@ struct CommandLineTests {
     }
 
     @Test("check exits 1 on a host without an IOMMU and says so")
-    func checkWithoutIOMMU() throws {
+    func checkWithoutIOMMU() async throws {
         let bus = hostWithoutIOMMU()
         let path = writeConfig("[[card]]\nname = \"u200\"\naddress = \"0000:01:00\"\nguest = \"vm\"\n", in: bus)
-        let result = try AgentProcess.run(["check", "--config", path, "--sysfs-root", bus.sysfs.root.string,
+        let result = try await AgentProcess.run(["check", "--config", path, "--sysfs-root", bus.sysfs.root.string,
                                            "--proc-root", bus.sysfs.root.appending("proc").string])
         #expect(result.status == 1)
         #expect(result.stdout.contains("PROBLEM  iommu: off"))
@@ -83,20 +93,20 @@ struct CommandLineTests {
     }
 
     @Test("bind refuses an IOMMU group shared with the host (77) and names the peer")
-    func bindRefused() throws {
+    func bindRefused() async throws {
         let bus = readyHost()
         let path = writeConfig(exampleConfig, in: bus)
-        let result = try AgentProcess.run(["bind", "nic", "--to", "vfio", "--config", path, "--sysfs-root", bus.sysfs.root.string])
+        let result = try await AgentProcess.run(["bind", "nic", "--to", "vfio", "--config", path, "--sysfs-root", bus.sysfs.root.string])
         #expect(result.status == 77)
         #expect(result.stderr.contains("0000:00:1f.3 (snd_hda_intel)"))
         #expect(bus.sysfs.driver(of: "0000:03:00.0") == "e1000e")
     }
 
     @Test("an unknown card name is a usage error (64)")
-    func unknownCard() throws {
+    func unknownCard() async throws {
         let bus = readyHost()
         let path = writeConfig(exampleConfig, in: bus)
-        let result = try AgentProcess.run(["bind", "u250", "--to", "vfio", "--config", path, "--sysfs-root", bus.sysfs.root.string])
+        let result = try await AgentProcess.run(["bind", "u250", "--to", "vfio", "--config", path, "--sysfs-root", bus.sysfs.root.string])
         #expect(result.status == 64)
         #expect(result.stderr.contains("no card named \"u250\""))
     }

@@ -1,0 +1,36 @@
+import Logging
+import PassthroughCore
+import PassthroughLibvirt
+import PassthroughSysfs
+
+/// Reads the actual state of a card: sysfs for the functions and drivers, libvirt for the guest.
+struct CardObserver: Sendable {
+    let reader: PCISysfsReader
+    let hypervisor: any Hypervisor
+
+    struct Observation: Sendable {
+        var observed: ObservedCard
+        /// Why the guest side is unknown, when it is.
+        var guestProblem: String?
+    }
+
+    func observe(_ card: CardConfig, devices: [PCIDeviceSnapshot]) async -> Observation {
+        var guestProblem: String?
+        var activity = GuestActivity.unknown
+        var attached: Set<PCIAddress> = []
+        do {
+            let state = try await hypervisor.guestState(card.guest)
+            activity = state.isActive ? .active : .inactive
+            if state.isActive {
+                attached = Set(try await hypervisor.hostdevs(of: card.guest).map(\.address))
+            }
+        } catch {
+            activity = .unknown
+            guestProblem = "\(error)"
+        }
+        return Observation(
+            observed: ObservedCard(card: card, devices: devices, guest: activity, attached: attached),
+            guestProblem: guestProblem
+        )
+    }
+}

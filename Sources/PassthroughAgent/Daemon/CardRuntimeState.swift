@@ -1,0 +1,40 @@
+import PassthroughCore
+
+/// What the supervisor remembers about a card between passes: only what events cannot tell again
+/// (presence and IDs for "appeared"/"ID changed", failures for backoff). Placement itself is
+/// always re-read.
+public struct CardRuntimeState: Hashable, Sendable {
+    public enum Phase: Hashable, Sendable {
+        /// Not observed yet.
+        case unknown
+        case absent
+        case ambiguous
+        case converged(Placement)
+        case pending(steps: Int)
+        case retrying(attempt: Int, lastError: String)
+    }
+
+    public var phase: Phase = .unknown
+    /// The IDs the card showed when last present.
+    public var lastIDs: [PCIID] = []
+    /// Functions seen when last present: how a `remove` (which names only an address) finds its card.
+    public var lastAddresses: Set<PCIAddress> = []
+    public var failures = 0
+    public var retryAt: ContinuousClock.Instant?
+
+    public init() {}
+
+    public func summary(for card: CardConfig) -> String {
+        switch phase {
+        case .unknown: "\(card.name): starting"
+        case .absent: "\(card.name): absent"
+        case .ambiguous: "\(card.name): ambiguous, add an address"
+        case .converged(.inGuest(let guest)): "\(card.name): attached to \(guest)"
+        case .converged(.vfioIdle): "\(card.name): on vfio-pci, \(card.guest) not running"
+        case .converged(.host): "\(card.name): on the host"
+        case .converged(.unchanged): "\(card.name): waiting for libvirt"
+        case .pending(let steps): "\(card.name): \(steps) step(s) pending"
+        case .retrying(let attempt, _): "\(card.name): retrying (attempt \(attempt))"
+        }
+    }
+}

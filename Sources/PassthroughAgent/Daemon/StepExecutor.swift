@@ -1,0 +1,79 @@
+import Logging
+import PassthroughCore
+import PassthroughLibvirt
+import PassthroughSysfs
+import PassthroughSystemd
+
+/// Runs one plan step and checks that it took, by reading sysfs or the guest's live XML back.
+struct StepExecutor: Sendable {
+    struct VerificationError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    let binder: DriverBinder
+    let hypervisor: any Hypervisor
+    let logger: Logger
+    /// How long the guest's live XML may take to show (or drop) a device after attach (detach).
+    let settleTimeout: Duration
+
+    func run(_ step: PlanStep, card: CardConfig) async throws {
+        let notify = Notify(logger: logger)
+        let started = ContinuousClock.now
+        switch step.action {
+        case .bindVFIO:
+            for move in try binder.move(card: card, to: .vfio) {
+                notify(.cardRebound, "\(card.name): \(move.address) rebound to vfio-pci", card: card.name, [
+                    LogMetadataKey.pciSlot: "\(move.address)", LogMetadataKey.guest: "\(card.guest)",
+                    LogMetadataKey.driverFrom: "\(move.from?.rawValue ?? "none")", LogMetadataKey.driverTo: "vfio-pci",
+                    LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
+                ])
+            }
+        case .bindHost(let policy):
+            for move in try binder.move(card: card, to: .host(policy)) {
+                notify(.cardGivenBack, "\(card.name): \(move.address) given back to \(move.to?.rawValue ?? "no driver")", card: card.name, [
+                    LogMetadataKey.pciSlot: "\(move.address)", LogMetadataKey.guest: "\(card.guest)",
+                    LogMetadataKey.driverFrom: "\(move.from?.rawValue ?? "none")",
+                    LogMetadataKey.driverTo: "\(move.to?.rawValue ?? "none")",
+                    LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
+                ])
+            }
+        case .attach(let address, let guest):
+            try await hypervisor.attach(address, to: guest)
+            // The call returning is not the device being there: read the live XML back.
+            try await waitForLiveXML(guest, toContain: address, present: true)
+            notify(.cardAttached, "\(card.name): \(address) attached to \(guest)", card: card.name, [
+                LogMetadataKey.pciSlot: "\(address)", LogMetadataKey.guest: "\(guest)",
+                LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
+            ])
+        case .detach(let address, let guest):
+            try await hypervisor.detach(address, from: guest)
+            // Detach only asks the guest; without its cooperation the device stays.
+            try await waitForLiveXML(guest, toContain: address, present: false)
+            notify(.cardDetached, "\(card.name): \(address) detached from \(guest)", card: card.name, [
+                LogMetadataKey.pciSlot: "\(address)", LogMetadataKey.guest: "\(guest)",
+                LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
+            ])
+        }
+    }
+
+    private func waitForLiveXML(_ guest: GuestName, toContain address: PCIAddress, present: Bool) async throws {
+        let deadline = ContinuousClock.now + settleTimeout
+        var delay = Duration.milliseconds(20)
+        while true {
+            let addresses = try await hypervisor.hostdevs(of: guest).map(\.address)
+            if addresses.contains(address) == present { return }
+            if ContinuousClock.now >= deadline {
+                throw VerificationError(description: present
+                    ? "\(address) is not in \(guest)'s live XML \(settleTimeout) after the attach"
+                    : "\(address) is still in \(guest)'s live XML \(settleTimeout) after the detach (the guest did not release it)")
+            }
+            try await Task.sleep(for: delay)
+            delay = min(delay * 2, .milliseconds(500))
+        }
+    }
+
+    private func microseconds(since start: ContinuousClock.Instant) -> Int64 {
+        let elapsed = ContinuousClock.now - start
+        return elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+    }
+}

@@ -1,0 +1,37 @@
+import ArgumentParser
+import Logging
+import PassthroughAgent
+import PassthroughSystemd
+import ServiceLifecycle
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "The daemon: keep every configured card where it belongs (systemd Type=notify).",
+        discussion: """
+            Follows udev and libvirt; guest running: the card on vfio-pci and attached; guest stopped: back to \
+            its host driver (or kept on vfio-pci). SIGHUP re-reads the configuration; SIGTERM finishes the \
+            step in flight and exits 0.
+            """
+    )
+
+    @OptionGroup var host: HostOptions
+
+    @Flag(help: "Compute and log the plans, change nothing.")
+    var dryRun = false
+
+    func run() async throws {
+        let config = try host.loadConfig()
+        LoggingSystem.bootstrap { LogHandlers.make(label: $0) }
+        let logger = Logger(label: "passthrough-agent")
+        var options = CardSupervisor.Options()
+        options.dryRun = dryRun
+        let service = AgentService(configPath: host.config, config: config, host: host.host, logger: logger, options: options)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: service)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+    }
+}

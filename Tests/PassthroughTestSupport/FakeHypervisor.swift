@@ -1,0 +1,86 @@
+import PassthroughCore
+import PassthroughLibvirt
+import PassthroughSysfs
+
+/// libvirt as the daemon sees it, over an ``EmulatedPCIBus``: attach works only for a function
+/// bound to vfio-pci (as with managed='no'), and the live XML is what was attached.
+public actor FakeHypervisor: Hypervisor {
+    public struct Unreachable: Error, CustomStringConvertible {
+        public var description: String { "not connected to libvirt" }
+    }
+
+    public struct Refused: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    private let bus: EmulatedPCIBus
+    private var guests: [String: GuestState] = [:]
+    private var live: [String: [PCIAddress]] = [:]
+    private var failingAttaches = 0
+    private var hangingAttaches = false
+    public private(set) var attachCalls: [PCIAddress] = []
+    public private(set) var detachCalls: [PCIAddress] = []
+    public var reachable = true
+
+    public init(bus: EmulatedPCIBus) {
+        self.bus = bus
+    }
+
+    public func define(_ guest: String, state: GuestState) {
+        guests[guest] = state
+        if !state.isActive { live[guest] = [] }
+    }
+
+    public func setReachable(_ value: Bool) { reachable = value }
+
+    /// The next `count` attaches fail as libvirt does when QEMU refuses.
+    public func failAttaches(_ count: Int) { failingAttaches = count }
+
+    /// Attaches never return (a wedged libvirtd).
+    public func hangAttaches() { hangingAttaches = true }
+
+    /// What QEMU does when the host removes a vfio device: the guest unplugs it.
+    public func unplug(_ address: PCIAddress, from guest: String) {
+        live[guest]?.removeAll { $0 == address }
+    }
+
+    public func liveHostdevs(of guest: String) -> [PCIAddress] { live[guest] ?? [] }
+
+    // MARK: Hypervisor
+
+    public func guestState(_ guest: GuestName) async throws -> GuestState {
+        guard reachable else { throw Unreachable() }
+        return guests[guest.rawValue] ?? .absent
+    }
+
+    public func hostdevs(of guest: GuestName) async throws -> [Hostdev] {
+        guard reachable else { throw Unreachable() }
+        return (live[guest.rawValue] ?? []).map { Hostdev(address: $0, alias: "hostdev-\($0)", managed: false) }
+    }
+
+    public func attach(_ address: PCIAddress, to guest: GuestName) async throws {
+        guard reachable else { throw Unreachable() }
+        attachCalls.append(address)
+        if hangingAttaches {
+            while true { try await Task.sleep(for: .seconds(3600)) }
+        }
+        if failingAttaches > 0 {
+            failingAttaches -= 1
+            throw Refused(description: "internal error: unable to execute QEMU command 'device_add'")
+        }
+        guard guests[guest.rawValue]?.isActive == true else { throw Refused(description: "domain is not running") }
+        guard bus.sysfs.driver(of: address.description) == "vfio-pci" else {
+            throw Refused(description: "\(address) is not bound to vfio-pci")
+        }
+        guard !(live[guest.rawValue] ?? []).contains(address) else {
+            throw Refused(description: "\(address) is already in use by \(guest)")
+        }
+        live[guest.rawValue, default: []].append(address)
+    }
+
+    public func detach(_ address: PCIAddress, from guest: GuestName) async throws {
+        guard reachable else { throw Unreachable() }
+        detachCalls.append(address)
+        live[guest.rawValue]?.removeAll { $0 == address }
+    }
+}
