@@ -46,23 +46,23 @@ public struct ControlResponse: Codable, Hashable, Sendable {
         case ok, error, message, cards
     }
 
-    /// `ok` first, absent fields left out, so the line reads well in a terminal.
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(ok, forKey: .ok)
-        try container.encodeIfPresent(error, forKey: .error)
-        try container.encodeIfPresent(message, forKey: .message)
-        try container.encodeIfPresent(cards, forKey: .cards)
-    }
-
-    /// Compact JSON and a newline. JSON escapes control characters, so it is always one line.
+    /// Compact JSON and a newline, `ok` first so the line reads well in a terminal (the
+    /// encoder's own key order is not ours to choose). JSON escapes control characters, so it is
+    /// always one line.
     public var line: [UInt8] {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
-        guard let data = try? encoder.encode(self) else {
-            return Array(#"{"ok":false,"error":"response could not be encoded"}"#.utf8) + [0x0A]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var json = Array(#"{"ok":\#(ok)"#.utf8)
+        func field(_ key: CodingKeys, _ value: some Encodable) -> Bool {
+            guard let encoded = try? encoder.encode(value) else { return false }
+            json += Array(#","\#(key.rawValue)":"#.utf8) + Array(encoded)
+            return true
         }
-        return Array(data) + [0x0A]
+        let encoded = (error.map { field(.error, $0) } ?? true)
+            && (message.map { field(.message, $0) } ?? true)
+            && (cards.map { field(.cards, $0) } ?? true)
+        guard encoded else { return Array(#"{"ok":false,"error":"response could not be encoded"}"#.utf8) + [0x0A] }
+        return json + Array("}\n".utf8)
     }
 
     public static func parse(_ line: some Collection<UInt8>) -> ControlResponse? {
