@@ -9,11 +9,11 @@ import SystemPackage
 /// Detaching the card from its guest first, and watching it afterwards, are the caller's.
 public struct RecoveryProcedure: Sendable {
     public let reader: PCISysfsReader
-    public let clock: any RecoveryClock
+    public let clock: any WaitClock
     public let pacing: RecoveryPacing
     public let logger: Logger
 
-    public init(reader: PCISysfsReader, clock: any RecoveryClock = ContinuousRecoveryClock(),
+    public init(reader: PCISysfsReader, clock: any WaitClock = ContinuousWaitClock(),
                 pacing: RecoveryPacing = RecoveryPacing(), logger: Logger) {
         self.reader = reader
         self.clock = clock

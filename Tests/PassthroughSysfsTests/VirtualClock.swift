@@ -3,7 +3,7 @@ import Synchronization
 
 /// A clock whose `sleep` returns at once and moves time forward, running whatever was
 /// scheduled for the time passed (e.g. "the link comes back at 3 s").
-final class VirtualClock: RecoveryClock {
+final class VirtualClock: WaitClock {
     private struct State {
         var now: Duration = .zero
         var sleeps: [Duration] = []

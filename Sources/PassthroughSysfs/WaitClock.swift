@@ -1,5 +1,6 @@
-/// Time as the recovery procedure sees it, injectable so tests run a 60 s timeout instantly.
-public protocol RecoveryClock: Sendable {
+/// Time as the recovery procedure and the link watch see it, injectable so tests run a 60 s
+/// timeout instantly.
+public protocol WaitClock: Sendable {
     /// Time since an arbitrary fixed point; only differences matter.
     func now() -> Duration
     /// Throws `CancellationError` when the task is cancelled.
@@ -7,7 +8,7 @@ public protocol RecoveryClock: Sendable {
 }
 
 /// The real, monotonic clock (not wall time: an NTP step must not cut a recovery short).
-public struct ContinuousRecoveryClock: RecoveryClock {
+public struct ContinuousWaitClock: WaitClock {
     private let origin = ContinuousClock.now
 
     public init() {}
