@@ -137,8 +137,10 @@ struct ConfigDecoder {
         }
 
         var linkWatch = LinkWatch.off
-        if let interval = duration(table, "link-watch", in: cardPath,
-                                   within: LinkWatch.minimumInterval...LinkWatch.maximumInterval) {
+        // "off" says explicitly what leaving the key out means.
+        if table["link-watch"]?.string != "off",
+           let interval = duration(table, "link-watch", in: cardPath,
+                                   within: LinkWatch.minimumInterval...LinkWatch.maximumInterval, orElse: "off") {
             linkWatch = .every(interval)
         }
 
@@ -195,11 +197,12 @@ struct ConfigDecoder {
     }
 
     /// A duration string such as "500ms" within `range`; `nil` (reported) when absent or wrong.
-    private mutating func duration(_ table: TOMLTable, _ key: String, in tablePath: String, within range: ClosedRange<Duration>) -> Duration? {
+    private mutating func duration(_ table: TOMLTable, _ key: String, in tablePath: String, within range: ClosedRange<Duration>,
+                                   orElse alternative: String? = nil) -> Duration? {
         guard let text = string(table, key, in: tablePath) else { return nil }
         let bounds = "\(ConfigDuration.format(range.lowerBound)) and \(ConfigDuration.format(range.upperBound))"
         guard let duration = ConfigDuration.parse(text) else {
-            report(valueAt: "\(tablePath).\(key)", "invalid duration \(Self.quoted(text)) for '\(key)': use a whole number and a unit (\(ConfigDuration.units.joined(separator: ", "))), e.g. \"500ms\" or \"2m\"")
+            report(valueAt: "\(tablePath).\(key)", "invalid duration \(Self.quoted(text)) for '\(key)': use a whole number and a unit (\(ConfigDuration.units.joined(separator: ", "))), e.g. \"500ms\" or \"2m\"\(alternative.map { ", or \(Self.quoted($0))" } ?? "")")
             return nil
         }
         guard range.contains(duration) else {

@@ -19,6 +19,11 @@ public struct RecoveryTarget: Hashable, Sendable {
         self.reset = reset
         self.timeout = timeout
     }
+
+    /// The card's own `reset` and `recovery-timeout`.
+    public init(card: CardConfig, slot: PCISlot, upstreamPort: PCIAddress) {
+        self.init(card: card.name, slot: slot, upstreamPort: upstreamPort, reset: card.reset, timeout: card.recoveryTimeout)
+    }
 }
 
 /// The waits of the procedure. The defaults are Corundum's `pcie_hot_reset.sh` timings for the

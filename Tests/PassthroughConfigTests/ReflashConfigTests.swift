@@ -34,6 +34,12 @@ struct ReflashConfigTests {
         #expect(u200.recoveryTimeout == .seconds(120))
     }
 
+    @Test("link-watch = \"off\" is the same as leaving it out")
+    func explicitOff() throws {
+        let u200 = try #require(try ConfigLoader.parse(card + "link-watch = \"off\"\n", path: "config.toml").card(named: "u200"))
+        #expect(u200.linkWatch == .off)
+    }
+
     @Test("durations", arguments: [
         ("500ms", Duration.milliseconds(500)), ("1s", .seconds(1)), ("2m", .seconds(120)), ("1h", .seconds(3600)),
     ])
@@ -49,7 +55,8 @@ struct ReflashConfigTests {
 
     @Test("each mistake is reported at its value", arguments: [
         (card + "link-watch = \"fast\"\n",
-         "config.toml:5:14: invalid duration \"fast\" for 'link-watch': use a whole number and a unit (ms, s, m, h), e.g. \"500ms\" or \"2m\""),
+         "config.toml:5:14: invalid duration \"fast\" for 'link-watch': use a whole number and a unit (ms, s, m, h), e.g. \"500ms\" or \"2m\", or \"off\""),
+        (card + "link-watch = \"Off\"\n", "config.toml:5:14: invalid duration \"Off\" for 'link-watch'"),
         (card + "link-watch = 1\n", "config.toml:5:14: 'link-watch' must be a string, not an integer"),
         (card + "link-watch = \"10ms\"\n", "config.toml:5:14: 'link-watch' must be between 100ms and 1h, not \"10ms\""),
         (card + "reflash-guard = \"yes\"\n", "config.toml:5:17: 'reflash-guard' must be true or false, not a string"),
