@@ -5,7 +5,10 @@ import TOMLKit
 struct ConfigDecoder {
     static let topLevelKeys = ["card", "libvirt"]
     static let libvirtKeys = ["uri"]
-    static let cardKeys = ["address", "guest", "host-driver", "ids", "name", "when-guest-stops"]
+    static let cardKeys = [
+        "address", "guest", "host-driver", "ids", "link-watch", "name", "recovery-timeout", "reflash-guard", "reset",
+        "when-guest-stops",
+    ]
 
     let path: String
     let sourceMap: TOMLSourceMap
@@ -133,8 +136,38 @@ struct ConfigDecoder {
             }
         }
 
+        var linkWatch = LinkWatch.off
+        // "off" says explicitly what leaving the key out means.
+        if table["link-watch"]?.string != "off",
+           let interval = duration(table, "link-watch", in: cardPath,
+                                   within: LinkWatch.minimumInterval...LinkWatch.maximumInterval, orElse: "off") {
+            linkWatch = .every(interval)
+        }
+
+        var reflashGuard = false
+        if let value = table["reflash-guard"] {
+            if let flag = value.bool {
+                reflashGuard = flag
+            } else {
+                report(valueAt: "\(cardPath).reflash-guard", "'reflash-guard' must be true or false, not \(Self.describe(value.type))")
+            }
+        }
+
+        var reset = CardResetMethod.none
+        if let text = string(table, "reset", in: cardPath) {
+            if let method = CardResetMethod(rawValue: text) {
+                reset = method
+            } else {
+                report(valueAt: "\(cardPath).reset", "invalid value \(Self.quoted(text)) for 'reset': use \"none\" or \"secondary-bus\"")
+            }
+        }
+
+        let recoveryTimeout = duration(table, "recovery-timeout", in: cardPath,
+                                       within: RecoveryTimeout.minimum...RecoveryTimeout.maximum) ?? RecoveryTimeout.default
+
         guard diagnostics.count == before, let name, let guest else { return nil }
-        return CardConfig(name: name, address: address, ids: ids, guest: guest, hostDriver: hostDriver, whenGuestStops: whenGuestStops)
+        return CardConfig(name: name, address: address, ids: ids, guest: guest, hostDriver: hostDriver, whenGuestStops: whenGuestStops,
+                          linkWatch: linkWatch, reflashGuard: reflashGuard, reset: reset, recoveryTimeout: recoveryTimeout)
     }
 
     private mutating func checkUniqueness(of cards: [(path: String, card: CardConfig)]) {
@@ -161,6 +194,22 @@ struct ConfigDecoder {
             return nil
         }
         return text
+    }
+
+    /// A duration string such as "500ms" within `range`; `nil` (reported) when absent or wrong.
+    private mutating func duration(_ table: TOMLTable, _ key: String, in tablePath: String, within range: ClosedRange<Duration>,
+                                   orElse alternative: String? = nil) -> Duration? {
+        guard let text = string(table, key, in: tablePath) else { return nil }
+        let bounds = "\(ConfigDuration.format(range.lowerBound)) and \(ConfigDuration.format(range.upperBound))"
+        guard let duration = ConfigDuration.parse(text) else {
+            report(valueAt: "\(tablePath).\(key)", "invalid duration \(Self.quoted(text)) for '\(key)': use a whole number and a unit (\(ConfigDuration.units.joined(separator: ", "))), e.g. \"500ms\" or \"2m\"\(alternative.map { ", or \(Self.quoted($0))" } ?? "")")
+            return nil
+        }
+        guard range.contains(duration) else {
+            report(valueAt: "\(tablePath).\(key)", "'\(key)' must be between \(bounds), not \(Self.quoted(text))")
+            return nil
+        }
+        return duration
     }
 
     private mutating func rejectUnknownKeys(in table: TOMLTable, allowed: [String], tablePath: String) {

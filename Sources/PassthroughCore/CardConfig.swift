@@ -70,10 +70,20 @@ public struct CardConfig: Hashable, Sendable {
     public var guest: GuestName
     public var hostDriver: HostDriverPolicy
     public var whenGuestStops: GuestStopPolicy
+    /// `link-watch`: poll the vendor ID to notice a reflash; off unless configured.
+    public var linkWatch: LinkWatch
+    /// `reflash-guard`: mask fatal-error escalation on the upstream port while reflashing.
+    public var reflashGuard: Bool
+    /// `reset`: how the link is brought back during recovery.
+    public var reset: CardResetMethod
+    /// `recovery-timeout`: how long recovery waits for the card before giving up.
+    public var recoveryTimeout: Duration
 
     public init(
         name: CardName, address: PCIAddressSelector? = nil, ids: [PCIID] = [], guest: GuestName,
-        hostDriver: HostDriverPolicy = .auto, whenGuestStops: GuestStopPolicy = .host
+        hostDriver: HostDriverPolicy = .auto, whenGuestStops: GuestStopPolicy = .host,
+        linkWatch: LinkWatch = .off, reflashGuard: Bool = false, reset: CardResetMethod = .none,
+        recoveryTimeout: Duration = RecoveryTimeout.default
     ) {
         self.name = name
         self.address = address
@@ -81,6 +91,10 @@ public struct CardConfig: Hashable, Sendable {
         self.guest = guest
         self.hostDriver = hostDriver
         self.whenGuestStops = whenGuestStops
+        self.linkWatch = linkWatch
+        self.reflashGuard = reflashGuard
+        self.reset = reset
+        self.recoveryTimeout = recoveryTimeout
     }
 
     /// Whether this card claims the function: its address (when given) contains it and its ID

@@ -5,7 +5,7 @@ import Musl
 #endif
 import SystemPackage
 
-/// The only door to the filesystem: every sysfs access goes through these four calls.
+/// The only door to the filesystem: every sysfs access goes through these calls.
 ///
 /// Tests put an emulation of the kernel's PCI bus behind the same door (see
 /// `EmulatedPCIBus` in the tests) so the binder is exercised against real files that react like
@@ -17,6 +17,11 @@ public protocol SysfsIO: Sendable {
     func list(_ directory: FilePath) throws(SysfsError) -> [String]
     func write(_ value: String, to path: FilePath) throws(SysfsError)
     func exists(_ path: FilePath) -> Bool
+    /// Up to `count` bytes at `offset` (one `pread`): binary attributes such as `config`.
+    /// Fewer bytes come back at the end of the file, or where the kernel limits the reader.
+    func readBytes(_ path: FilePath, offset: Int64, count: Int) throws(SysfsError) -> [UInt8]
+    /// `bytes` at `offset` in one `pwrite`, so the kernel sees one access of that width.
+    func writeBytes(_ path: FilePath, offset: Int64, _ bytes: [UInt8]) throws(SysfsError)
 }
 
 /// Plain syscalls; `EINTR` is retried by swift-system, every other errno is typed.
@@ -88,5 +93,36 @@ public struct LinuxSysfsIO: SysfsIO {
 
     public func exists(_ path: FilePath) -> Bool {
         path.withPlatformString { access($0, F_OK) == 0 }
+    }
+
+    public func readBytes(_ path: FilePath, offset: Int64, count: Int) throws(SysfsError) -> [UInt8] {
+        do {
+            let fd = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)
+            return try fd.closeAfter {
+                var bytes = [UInt8](repeating: 0, count: count)
+                let read = try bytes.withUnsafeMutableBytes { try fd.read(fromAbsoluteOffset: offset, into: $0) }
+                return Array(bytes[..<read])
+            }
+        } catch let errno as Errno {
+            throw SysfsError(operation: .read, path: path, errno: errno)
+        } catch {
+            throw SysfsError(operation: .read, path: path, errno: .ioError)
+        }
+    }
+
+    public func writeBytes(_ path: FilePath, offset: Int64, _ bytes: [UInt8]) throws(SysfsError) {
+        let shown = bytes.map { $0 < 0x10 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: " ") + " at offset \(offset)"
+        do {
+            let fd = try FileDescriptor.open(path, .writeOnly, options: .closeOnExec)
+            try fd.closeAfter {
+                let written = try bytes.withUnsafeBytes { try fd.write(toAbsoluteOffset: offset, $0) }
+                // A short pwrite on a config file means the kernel did not take the whole field.
+                if written != bytes.count { throw Errno.ioError }
+            }
+        } catch let errno as Errno {
+            throw SysfsError(operation: .write, path: path, errno: errno, value: shown)
+        } catch {
+            throw SysfsError(operation: .write, path: path, errno: .ioError, value: shown)
+        }
     }
 }

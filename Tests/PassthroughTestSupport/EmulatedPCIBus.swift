@@ -9,12 +9,24 @@ import SystemPackage
 /// `drivers_probe` change the `driver` links the way the kernel would, including its quirks:
 /// `drivers_probe` succeeds when nothing binds, `bind` fails with `ENODEV` on a mismatch.
 /// Faults can be injected per write or per driver probe.
+///
+/// For reflash: `config` files are read and written with `pread`/`pwrite`, and a slot whose
+/// link is down (``dropLink(_:)``) reads all-ones and ignores writes, as a real surprise-down
+/// device does. A function's `remove` takes it off the bus; a `rescan` (the bus's, or a
+/// port's) runs the ``onRescan(_:)`` hooks, which model what the kernel finds on the link.
 public final class EmulatedPCIBus: SysfsIO {
+    public typealias RescanHook = @Sendable (FakeSysfs) -> Void
+
     private struct State {
         var idTables: [String: Set<PCIID>] = [:]
         var failingProbes: Set<String> = []
         var failingWrites: [FilePath: Errno] = [:]
+        var failingReads: [FilePath: Errno] = [:]
         var writes: [(path: FilePath, value: String)] = []
+        var configWrites: [(path: FilePath, offset: Int64, bytes: [UInt8])] = []
+        var slotsWithoutLink: Set<PCISlot> = []
+        var rescanHooks: [RescanHook] = []
+        var rescans = 0
     }
 
     public let sysfs: FakeSysfs
@@ -48,7 +60,90 @@ public final class EmulatedPCIBus: SysfsIO {
         }
     }
 
-    public func read(_ path: FilePath) throws(SysfsError) -> String { try real.read(path) }
+    /// The next reads (string or bytes) of `relativePath` fail with `errno`.
+    public func failReads(of relativePath: String, with errno: Errno) {
+        state.withLock { $0.failingReads[sysfs.root.appending(relativePath)] = errno }
+    }
+
+    /// Every `pwrite` to a `config` file, relative to the root, in order.
+    public var configWrites: [(path: String, offset: Int64, bytes: [UInt8])] {
+        state.withLock { state in
+            state.configWrites.map { (String($0.path.string.dropFirst(sysfs.root.string.count + 1)), $0.offset, $0.bytes) }
+        }
+    }
+
+    /// How many rescans were written (bus-wide or per port).
+    public var rescanCount: Int { state.withLock { $0.rescans } }
+
+    /// The card in `slot` stops answering: its config reads return all-ones, writes vanish.
+    public func dropLink(_ slot: String) {
+        state.withLock { _ = $0.slotsWithoutLink.insert(PCISlot(slot)!) }
+    }
+
+    public func restoreLink(_ slot: String) {
+        state.withLock { _ = $0.slotsWithoutLink.remove(PCISlot(slot)!) }
+    }
+
+    /// Runs on every rescan, after the write; it adds what the kernel would find.
+    public func onRescan(_ hook: @escaping RescanHook) {
+        state.withLock { $0.rescanHooks.append(hook) }
+    }
+
+    /// Sets the Data Link Layer Link Active bit in a port's Link Status, as the hardware does
+    /// when the link trains (or drops). The port's `config` must have a PCI Express capability.
+    public func setLinkActive(_ port: String, _ active: Bool) {
+        let address = PCIAddress(port)!
+        let space = ConfigSpace(address: address, layout: sysfs.layout, io: real)
+        let offset = try! space.expressCapability() + 0x12
+        let status = try! space.linkStatus()
+        let updated = active ? status | 0x2000 : status & ~0x2000
+        try! real.writeBytes(space.path, offset: Int64(offset), [UInt8(updated & 0xFF), UInt8(updated >> 8)])
+    }
+
+    public func readBytes(_ path: FilePath, offset: Int64, count: Int) throws(SysfsError) -> [UInt8] {
+        if let injected = state.withLock({ $0.failingReads[path] }) {
+            throw SysfsError(operation: .read, path: path, errno: injected)
+        }
+        let bytes = try real.readBytes(path, offset: offset, count: count)
+        if isWithoutLink(path) { return [UInt8](repeating: 0xFF, count: bytes.count) }
+        return bytes
+    }
+
+    public func writeBytes(_ path: FilePath, offset: Int64, _ bytes: [UInt8]) throws(SysfsError) {
+        let injected = state.withLock { state -> Errno? in
+            state.configWrites.append((path, offset, bytes))
+            return state.failingWrites[path]
+        }
+        if let injected { throw SysfsError(operation: .write, path: path, errno: injected) }
+        // A write to a device that is not there is dropped by the link, not refused by the kernel.
+        if isWithoutLink(path) { return }
+        try real.writeBytes(path, offset: offset, bytes)
+    }
+
+    /// Whether `path` is a file of a function whose slot has no link.
+    private func isWithoutLink(_ path: FilePath) -> Bool {
+        let relative = String(path.string.dropFirst(sysfs.root.string.count + 1))
+        let parts = relative.split(separator: "/")
+        guard parts.count >= 4, parts[0...2] == ["bus", "pci", "devices"], let address = PCIAddress(String(parts[3])) else {
+            return false
+        }
+        return state.withLock { $0.slotsWithoutLink.contains(address.slot) }
+    }
+
+    private func rescan() {
+        let hooks = state.withLock { state in
+            state.rescans += 1
+            return state.rescanHooks
+        }
+        for hook in hooks { hook(sysfs) }
+    }
+
+    public func read(_ path: FilePath) throws(SysfsError) -> String {
+        if let injected = state.withLock({ $0.failingReads[path] }) {
+            throw SysfsError(operation: .read, path: path, errno: injected)
+        }
+        return try real.read(path)
+    }
     public func readLink(_ path: FilePath) throws(SysfsError) -> FilePath? { try real.readLink(path) }
     public func list(_ directory: FilePath) throws(SysfsError) -> [String] { try real.list(directory) }
     public func exists(_ path: FilePath) -> Bool { real.exists(path) }
@@ -73,6 +168,22 @@ public final class EmulatedPCIBus: SysfsIO {
                 sysfs.bind(argument, to: driver)
             }
             return
+        }
+        if relative == "bus/pci/rescan" {
+            rescan()
+            return
+        }
+        if parts.count == 5, parts[0...2] == ["bus", "pci", "devices"] {
+            switch parts[4] {
+            case "remove":
+                sysfs.removeFunction(parts[3])
+                return
+            case "rescan", "dev_rescan":
+                rescan()
+                return
+            default:
+                break
+            }
         }
         if parts.count == 5, parts[0...2] == ["bus", "pci", "drivers"] {
             let driver = parts[3]

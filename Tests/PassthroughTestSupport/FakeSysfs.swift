@@ -41,7 +41,8 @@ public final class FakeSysfs: Sendable {
     /// A PCI function, optionally below a bridge that must already exist, bound to `driver`.
     public func addFunction(
         _ address: String, id: String, classCode: UInt32 = 0x058000, driver: String? = nil,
-        iommuGroup: Int? = nil, below parent: String? = nil, subsystem: String? = "10ee:0007"
+        iommuGroup: Int? = nil, below parent: String? = nil, subsystem: String? = "10ee:0007",
+        config: [UInt8]? = nil
     ) {
         let relativeDevice = devicePath(address, below: parent)
         Self.makeDirectories(root.appending(relativeDevice))
@@ -54,6 +55,10 @@ public final class FakeSysfs: Sendable {
             writeFile("\(relativeDevice)/subsystem_vendor", "0x\(hex(subsystemID.vendor))\n")
             writeFile("\(relativeDevice)/subsystem_device", "0x\(hex(subsystemID.device))\n")
         }
+        // Every PCI device has these two; EmulatedPCIBus reacts to writes to them.
+        writeFile("\(relativeDevice)/remove", "")
+        writeFile("\(relativeDevice)/rescan", "")
+        if let config { writeBytes("\(relativeDevice)/config", config) }
         symlink("../../../\(relativeDevice)", at: "bus/pci/devices/\(address)")
         if let driver { bind(address, to: driver) }
         if let iommuGroup {
@@ -105,6 +110,24 @@ public final class FakeSysfs: Sendable {
         let path = root.appending(relativePath)
         let fd = try! FileDescriptor.open(path, .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite, .groupRead, .otherRead])
         _ = try! fd.closeAfter { try fd.writeAll(Array(contents.utf8)) }
+    }
+
+    /// A binary file such as `config`, replacing what was there.
+    public func writeBytes(_ relativePath: String, _ bytes: [UInt8]) {
+        let path = root.appending(relativePath)
+        let fd = try! FileDescriptor.open(path, .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        _ = try! fd.closeAfter { try fd.writeAll(bytes) }
+    }
+
+    /// The whole `config` file of a function on the bus (to compare before and after).
+    public func configBytes(of address: String) -> [UInt8] {
+        let path = root.appending("bus/pci/devices/\(address)/config")
+        return (try? LinuxSysfsIO().readBytes(path, offset: 0, count: 65536)) ?? []
+    }
+
+    /// Removes a file, for example a device's `rescan` to model an older kernel.
+    public func removeFile(_ relativePath: String) {
+        unlink(root.appending(relativePath))
     }
 
     public func writeFileCreatingDirectories(_ relativePath: String, _ contents: String) {

@@ -1,0 +1,221 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Logging
+import Synchronization
+import SystemPackage
+
+/// The agent's root-only control socket: AF_UNIX, SOCK_STREAM, mode 0600, newline-delimited
+/// JSON (``ControlRequest`` in, ``ControlResponse`` out).
+///
+/// `init` binds and listens, so "cannot create the socket" and "another agent is running" are
+/// startup errors. ``run(_:)`` starts one dedicated thread that polls the listening socket, the
+/// clients and a shutdown pipe (blocking calls never run on the cooperative pool), and serves each
+/// connection in its own child task, requests in order. Every peer's uid is checked with
+/// `SO_PEERCRED` before a byte is read; any other uid gets `{"ok":false,"error":"permission
+/// denied"}` and is closed.
+///
+/// ```swift
+/// let server = try ControlServer(logger: logger)
+/// await server.run { request in await manager.handle(request) }   // until shutdown() or cancellation
+/// ```
+public final class ControlServer: Sendable {
+    public typealias Handler = @Sendable (ControlRequest) async -> ControlResponse
+
+    public static let defaultPath: FilePath = "/run/passthrough-agent/control"
+    /// The longest request line accepted; longer ones get an error and the connection is closed.
+    public static let maximumRequestBytes = 64 * 1024
+    static let backlog: CInt = 16
+
+    private enum State {
+        case bound(listenFD: CInt)
+        case running(thread: pthread_t, listenFD: CInt)
+        case stopped
+    }
+
+    public let path: FilePath
+    /// The only uid let in: 0 in the daemon; tests pass their own.
+    public let allowedUID: UInt32
+    private let logger: Logger
+    private let wakeup: ShutdownPipe
+    private let state: Mutex<State>
+
+    public init(path: FilePath = ControlServer.defaultPath, allowedUID: UInt32 = 0, logger: Logger) throws(ControlSocketError) {
+        self.path = path
+        self.allowedUID = allowedUID
+        self.logger = logger
+        do {
+            wakeup = try ShutdownPipe()
+        } catch {
+            throw ControlSocketError(.wakeup, path: path, errno: error)
+        }
+        state = Mutex(.bound(listenFD: try Self.listen(at: path, logger: logger)))
+    }
+
+    deinit {
+        shutdown()
+        state.withLock { state in
+            if case .bound(let fd) = state { Self.close(fd, unlinking: path) }
+            state = .stopped
+        }
+    }
+
+    /// Serves until ``shutdown()`` or cancellation of the calling task. Returns once the thread has
+    /// exited, the socket file is gone and every connection's task has finished (cancellation
+    /// reaches the handlers still running).
+    public func run(_ handler: @escaping Handler) async throws(ControlSocketError) {
+        let (accepted, continuation) = AsyncStream.makeStream(of: AcceptedConnection.self, bufferingPolicy: .unbounded)
+        try state.withLock { (state) throws(ControlSocketError) in
+            guard case .bound(let listenFD) = state else { throw ControlSocketError(.alreadyStarted, path: path) }
+            let context = ControlThreadContext(listenFD: listenFD, wakeup: wakeup, allowedUID: allowedUID, logger: logger,
+                                               accepted: continuation)
+            do throws(Errno) {
+                state = .running(thread: try Self.spawn(context), listenFD: listenFD)
+            } catch {
+                continuation.finish()
+                throw ControlSocketError(.threadStart, path: path, errno: error)
+            }
+        }
+        logger.info("control socket listening", metadata: ["path": "\(path)", "allowed-uid": "\(allowedUID)"])
+        let shutdownPipe = wakeup
+        let connectionLogger = logger
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                for await connection in accepted {
+                    group.addTask { await Self.serve(connection, handler: handler, logger: connectionLogger) }
+                }
+            }
+        } onCancel: {
+            shutdownPipe.signal()
+        }
+        state.withLock { state in
+            guard case .running(let thread, let listenFD) = state else { return }
+            // The thread finished the stream as its last act; this join does not wait long.
+            _ = pthread_join(thread, nil)
+            Self.close(listenFD, unlinking: path)
+            state = .stopped
+        }
+        logger.info("control socket closed", metadata: ["path": "\(path)"])
+    }
+
+    /// Stops accepting and reading; idempotent, from any thread.
+    public func shutdown() {
+        wakeup.signal()
+    }
+
+    // MARK: Serving one connection
+
+    private static func serve(_ accepted: AcceptedConnection, handler: Handler, logger: Logger) async {
+        let connection = accepted.connection
+        let peer: Logger.Metadata = ["peer-pid": "\(connection.peer.pid)", "peer-uid": "\(connection.peer.uid)"]
+        for await input in accepted.input {
+            let response: ControlResponse
+            switch input {
+            case .tooLong:
+                let error = ControlRequestError.tooLong(limit: maximumRequestBytes)
+                logger.warning("control: refused a request", metadata: peer.merging(["error": "\(error)"]) { $1 })
+                connection.send(ControlResponse.failure(error.description).line, logger: logger)
+                return
+            case .line(let bytes):
+                switch ControlRequest.parse(bytes) {
+                case .failure(let error):
+                    logger.warning("control: refused a request", metadata: peer.merging(["error": "\(error)"]) { $1 })
+                    response = .failure(error.description)
+                case .success(let request):
+                    logger.info("control: \(request)", metadata: peer)
+                    response = await handler(request)
+                }
+            }
+            guard connection.send(response.line, logger: logger) else { return }
+        }
+    }
+
+    // MARK: Setup
+
+    private static func listen(at path: FilePath, logger: Logger) throws(ControlSocketError) -> CInt {
+        guard path.string.utf8.count <= UnixSocket.maximumPathBytes else { throw ControlSocketError(.pathTooLong, path: path) }
+        try makeParentDirectory(of: path)
+        try removeStaleSocket(at: path, logger: logger)
+        let fd: CInt
+        do {
+            fd = try UnixSocket.streamSocket()
+        } catch {
+            throw ControlSocketError(.socket, path: path, errno: error)
+        }
+        do throws(ControlSocketError) {
+            // bind() creates the file with the socket inode's mode minus the umask: setting it
+            // here makes the file 0600 from its first instant, without touching the process umask.
+            try step(.permissions, path) { fchmod(fd, 0o600) }
+            try step(.socket, path) { fcntl(fd, F_SETFL, O_NONBLOCK) }
+            guard let bound = UnixSocket.withAddress(path, { bind(fd, $0, $1) }) else {
+                throw ControlSocketError(.pathTooLong, path: path)
+            }
+            if bound != 0 { throw ControlSocketError(.bind, path: path, errno: Errno(rawValue: errno)) }
+            try step(.permissions, path) { path.withPlatformString { chmod($0, 0o600) } }
+            try step(.listen, path) { Glibc.listen(fd, backlog) }
+        } catch {
+            UnixSocket.close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    private static func step(_ code: ControlSocketError.Code, _ path: FilePath, _ body: () -> CInt) throws(ControlSocketError) {
+        do {
+            try UnixSocket.call(body)
+        } catch {
+            throw ControlSocketError(code, path: path, errno: error)
+        }
+    }
+
+    /// A socket file left by a killed agent is removed; one with a live listener is not ours to take.
+    private static func removeStaleSocket(at path: FilePath, logger: Logger) throws(ControlSocketError) {
+        var info = stat()
+        guard path.withPlatformString({ lstat($0, &info) }) == 0 else { return }
+        guard info.st_mode & S_IFMT == S_IFSOCK else { throw ControlSocketError(.notASocket, path: path) }
+        if let probe = try? UnixSocket.streamSocket() {
+            defer { UnixSocket.close(probe) }
+            if UnixSocket.withAddress(path, { connect(probe, $0, $1) }) == 0 {
+                throw ControlSocketError(.alreadyRunning, path: path)
+            }
+        }
+        logger.info("control: removing a stale socket", metadata: ["path": "\(path)"])
+        if path.withPlatformString({ unlink($0) }) != 0, errno != ENOENT {
+            throw ControlSocketError(.unlinkStale, path: path, errno: Errno(rawValue: errno))
+        }
+    }
+
+    private static func makeParentDirectory(of path: FilePath) throws(ControlSocketError) {
+        var parent = path
+        parent.removeLastComponent()
+        var current = FilePath(root: parent.root)
+        for component in parent.components {
+            current.append(component)
+            if current.withPlatformString({ mkdir($0, 0o755) }) != 0, errno != EEXIST {
+                throw ControlSocketError(.directory, path: current, errno: Errno(rawValue: errno))
+            }
+        }
+    }
+
+    private static func close(_ fd: CInt, unlinking path: FilePath) {
+        UnixSocket.close(fd)
+        _ = path.withPlatformString { unlink($0) }
+    }
+
+    private static func spawn(_ context: ControlThreadContext) throws(Errno) -> pthread_t {
+        let unmanaged = Unmanaged.passRetained(context)
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            let context = Unmanaged<ControlThreadContext>.fromOpaque(raw!).takeRetainedValue()
+            ControlThread(context: context).run()
+            return nil
+        }, unmanaged.toOpaque())
+        guard rc == 0 else {
+            unmanaged.release()
+            throw Errno(rawValue: rc)
+        }
+        return thread
+    }
+}

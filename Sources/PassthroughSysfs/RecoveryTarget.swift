@@ -1,0 +1,46 @@
+import PassthroughCore
+
+/// What the recovery procedure works on: a card's slot and the bridge above it.
+///
+/// The upstream port must be known before the functions are removed: afterwards sysfs no
+/// longer shows where they were (``PCISysfsReader/upstreamPort(of:)`` finds it beforehand).
+public struct RecoveryTarget: Hashable, Sendable {
+    public var card: CardName
+    public var slot: PCISlot
+    public var upstreamPort: PCIAddress
+    public var reset: CardResetMethod
+    public var timeout: Duration
+
+    public init(card: CardName, slot: PCISlot, upstreamPort: PCIAddress, reset: CardResetMethod = .none,
+                timeout: Duration = RecoveryTimeout.default) {
+        self.card = card
+        self.slot = slot
+        self.upstreamPort = upstreamPort
+        self.reset = reset
+        self.timeout = timeout
+    }
+
+    /// The card's own `reset` and `recovery-timeout`.
+    public init(card: CardConfig, slot: PCISlot, upstreamPort: PCIAddress) {
+        self.init(card: card.name, slot: slot, upstreamPort: upstreamPort, reset: card.reset, timeout: card.recoveryTimeout)
+    }
+}
+
+/// The waits of the procedure. The defaults are Corundum's `pcie_hot_reset.sh` timings for the
+/// reset, and a backoff that answers quickly without hammering config space for a minute.
+public struct RecoveryPacing: Hashable, Sendable {
+    public var firstPoll: Duration
+    public var maximumPoll: Duration
+    /// How long Secondary Bus Reset is held (the spec's minimum is 1 ms; the scripts use 10).
+    public var resetHold: Duration
+    /// How long the link is given to train after the reset is released.
+    public var resetSettle: Duration
+
+    public init(firstPoll: Duration = .milliseconds(50), maximumPoll: Duration = .seconds(1),
+                resetHold: Duration = .milliseconds(10), resetSettle: Duration = .milliseconds(500)) {
+        self.firstPoll = firstPoll
+        self.maximumPoll = maximumPoll
+        self.resetHold = resetHold
+        self.resetSettle = resetSettle
+    }
+}

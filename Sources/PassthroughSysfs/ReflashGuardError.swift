@@ -1,0 +1,13 @@
+import PassthroughCore
+
+public enum ReflashGuardError: Error, Hashable, Sendable, CustomStringConvertible {
+    case configSpace(ConfigSpaceError)
+    case state(GuardStateError)
+
+    public var description: String {
+        switch self {
+        case .configSpace(let error): "reflash guard: \(error)"
+        case .state(let error): "reflash guard: \(error)"
+        }
+    }
+}
