@@ -34,6 +34,8 @@ public struct CardStatus: Encodable, Hashable, Sendable {
     public var functions: [Function]
     /// Why the card cannot be used as configured, if it cannot.
     public var problem: String?
+    /// What the running daemon says about the card (nil when no daemon answers).
+    public var daemon: String?
 
     public init(resolution: CardResolution) {
         let card = resolution.card

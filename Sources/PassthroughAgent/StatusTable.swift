@@ -24,6 +24,7 @@ public enum StatusTable {
                 cardNotes.append("group peers: " + card.groupPeers.map { "\($0.address) (\($0.driver ?? "no driver"))" }.joined(separator: ", "))
             }
             if let problem = card.problem { cardNotes.append("problem: \(problem)") }
+            if let daemon = card.daemon { cardNotes.append("daemon: \(daemon)") }
             if !cardNotes.isEmpty { notes[rows.count - 1] = cardNotes }
         }
         let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }

@@ -24,9 +24,9 @@ public struct RecoveryProcedure: Sendable {
     private var layout: SysfsLayout { reader.layout }
     private var io: any SysfsIO { reader.io }
 
+    /// Remove, wait for the link (or reset the bus), rescan: the whole recovery.
     public func recover(_ target: RecoveryTarget) async -> RecoveryOutcome {
         let start = clock.now()
-        var state = RecoveryState()
         let metadata: Logger.Metadata = [
             "passthrough-card": "\(target.card)", "pci-slot": "\(target.slot)", "pci-port": "\(target.upstreamPort)",
         ]
@@ -35,9 +35,24 @@ public struct RecoveryProcedure: Sendable {
             try removeFunctions(of: target.slot)
         } catch {
             logger.error("recovery: remove failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
-            return .failed(.removal(error), lastState: state)
+            return .failed(.removal(error), lastState: RecoveryState())
         }
+        return await bringBack(target, since: start)
+    }
 
+    /// The first half of a planned reflash (`reflash --prepare`): every function of the slot leaves the bus.
+    public func remove(_ slot: PCISlot) throws(SysfsError) {
+        try removeFunctions(of: slot)
+    }
+
+    /// The second half: wait for the link (or reset the bus), rescan below the port, until the card's
+    /// functions are back or the target's timeout has passed since `start` (on this procedure's clock).
+    public func bringBack(_ target: RecoveryTarget, since start: Duration? = nil) async -> RecoveryOutcome {
+        let start = start ?? clock.now()
+        var state = RecoveryState()
+        let metadata: Logger.Metadata = [
+            "passthrough-card": "\(target.card)", "pci-slot": "\(target.slot)", "pci-port": "\(target.upstreamPort)",
+        ]
         let port = ConfigSpace(address: target.upstreamPort, layout: layout, io: io)
         do {
             if target.reset == .secondaryBus {

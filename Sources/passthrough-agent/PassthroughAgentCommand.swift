@@ -10,6 +10,6 @@ struct PassthroughAgentCommand: AsyncParsableCommand {
             74 a sysfs step failed and was rolled back; 75 libvirt unavailable; 77 refused for safety; \
             78 invalid configuration.
             """,
-        subcommands: [RunCommand.self, PlanCommand.self, StatusCommand.self, CheckCommand.self, BindCommand.self, MonitorCommand.self]
+        subcommands: [RunCommand.self, PlanCommand.self, StatusCommand.self, CheckCommand.self, BindCommand.self, MonitorCommand.self, ReflashCommand.self]
     )
 }

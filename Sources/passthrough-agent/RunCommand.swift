@@ -3,6 +3,7 @@ import Logging
 import PassthroughAgent
 import PassthroughSystemd
 import ServiceLifecycle
+import SystemPackage
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,13 +21,17 @@ struct RunCommand: AsyncParsableCommand {
     @Flag(help: "Compute and log the plans, change nothing.")
     var dryRun = false
 
+    @Option(name: .long, help: ArgumentHelp("The root-only control socket for reflash and live status.", valueName: "path"))
+    var controlSocket: String = ControlServer.defaultPath.string
+
     func run() async throws {
         let config = try host.loadConfig()
         LoggingSystem.bootstrap { LogHandlers.make(label: $0) }
         let logger = Logger(label: "passthrough-agent")
         var options = CardSupervisor.Options()
         options.dryRun = dryRun
-        let service = AgentService(configPath: host.config, config: config, host: host.host, logger: logger, options: options)
+        let service = AgentService(configPath: host.config, config: config, host: host.host, logger: logger, options: options,
+                                   controlSocket: FilePath(controlSocket))
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: service)],
             gracefulShutdownSignals: [.sigterm, .sigint],

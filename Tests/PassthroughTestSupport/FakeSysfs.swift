@@ -130,6 +130,10 @@ public final class FakeSysfs: Sendable {
         unlink(root.appending(relativePath))
     }
 
+    public func exists(_ relativePath: String) -> Bool {
+        LinuxSysfsIO().exists(root.appending(relativePath))
+    }
+
     public func writeFileCreatingDirectories(_ relativePath: String, _ contents: String) {
         var directory = root.appending(relativePath)
         directory.removeLastComponent()

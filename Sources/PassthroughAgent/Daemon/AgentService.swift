@@ -4,7 +4,9 @@ import PassthroughCore
 import PassthroughLibvirt
 import PassthroughSystemd
 import PassthroughUdev
+import PassthroughSysfs
 import ServiceLifecycle
+import SystemPackage
 import UnixSignals
 
 /// `passthrough-agent run`: udev and libvirt in, the supervisor deciding, systemd told about it.
@@ -18,10 +20,12 @@ public struct AgentService: Service {
     let logger: Logger
     let notifier: any SystemdNotifying
     let options: CardSupervisor.Options
+    let controlSocket: FilePath?
 
     public init(
         configPath: String, config: AgentConfig, host: HostEnvironment, logger: Logger,
-        notifier: any SystemdNotifying = SystemdNotifier(), options: CardSupervisor.Options = .init()
+        notifier: any SystemdNotifying = SystemdNotifier(), options: CardSupervisor.Options = .init(),
+        controlSocket: FilePath? = ControlServer.defaultPath
     ) {
         self.configPath = configPath
         self.initialConfig = config
@@ -29,6 +33,7 @@ public struct AgentService: Service {
         self.logger = logger
         self.notifier = notifier
         self.options = options
+        self.controlSocket = controlSocket
     }
 
     public func run() async throws {
@@ -41,8 +46,10 @@ public struct AgentService: Service {
             options: options, waitingFor: [.udev, .libvirt]
         )
         logger.notice("passthrough-agent starting: \(initialConfig.cards.count) card(s), libvirt \(initialConfig.libvirtURI)\(options.dryRun ? ", dry run" : "")")
+        if !options.dryRun { await supervisor.restoreLeftoverGuards() }
         let notifier = notifier
         let logger = logger
+        let control = openControlSocket()
 
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await hypervisor.run() }
@@ -65,11 +72,83 @@ public struct AgentService: Service {
                 group.addTask { await feedWatchdog(every: interval, supervisor: supervisor) }
             }
             group.addTask { await reloadOnHangup(supervisor) }
+            if let control {
+                group.addTask {
+                    do {
+                        try await control.run { request in await Self.answer(request, supervisor: supervisor) }
+                    } catch {
+                        logger.error("control socket stopped: \(error)")
+                    }
+                }
+            }
+            for card in initialConfig.cards {
+                guard let interval = card.linkWatch.interval else { continue }
+                guard let address = card.address.map(Self.firstFunction) else {
+                    logger.warning("\(card.name): link-watch needs an address; not watching")
+                    continue
+                }
+                group.addTask { await watchLink(of: card, at: address, every: interval, supervisor: supervisor) }
+            }
 
             try? await gracefulShutdown()
             logger.notice("stopping: finishing the step in flight")
             Self.tell(notifier, logger) { try $0.stopping() }
+            control?.shutdown()
             group.cancelAll()
+        }
+    }
+
+    private func openControlSocket() -> ControlServer? {
+        guard let controlSocket else { return nil }
+        do {
+            return try ControlServer(path: controlSocket, logger: logger)
+        } catch {
+            logger.warning("no control socket at \(controlSocket): \(error); reflash and live status are unavailable")
+            return nil
+        }
+    }
+
+    static func firstFunction(_ selector: PCIAddressSelector) -> PCIAddress {
+        switch selector {
+        case .function(let address): address
+        case .slot(let slot): slot.function(0)!
+        }
+    }
+
+    /// The third kind of host (no hotplug, no AER): the card stays in sysfs but reads all-ones.
+    private func watchLink(of card: CardConfig, at address: PCIAddress, every interval: Duration, supervisor: CardSupervisor) async {
+        let watcher = LinkWatcher(probe: LinkProbe(layout: host.sysfs, io: host.io))
+        await watcher.watch(address, every: interval) { result in
+            // A function removed from sysfs is udev's news (remove event), not a dead link.
+            guard case .lost(let why) = result, why != .removed else { return }
+            _ = try? await supervisor.reflash(card.name, .lost(reason: "link watch: \(address) \(why)"))
+        }
+    }
+
+    /// What the control socket answers, from the supervisor's state.
+    public static func answer(_ request: ControlRequest, supervisor: CardSupervisor) async -> ControlResponse {
+        switch request {
+        case .status(let only):
+            let cards = await supervisor.cardStates.filter { only == nil || $0.card.name == only }.map { card, state in
+                var detail: String?
+                if case .retrying(let attempt, let lastError) = state.phase {
+                    detail = "attempt \(attempt) failed: \(lastError)"
+                }
+                return ControlCardStatus(name: card.name.rawValue, state: state.summary(for: card), detail: detail)
+            }
+            return .success(cards: cards)
+        case .reflashPrepare(let card):
+            return await reflash(card, .prepare, supervisor)
+        case .reflashFinish(let card):
+            return await reflash(card, .finish, supervisor)
+        }
+    }
+
+    private static func reflash(_ card: CardName, _ request: CardSupervisor.ReflashRequest, _ supervisor: CardSupervisor) async -> ControlResponse {
+        do {
+            return .success(try await supervisor.reflash(card, request))
+        } catch {
+            return .failure("\(error)")
         }
     }
 

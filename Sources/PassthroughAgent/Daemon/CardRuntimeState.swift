@@ -21,13 +21,17 @@ public struct CardRuntimeState: Hashable, Sendable {
     public var lastAddresses: Set<PCIAddress> = []
     public var failures = 0
     public var retryAt: ContinuousClock.Instant?
+    /// Taken off the bus on purpose (`reflash --prepare`): its absence is expected.
+    public var held = false
+    /// Where it was when last present; after a removal sysfs no longer says.
+    var location: ReflashCoordinator.Location?
 
     public init() {}
 
     public func summary(for card: CardConfig) -> String {
         switch phase {
         case .unknown: "\(card.name): starting"
-        case .absent: "\(card.name): absent"
+        case .absent: held ? "\(card.name): off the bus for a reflash" : "\(card.name): absent"
         case .ambiguous: "\(card.name): ambiguous, add an address"
         case .converged(.inGuest(let guest)): "\(card.name): attached to \(guest)"
         case .converged(.vfioIdle): "\(card.name): on vfio-pci, \(card.guest) not running"

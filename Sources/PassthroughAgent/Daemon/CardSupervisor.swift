@@ -22,8 +22,27 @@ public actor CardSupervisor {
         public var stuckAfter: Duration = .seconds(120)
         /// Compute and log plans, change nothing.
         public var dryRun = false
+        /// Where the reflash guard keeps the registers it saved (survives a crash of the agent).
+        public var guardStore = GuardStateStore()
+        public var recoveryClock: any WaitClock = ContinuousWaitClock()
+        public var recoveryPacing = RecoveryPacing()
+        /// How long a guest may take to release a card before the host removes it anyway.
+        public var detachTimeout: Duration = .seconds(20)
+        /// How long after an AER BEGIN_RECOVERY without success the card is probed for a dead link.
+        public var aerGrace: Duration = .seconds(5)
 
         public init() {}
+    }
+
+    /// Around a reflash: the card was lost (AER, link watch), or a person programs it over JTAG.
+    public enum ReflashRequest: Hashable, Sendable {
+        case lost(reason: String)
+        case prepare
+        case finish
+    }
+
+    public struct ReflashRefused: Error, CustomStringConvertible {
+        public var description: String
     }
 
     /// Event sources that must have spoken before the first pass, so READY means "looked at everything".
@@ -42,6 +61,7 @@ public actor CardSupervisor {
     private var retryTimer: Task<Void, Never>?
     private let wakeups: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
+    private var commands: [(card: CardName, request: ReflashRequest, reply: CheckedContinuation<String, any Error>?)] = []
 
     public init(
         config: AgentConfig, host: HostEnvironment, hypervisor: any Hypervisor, logger: Logger,
@@ -91,6 +111,7 @@ public actor CardSupervisor {
                     logger.warning("AER \(aer) on \(device.address)", metadata: [
                         LogMetadataKey.pciSlot: "\(device.address)", "DEVICE_ONLINE": "\(device.deviceOnline.map { $0 ? "1" : "0" } ?? "-")",
                     ])
+                    for card in concerned { handleAER(aer, online: device.deviceOnline, on: device.address, card: card.name) }
                 }
                 markDirty(concerned.map(\.name))
             }
@@ -124,6 +145,107 @@ public actor CardSupervisor {
         }
     }
 
+    /// FAILED_RECOVERY: the kernel gave up, so do we: recover. BEGIN_RECOVERY with the device
+    /// offline may still end well; look at the link after a grace period and decide then.
+    private func handleAER(_ event: AERErrorEvent, online: Bool?, on address: PCIAddress, card: CardName) {
+        switch event {
+        case .failedRecovery:
+            enqueue(card, .lost(reason: "AER recovery failed on \(address)"), reply: nil)
+        case .beginRecovery where online == false:
+            let grace = options.aerGrace
+            let probe = LinkProbe(layout: host.sysfs, io: host.io)
+            Task { [weak self] in
+                try? await Task.sleep(for: grace)
+                if case .lost(let why) = probe.probe(address) {
+                    await self?.enqueue(card, .lost(reason: "AER on \(address), then the link stayed down (\(why))"), reply: nil)
+                }
+            }
+        default:
+            break
+        }
+    }
+
+    // MARK: Reflash
+
+    /// Runs a reflash request between passes (never interleaved with a plan for the card) and
+    /// answers when it is done.
+    public func reflash(_ card: CardName, _ request: ReflashRequest) async throws -> String {
+        guard config.cards.contains(where: { $0.name == card }) else {
+            throw ReflashRefused(description: "no card named \(card) in the configuration")
+        }
+        return try await withCheckedThrowingContinuation { reply in
+            enqueue(card, request, reply: reply)
+        }
+    }
+
+    private func enqueue(_ card: CardName, _ request: ReflashRequest, reply: CheckedContinuation<String, any Error>?) {
+        if case .lost = request {
+            // Taken off on purpose, or already being recovered: one recovery at a time.
+            let queued = commands.contains { if case .lost = $0.request { $0.card == card } else { false } }
+            if states[card]?.held == true || queued {
+                reply?.resume(returning: "\(card): recovery already under way or card held for a reflash")
+                return
+            }
+        }
+        commands.append((card, request, reply))
+        wake.yield()
+    }
+
+    private func perform(_ name: CardName, _ request: ReflashRequest) async throws -> String {
+        guard let card = config.cards.first(where: { $0.name == name }) else {
+            throw ReflashRefused(description: "no card named \(name) in the configuration")
+        }
+        if !options.dryRun, let devices = try? host.reader.allFunctions() {
+            noteChanges(await CardObserver(reader: host.reader, hypervisor: hypervisor).observe(card, devices: devices).observed)
+        }
+        let coordinator = ReflashCoordinator(
+            host: host, hypervisor: hypervisor, logger: logger, guardStore: options.guardStore,
+            clock: options.recoveryClock, pacing: options.recoveryPacing, detachTimeout: options.detachTimeout
+        )
+        guard let location = states[name]?.location else {
+            throw ReflashRefused(description: "\(name) has not been seen on the bus; nothing to take off or bring back")
+        }
+        let notify = Notify(logger: logger)
+        var fields = Logger.Metadata.card(card)
+        fields[LogMetadataKey.pciSlot] = "\(location.slot)"
+        switch request {
+        case .lost(let reason):
+            notify(.cardLost, "\(name) lost: \(reason); recovering", level: .warning, card: name, fields)
+            let outcome = await coordinator.recover(card, at: location)
+            return try conclude(card, outcome, fields: fields)
+        case .prepare:
+            if states[name]?.held == true { return "\(name) is already off the bus; program it, then run reflash \(name) --finish" }
+            try await coordinator.takeOff(card, at: location)
+            states[name]?.held = true
+            states[name]?.phase = .absent
+            logger.notice("\(name) taken off the bus for a reflash", metadata: fields)
+            return "\(name) is off the bus (\(location.slot)); program the FPGA, then run: passthrough-agent reflash \(name) --finish"
+        case .finish:
+            let outcome = await coordinator.bringBack(card, at: location)
+            states[name]?.held = false
+            return try conclude(card, outcome, fields: fields)
+        }
+    }
+
+    private func conclude(_ card: CardConfig, _ outcome: RecoveryOutcome, fields: Logger.Metadata) throws -> String {
+        switch outcome {
+        case .recovered(let functions):
+            dirty.insert(card.name)
+            return "\(card.name) is back: \(functions.map { "\($0.address) \($0.id)" }.joined(separator: ", "))"
+        case .gaveUp(let elapsed, let state):
+            // Absent, and known to be: a later `add` is taken back through the ordinary path.
+            states[card.name]?.phase = .absent
+            Notify(logger: logger)(.recoveryGaveUp, "\(card.name) did not come back within \(elapsed) (\(state)); still watching for it",
+                                   level: .error, card: card.name, fields)
+            throw ReflashRefused(description: "\(card.name) did not come back within \(elapsed) (\(state))")
+        case .failed(let failure, _):
+            Notify(logger: logger)(.stepFailed, "\(card.name): recovery failed: \(failure)", level: .error, card: card.name, fields)
+            throw ReflashRefused(description: "\(failure)")
+        case .cancelled:
+            throw CancellationError()
+        }
+    }
+
     private func cards(ownedBy guest: String) -> [CardName] {
         config.cards.filter { $0.guest.rawValue == guest }.map(\.name)
     }
@@ -147,6 +269,15 @@ public actor CardSupervisor {
         var iterator = wakeups.makeAsyncIterator()
         while !Task.isCancelled {
             collectDueRetries()
+            while pendingSources.isEmpty, !commands.isEmpty, !Task.isCancelled {
+                let command = commands.removeFirst()
+                do {
+                    let answer = try await perform(command.card, command.request)
+                    command.reply?.resume(returning: answer)
+                } catch {
+                    command.reply?.resume(throwing: error)
+                }
+            }
             if dirty.isEmpty || !pendingSources.isEmpty {
                 guard await iterator.next() != nil else { break }
                 continue
@@ -160,6 +291,21 @@ public actor CardSupervisor {
             scheduleRetryTimer()
         }
         retryTimer?.cancel()
+        for command in commands { command.reply?.resume(throwing: CancellationError()) }
+        commands.removeAll()
+    }
+
+    /// Before the first pass: put back whatever a crashed run left guarded.
+    public func restoreLeftoverGuards() {
+        ReflashCoordinator(
+            host: host, hypervisor: hypervisor, logger: logger, guardStore: options.guardStore,
+            clock: options.recoveryClock, pacing: options.recoveryPacing, detachTimeout: options.detachTimeout
+        ).restoreLeftoverGuards()
+    }
+
+    /// The daemon's view of each card, for `status` over the control socket.
+    public var cardStates: [(card: CardConfig, state: CardRuntimeState)] {
+        config.cards.map { ($0, states[$0.name] ?? CardRuntimeState()) }
     }
 
     /// One pass over the dirty cards, in name order.
@@ -266,8 +412,21 @@ public actor CardSupervisor {
             }
             state.lastIDs = ids
             state.lastAddresses = Set(functions.map(\.address))
+            if let port = functions.compactMap(\.upstreamPort).first {
+                state.location = ReflashCoordinator.Location(slot: slot, upstreamPort: port, functions: state.lastAddresses)
+            }
+            if state.held, let location = state.location {
+                // Back without `--finish` (a hotplug slot re-enumerated it): the reflash is over.
+                state.held = false
+                ReflashCoordinator(
+                    host: host, hypervisor: hypervisor, logger: logger, guardStore: options.guardStore,
+                    clock: options.recoveryClock, pacing: options.recoveryPacing, detachTimeout: options.detachTimeout
+                ).releaseGuard(card, at: location)
+            }
         case .absent:
-            if case .absent = state.phase {} else if case .unknown = state.phase {
+            if state.held {
+                // Taken off on purpose: not news.
+            } else if case .absent = state.phase {} else if case .unknown = state.phase {
                 logger.warning("\(card.name) is not on the PCI bus", metadata: .card(card))
             } else {
                 notify(.cardVanished, "\(card.name) vanished from \(state.lastAddresses.sorted().first.map { "\($0.slot)" } ?? "the bus"); waiting for it to return",

@@ -2,16 +2,16 @@
 ///
 /// Unused bytes hold a pattern, not zeros, so a stray write anywhere shows up in a whole-file
 /// comparison.
-struct ConfigSpaceImage {
-    var bytes: [UInt8]
+public struct ConfigSpaceImage: Sendable {
+    public var bytes: [UInt8]
 
     /// Offsets of the capabilities the builders lay out: Power Management first, then MSI, then
     /// PCI Express, so the walk has to follow the chain.
-    static let powerManagement = 0x40
-    static let msi = 0x50
-    static let express = 0x68
+    public static let powerManagement = 0x40
+    public static let msi = 0x50
+    public static let express = 0x68
 
-    init(vendor: UInt16, device: UInt16, headerType: UInt8) {
+    public init(vendor: UInt16, device: UInt16, headerType: UInt8) {
         bytes = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
         // The header itself: zero what a real device has as reserved, then set the fields.
         for offset in 0..<0x40 { bytes[offset] = 0 }
@@ -30,29 +30,29 @@ struct ConfigSpaceImage {
     }
 
     /// A root port (type-1 header) with SERR# and fatal error reporting on.
-    static func rootPort() -> ConfigSpaceImage {
+    public static func rootPort() -> ConfigSpaceImage {
         var image = ConfigSpaceImage(vendor: 0x8086, device: 0x1901, headerType: 0x01)
         image.set16(0x3E, 0x0003)            // bridge control: parity + SERR# enable
         return image
     }
 
-    static func endpoint(vendor: UInt16 = 0x10EE, device: UInt16 = 0x903F) -> ConfigSpaceImage {
+    public static func endpoint(vendor: UInt16 = 0x10EE, device: UInt16 = 0x903F) -> ConfigSpaceImage {
         ConfigSpaceImage(vendor: vendor, device: device, headerType: 0x80)
     }
 
-    mutating func capability(at offset: Int, id: UInt8, next: Int) {
+    public mutating func capability(at offset: Int, id: UInt8, next: Int) {
         bytes[offset] = id
         bytes[offset + 1] = UInt8(next)
     }
 
-    mutating func set16(_ offset: Int, _ value: UInt16) {
+    public mutating func set16(_ offset: Int, _ value: UInt16) {
         bytes[offset] = UInt8(value & 0xFF)
         bytes[offset + 1] = UInt8(value >> 8)
     }
 
-    mutating func set32(_ offset: Int, _ value: UInt32) {
+    public mutating func set32(_ offset: Int, _ value: UInt32) {
         for index in 0..<4 { bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
     }
 
-    func get16(_ offset: Int) -> UInt16 { UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8 }
+    public func get16(_ offset: Int) -> UInt16 { UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8 }
 }
