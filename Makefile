@@ -18,7 +18,7 @@ CONFIG ?= $(SYSCONFDIR)/passthrough-agent/config.toml
 RELEASE_BIN = .build/release/passthrough-agent
 DEBUG_BIN = .build/debug/passthrough-agent
 
-.PHONY: all deps build test report install uninstall clean
+.PHONY: all deps build test report bench install uninstall clean
 
 all: build
 
@@ -38,6 +38,12 @@ test: deps
 	fi
 	@# Read-only checks against this machine's real /sys, which umockdev hides in the pass above.
 	PASSTHROUGH_UDEV_HOST_TEST=1 $(SWIFT) test --skip-build --filter 'HostConfigSpaceTests|HostSmokeTests'
+
+# Figures, not assertions: reconcile decision time, RSS, idle wake-ups, a uevent storm.
+bench: deps
+	$(SWIFT) build -c release --static-swift-stdlib --product passthrough-agent
+	$(SWIFT) build -c release --static-swift-stdlib --product passthrough-benchmarks
+	umockdev-wrapper .build/release/passthrough-benchmarks
 
 # The main job for now: is this host ready, and where are the configured cards?
 report: build

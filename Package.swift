@@ -71,6 +71,11 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ], path: "Tests/PassthroughTestSupport"),
 
+        // Prints figures (speed, memory, wake-ups); `make bench`.
+        .executableTarget(name: "passthrough-benchmarks", dependencies: [
+            "PassthroughCore", "PassthroughTestSupport", "CUmockdev",
+        ]),
+
         .testTarget(name: "PassthroughCoreTests", dependencies: ["PassthroughCore"]),
         .testTarget(name: "PassthroughConfigTests", dependencies: ["PassthroughConfig", "PassthroughCore"]),
         .testTarget(name: "PassthroughSysfsTests", dependencies: [

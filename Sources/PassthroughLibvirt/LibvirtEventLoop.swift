@@ -12,8 +12,9 @@ import Glibc
 public final class LibvirtEventLoop: Sendable {
     public static let shared = LibvirtEventLoop()
 
-    /// How often the loop wakes without events, so it never blocks forever.
-    private static let tickMilliseconds: Int32 = 1000
+    /// The stop timer stays disabled until `stop()` fires it: an idle agent must not wake up
+    /// (the loop sleeps in poll until libvirt has something, or until we ask it to return).
+    private static let disabled: Int32 = -1
 
     private struct State {
         var registered = false
@@ -38,9 +39,9 @@ public final class LibvirtEventLoop: Sendable {
                 state.registered = true
             }
             if let timer = state.timer {
-                virEventUpdateTimeout(timer, Self.tickMilliseconds)
+                virEventUpdateTimeout(timer, Self.disabled)
             } else {
-                let timer = virEventAddTimeout(Self.tickMilliseconds, { _, _ in }, nil, nil)
+                let timer = virEventAddTimeout(Self.disabled, { _, _ in }, nil, nil)
                 guard timer >= 0 else { throw LibvirtError.last(operation: "virEventAddTimeout") }
                 state.timer = timer
             }
@@ -61,7 +62,7 @@ public final class LibvirtEventLoop: Sendable {
         }
         guard let stopping else { return }
         stopping.control.stopRequested.store(true, ordering: .releasing)
-        // Fire the timer now: the loop returns from its current iteration instead of after a full tick.
+        // Fire the timer now: the loop returns from its current iteration and sees the request.
         if let timer = stopping.timer { virEventUpdateTimeout(timer, 0) }
         if pthread_equal(pthread_self(), stopping.thread) == 0 {
             pthread_join(stopping.thread, nil)
