@@ -429,8 +429,9 @@ public actor CardSupervisor {
             } else if case .absent = state.phase {} else if case .unknown = state.phase {
                 logger.warning("\(card.name) is not on the PCI bus", metadata: .card(card))
             } else {
-                notify(.cardVanished, "\(card.name) vanished from \(state.lastAddresses.sorted().first.map { "\($0.slot)" } ?? "the bus"); waiting for it to return",
-                       level: .warning, card: card.name, [LogMetadataKey.guest: "\(card.guest)"])
+                let slot = state.lastAddresses.sorted().first.map { "\($0.slot)" } ?? "the bus"
+                notify(.cardVanished, "\(card.name) vanished from \(slot); waiting for it to return",
+                       level: .warning, card: card.name, [LogMetadataKey.guest: "\(card.guest)", LogMetadataKey.pciSlot: "\(slot)"])
             }
             state.phase = .absent
         case .ambiguous(let slots):
