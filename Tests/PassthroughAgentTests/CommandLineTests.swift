@@ -77,8 +77,8 @@ struct CommandLineTests {
         #expect((u200["groupPeers"] as? [Any])?.isEmpty == true)
         #expect(u200["guest"] as? String == "fpga-dev")
         let peers = try #require(cards[1]["groupPeers"] as? [[String: Any]])
-        #expect(peers.first?["address"] as? String == "0000:00:1f.3")
-        #expect(peers.first?["driver"] as? String == "snd_hda_intel")
+        #expect(peers.map { $0["address"] as? String } == ["0000:00:1c.0", "0000:00:1f.3"])
+        #expect(peers.last?["driver"] as? String == "snd_hda_intel")
     }
 
     @Test("check exits 1 on a host without an IOMMU and says so")

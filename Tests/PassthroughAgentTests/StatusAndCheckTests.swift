@@ -22,11 +22,13 @@ struct StatusAndCheckTests {
         #expect(u200.functions.map(\.address) == ["0000:01:00.0", "0000:01:00.1"])
         #expect(u200.guest == "fpga-dev")
         let nic = cards[1]
-        #expect(nic.groupPeers == [CardStatus.Peer(address: "0000:00:1f.3", driver: "snd_hda_intel")])
+        #expect(nic.groupPeers == [
+            CardStatus.Peer(address: "0000:00:1c.0", driver: "pcieport"), CardStatus.Peer(address: "0000:00:1f.3", driver: "snd_hda_intel"),
+        ])
 
         let table = StatusTable.render(cards)
         #expect(table.contains("u200  0000:01:00.0  yes      10ee:903f  xdma"))
-        #expect(table.contains("group peers: 0000:00:1f.3 (snd_hda_intel)"))
+        #expect(table.contains("group peers: 0000:00:1c.0 (pcieport), 0000:00:1f.3 (snd_hda_intel)"))
     }
 
     @Test("an absent card is shown as not present, with the reason")
