@@ -83,7 +83,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .testTarget(name: "PassthroughUdevTests", dependencies: [
-            "PassthroughUdev", "PassthroughCore", "CUmockdev",
+            "PassthroughUdev", "PassthroughCore", "CUmockdev", "PassthroughTestSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

@@ -111,3 +111,30 @@ struct CommandLineTests {
         #expect(result.stderr.contains("no card named \"u250\""))
     }
 }
+
+@Suite("plan on the command line")
+struct PlanCommandLineTests {
+    @Test("plan --json lists the steps for a running guest (libvirt's test driver) and touches nothing")
+    func planJSON() async throws {
+        guard FileManager.default.isExecutableFile(atPath: AgentProcess.binary.path) else { return }
+        let bus = readyHost()
+        bus.sysfs.writeFileCreatingDirectories("etc/config.toml", """
+            [libvirt]
+            uri = "test:///default"
+            [[card]]
+            name = "u200"
+            address = "0000:01:00"
+            guest = "test"
+            """)
+        let result = try await AgentProcess.run(["plan", "--json", "--config", bus.sysfs.root.appending("etc/config.toml").string,
+                                                 "--sysfs-root", bus.sysfs.root.string])
+        #expect(result.status == 0, "\(result.stderr)")
+        let steps = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+        #expect(steps.map { $0["action"] as? String } == ["bind-vfio", "attach", "attach"])
+        #expect(steps.allSatisfy { $0["card"] as? String == "u200" })
+        #expect(steps[1]["address"] as? String == "0000:01:00.0")
+        #expect(steps[1]["guest"] as? String == "test")
+        #expect(bus.sysfs.driverOverride(of: "0000:01:00.0") == "(null)\n")
+        #expect(bus.sysfs.driver(of: "0000:01:00.0") == "xdma")
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import PassthroughTestSupport
+import Testing
+
+/// `passthrough-agent run` as systemd runs it: a notify socket, SIGHUP, SIGTERM; udev is a testbed.
+extension UdevMonitorTests {
+    /// The datagram socket systemd listens on (NOTIFY_SOCKET).
+    private final class NotifyListener {
+        let path: String
+        private let fd: Int32
+
+        init(directory: String) {
+            path = directory + "/notify"
+            fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in raw.copyBytes(from: Array(path.utf8).prefix(raw.count - 1)) }
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+        }
+
+        deinit { close(fd) }
+
+        /// Datagrams until one contains `text` (returned with everything before it), or nil after `timeout`.
+        func waitFor(_ text: String, timeout: Duration = .seconds(20)) -> [String]? {
+            var seen: [String] = []
+            let deadline = ContinuousClock.now + timeout
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while ContinuousClock.now < deadline {
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, 100) > 0 else { continue }
+                let count = recv(fd, &buffer, buffer.count, 0)
+                guard count > 0 else { continue }
+                seen.append(String(decoding: buffer[..<count], as: UTF8.self))
+                if seen.last!.contains(text) { return seen }
+            }
+            return nil
+        }
+    }
+
+    @Test("run: READY=1 with a STATUS after the first pass; SIGHUP reloads; SIGTERM sends STOPPING=1 and exits 0")
+    func runUnderSystemd() async throws {
+        let agent = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("passthrough-agent")
+        try #require(FileManager.default.isExecutableFile(atPath: agent.path), "build the passthrough-agent product first")
+        let testbed = try Testbed()
+        try testbed.add(FakeAlveo.description)
+        let bus = alveoHost()
+        bus.sysfs.writeFileCreatingDirectories("etc/config.toml", """
+            [libvirt]
+            uri = "test:///default"
+            [[card]]
+            name = "u200"
+            address = "0000:01:00"
+            guest = "test"
+            """)
+        let listener = NotifyListener(directory: bus.sysfs.root.string)
+        let process = Process()
+        process.executableURL = agent
+        process.arguments = ["run", "--dry-run", "--config", bus.sysfs.root.appending("etc/config.toml").string,
+                             "--sysfs-root", bus.sysfs.root.string, "--control-socket", bus.sysfs.root.appending("control").string]
+        var environment = ProcessInfo.processInfo.environment
+        environment["UMOCKDEV_DIR"] = testbed.rootDirectory
+        environment["NOTIFY_SOCKET"] = listener.path
+        process.environment = environment
+        process.standardOutput = Pipe()
+        process.standardError = Pipe()
+        try process.run()
+        defer {
+            if process.isRunning {
+                process.terminate()
+                process.waitUntilExit()
+            }
+        }
+
+        let startup = try #require(listener.waitFor("READY=1"), "no READY=1")
+        // The summary comes with (or before) READY: the first pass has looked at the card.
+        #expect(startup.joined(separator: "\n").contains("STATUS=u200: 3 step(s) pending"))
+
+        kill(process.processIdentifier, SIGHUP)
+        let reload = try #require(listener.waitFor("READY=1"), "no READY=1 after SIGHUP")
+        #expect(reload.first?.contains("RELOADING=1") == true)
+        #expect(reload.first?.contains("MONOTONIC_USEC=") == true)
+
+        process.terminate()
+        #expect(listener.waitFor("STOPPING=1") != nil)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit)
+        #expect(process.terminationStatus == 0)
+        // A dry run touches nothing (the child writes sysfs directly: look at the files).
+        #expect(bus.sysfs.driver(of: "0000:01:00.0") == "xdma")
+        #expect(bus.sysfs.driverOverride(of: "0000:01:00.0") == "(null)\n")
+    }
+}
