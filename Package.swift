@@ -92,7 +92,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PassthroughSystemdTests", dependencies: [
-            "PassthroughSystemd",
+            "PassthroughSystemd", "PassthroughTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PassthroughAgentTests", dependencies: [

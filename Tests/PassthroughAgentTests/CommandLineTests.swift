@@ -16,11 +16,7 @@ struct AgentProcess {
     /// Runs on a thread of its own: waiting for a child must not hold one of the few threads that
     /// run every other test's tasks.
     static func run(_ arguments: [String]) async throws -> AgentProcess {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread {
-                continuation.resume(with: Result { try runBlocking(arguments) })
-            }.start()
-        }
+        try await onOwnThread { try runBlocking(arguments) }
     }
 
     private static func runBlocking(_ arguments: [String]) throws -> AgentProcess {

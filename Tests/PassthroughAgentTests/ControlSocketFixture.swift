@@ -45,7 +45,7 @@ final class RunningControlServer: Sendable {
     }
 
     /// The blocking client, off the cooperative pool so the server's tasks can run meanwhile.
-    func send(_ request: ControlRequest, timeout: Duration = .seconds(10)) async -> Result<ControlResponse, ControlClientError> {
+    func send(_ request: ControlRequest, timeout: Duration = .seconds(60)) async -> Result<ControlResponse, ControlClientError> {
         let client = ControlClient(path: path, timeout: timeout)
         return await offPool { () -> Result<ControlResponse, ControlClientError> in
             do throws(ControlClientError) { return .success(try client.send(request)) } catch { return .failure(error) }

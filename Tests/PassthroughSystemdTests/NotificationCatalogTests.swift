@@ -48,7 +48,7 @@ struct NotificationCatalogTests {
 
     /// Lets journalctl itself parse the catalog, in a scratch root so the host is untouched.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/journalctl"), "needs journalctl"))
-    func journalctlCompilesTheCatalog() throws {
+    func journalctlCompilesTheCatalog() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("catalog-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
         let catalogDirectory = root.appendingPathComponent("usr/lib/systemd/catalog")
@@ -59,9 +59,9 @@ struct NotificationCatalogTests {
             to: catalogDirectory.appendingPathComponent("passthrough-agent.catalog")
         )
 
-        let update = try ToolRun.run("/usr/bin/journalctl", ["--root=\(root.path)", "--update-catalog"])
+        let update = try await ToolRun.run("/usr/bin/journalctl", ["--root=\(root.path)", "--update-catalog"])
         #expect(update.status == 0, "\(update.output)")
-        let listing = try ToolRun.run("/usr/bin/journalctl", ["--root=\(root.path)", "--list-catalog"])
+        let listing = try await ToolRun.run("/usr/bin/journalctl", ["--root=\(root.path)", "--list-catalog"])
         for kind in NotificationKind.allCases {
             #expect(listing.output.contains("\(kind.messageID) passthrough-agent: "), "\(kind)")
         }

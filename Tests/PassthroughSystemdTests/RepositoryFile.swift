@@ -1,4 +1,5 @@
 import Foundation
+import PassthroughTestSupport
 
 /// Files shipped next to the sources (unit, catalog, udev rule), found from this file's path so
 /// the tests work from any working directory.
@@ -22,7 +23,11 @@ struct ToolRun {
     var status: Int32
     var output: String
 
-    static func run(_ executable: String, _ arguments: [String]) throws -> ToolRun {
+    static func run(_ executable: String, _ arguments: [String]) async throws -> ToolRun {
+        try await onOwnThread { try runBlocking(executable, arguments) }
+    }
+
+    private static func runBlocking(_ executable: String, _ arguments: [String]) throws -> ToolRun {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments

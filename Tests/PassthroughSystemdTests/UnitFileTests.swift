@@ -48,8 +48,8 @@ struct UnitFileTests {
     }
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: analyze), "needs systemd-analyze (systemd ≥ 250 for --offline)"))
-    func exposureStaysLow() throws {
-        let run = try ToolRun.run(Self.analyze, ["security", "--offline=true", RepositoryFile.url(Self.unitPath).path])
+    func exposureStaysLow() async throws {
+        let run = try await ToolRun.run(Self.analyze, ["security", "--offline=true", RepositoryFile.url(Self.unitPath).path])
         #expect(run.status == 0, "\(run.output)")
         let match = try #require(run.output.firstMatch(of: #/Overall exposure level for passthrough-agent\.service: (\d+\.\d+)/#), "\(run.output)")
         let exposure = try #require(Double(match.1))

@@ -1,4 +1,5 @@
 import Foundation
+import PassthroughTestSupport
 import Synchronization
 import Testing
 
@@ -95,7 +96,7 @@ extension UdevMonitorTests {
         #expect(!objects(collector.lines).contains { $0["coldplug"] as? Bool == true })
 
         process.terminate()
-        process.waitUntilExit()
+        try await onOwnThread { process.waitUntilExit() }
         #expect(process.terminationReason == .exit)
         #expect(process.terminationStatus == 0)
     }

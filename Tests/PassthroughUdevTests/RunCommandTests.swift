@@ -5,7 +5,8 @@ import Testing
 /// `passthrough-agent run` as systemd runs it: a notify socket, SIGHUP, SIGTERM; udev is a testbed.
 extension UdevMonitorTests {
     /// The datagram socket systemd listens on (NOTIFY_SOCKET).
-    private final class NotifyListener {
+    private final class NotifyListener: @unchecked Sendable {
+        // Unchecked: one test owns it and waits on it from one thread at a time.
         let path: String
         private let fd: Int32
 
@@ -23,7 +24,11 @@ extension UdevMonitorTests {
         deinit { close(fd) }
 
         /// Datagrams until one contains `text` (returned with everything before it), or nil after `timeout`.
-        func waitFor(_ text: String, timeout: Duration = .seconds(20)) -> [String]? {
+        func waitFor(_ text: String, timeout: Duration = .seconds(20)) async throws -> [String]? {
+            try await onOwnThread { self.waitBlocking(for: text, timeout: timeout) }
+        }
+
+        private func waitBlocking(for text: String, timeout: Duration) -> [String]? {
             var seen: [String] = []
             let deadline = ContinuousClock.now + timeout
             var buffer = [UInt8](repeating: 0, count: 4096)
@@ -74,18 +79,18 @@ extension UdevMonitorTests {
             }
         }
 
-        let startup = try #require(listener.waitFor("READY=1"), "no READY=1")
+        let startup = try #require(try await listener.waitFor("READY=1"), "no READY=1")
         // The summary comes with (or before) READY: the first pass has looked at the card.
         #expect(startup.joined(separator: "\n").contains("STATUS=u200: 3 step(s) pending"))
 
         kill(process.processIdentifier, SIGHUP)
-        let reload = try #require(listener.waitFor("READY=1"), "no READY=1 after SIGHUP")
+        let reload = try #require(try await listener.waitFor("READY=1"), "no READY=1 after SIGHUP")
         #expect(reload.first?.contains("RELOADING=1") == true)
         #expect(reload.first?.contains("MONOTONIC_USEC=") == true)
 
         process.terminate()
-        #expect(listener.waitFor("STOPPING=1") != nil)
-        process.waitUntilExit()
+        #expect(try await listener.waitFor("STOPPING=1") != nil)
+        try await onOwnThread { process.waitUntilExit() }
         #expect(process.terminationReason == .exit)
         #expect(process.terminationStatus == 0)
         // A dry run touches nothing (the child writes sysfs directly: look at the files).
