@@ -40,6 +40,13 @@ test: deps
 	$(SWIFT) test --skip-build --skip PassthroughUdevTests
 	@# Read-only: the udev monitor against this machine's real /sys and netlink.
 	PASSTHROUGH_UDEV_HOST_TEST=1 $(SWIFT) test --skip-build --filter HostSmokeTests
+	@# The journal wire format, against a fake journald in a private mount namespace (root only).
+	@if [ "$$(id -u)" -eq 0 ] && command -v unshare >/dev/null && mkdir -p /run/systemd; then \
+		unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && \
+			PASSTHROUGH_FAKE_JOURNAL=1 $(SWIFT) test --skip-build --filter JournalWireTests'; \
+	else \
+		echo "not root (or no unshare): the journal wire-format test is skipped"; \
+	fi
 
 # Figures, not assertions: reconcile decision time, RSS, idle wake-ups, a uevent storm.
 bench: deps
