@@ -77,3 +77,25 @@ uninstall:
 
 clean:
 	rm -rf .build
+
+# ---- End-to-end rig (Tests/EndToEnd): a real kernel in QEMU TCG, libvirt, a nested L2 guest ----
+#   make e2e-image   L1 disk image (cached Debian base + `make install DESTDIR=`), Tests/EndToEnd/work/l1.img
+#   make e2e         every scenario, 20 reflash cycles, baseline comparison, timing table
+#   make e2e-short   the CI tier: fewer cycles, no kill -9 / guest restart scenarios
+#   make demo        boot, start the guest, reflash twice while streaming the agent's journal
+.PHONY: e2e e2e-short demo e2e-image e2e-deps
+
+e2e-deps:
+	.ci/install-e2e-deps
+
+e2e-image: build e2e-deps
+	Tests/EndToEnd/build-image.sh
+
+e2e: e2e-image
+	python3 Tests/EndToEnd/scenarios.py --tier full
+
+e2e-short: e2e-image
+	python3 Tests/EndToEnd/scenarios.py --tier short
+
+demo: e2e-image
+	python3 Tests/EndToEnd/scenarios.py --demo

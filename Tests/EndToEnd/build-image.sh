@@ -7,6 +7,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=$HERE/cache WORK=$HERE/work
 mkdir -p "$CACHE" "$WORK"
+START=$(date +%s.%N)
 log() { echo "[$(date -u +%H:%M:%S)] build-image: $*"; }
 
 KVER=$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -1)
@@ -80,4 +81,5 @@ log "mkfs.ext4 -d"
 rm -f "$WORK/l1.img"
 mkfs.ext4 -q -F -L e2e-root -d "$ROOT" "$WORK/l1.img" 2G
 echo "$KVER" >"$WORK/kver"
+echo "$(date +%s.%N) $START" | awk '{printf "%.1f\n", $1 - $2}' >"$WORK/image-build-seconds"
 log "done: $WORK/l1.img (kernel $KVER)"

@@ -98,6 +98,7 @@ class QGA:
         self.path = path
         self.sock = None
         self.buf = b""
+        self.lock = threading.Lock()  # one request/response at a time on the one connection
 
     def _connect(self):
         self.sock = socket.socket(socket.AF_UNIX)
@@ -150,15 +151,16 @@ class QGA:
         msg = {"execute": name}
         if args:
             msg["arguments"] = args
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            reply = self._readmsg(timeout)
-            if reply is None:
-                continue
-            if "error" in reply:
-                raise RigError(f"QGA {name}: {reply['error'].get('desc')}")
-            if "return" in reply:
-                return reply["return"]
+        with self.lock:
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+            while True:
+                reply = self._readmsg(timeout)
+                if reply is None:
+                    continue
+                if "error" in reply:
+                    raise RigError(f"QGA {name}: {reply['error'].get('desc')}")
+                if "return" in reply:
+                    return reply["return"]
 
     def exec(self, cmd, timeout=60):
         pid = self.call("guest-exec", path="/bin/sh", arg=["-c", cmd], **{"capture-output": True})["pid"]
