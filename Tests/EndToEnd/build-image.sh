@@ -77,6 +77,10 @@ cp "$HERE/l2/l2.xml" "$ROOT/etc/libvirt/qemu/l2.xml"
 cp "$HERE/baseline/baseline-reattach" "$ROOT/usr/local/sbin/baseline-reattach"
 cp "$HERE/baseline/90-baseline-reattach.rules" "$HERE/baseline/hostdev.xml" "$ROOT/var/lib/e2e/baseline/"
 
+# Rig self-test only (scenarios.py --mock-agent): a stand-in daemon, enabled by a runtime drop-in.
+mkdir -p "$ROOT/var/lib/e2e/mock"
+cp "$HERE/mock/mock-agent.sh" "$HERE/mock/mock.conf" "$ROOT/var/lib/e2e/mock/"
+
 log "mkfs.ext4 -d"
 rm -f "$WORK/l1.img"
 mkfs.ext4 -q -F -L e2e-root -d "$ROOT" "$WORK/l1.img" 2G
