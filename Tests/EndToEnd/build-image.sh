@@ -94,5 +94,6 @@ log "mkfs.ext4 -d"
 rm -f "$WORK/l1.img"
 mkfs.ext4 -q -F -L e2e-root -d "$ROOT" "$WORK/l1.img" 2G
 echo "$KVER" >"$WORK/kver"
+cp "$BASE/build-seconds" "$WORK/base-build-seconds"
 echo "$(date +%s.%N) $START" | awk '{printf "%.1f\n", $1 - $2}' >"$WORK/image-build-seconds"
 log "done: $WORK/l1.img (kernel $KVER)"

@@ -50,7 +50,7 @@ def check(cond, msg):
 class Suite:
     def __init__(self, args):
         self.args = args
-        self.rig = Rig()
+        self.rig = Rig(pciehp=args.pciehp)
         self.results = []  # (name, ok, seconds, detail)
         self.figures = {}
         self.agent_ready = False
@@ -81,8 +81,10 @@ class Suite:
         r = self.rig
         active = r.out("systemctl is-active passthrough-agent")
         st = r.out("systemctl show -p Result -p ExecMainStatus -p NRestarts passthrough-agent | tr '\\n' ' '")
-        tail = r.out("journalctl -u passthrough-agent --no-pager -n 3 -o cat | tail -n 3 | tr '\\n' '|'")
-        return active, f"{active}; {st}; last log: {tail[:300]}"
+        # What the agent itself said last (its stderr/journal lines, not systemd's).
+        tail = r.out("journalctl -u passthrough-agent --no-pager -o cat SYSLOG_IDENTIFIER=passthrough-agent "
+                     "| tail -n 2 | tr '\\n' '|'")
+        return active, f"{active}; {st}; agent said: {tail[:300]}"
 
     def require_agent(self):
         if not self.agent_ready:
@@ -475,13 +477,17 @@ class Suite:
         print("| scenario | result | time | detail |")
         print("| --- | --- | --- | --- |")
         for name, ok, dt, detail in self.results:
-            print(f"| {name} | {'PASS' if ok else 'FAIL'} | {dt:.1f} s | {detail.replace('|', '/')} |")
+            d = detail.replace("|", "/")
+            print(f"| {name} | {'PASS' if ok else 'FAIL'} | {dt:.1f} s | {d[:220] + '…' if len(d) > 220 else d} |")
         print()
         print("| figure | n | median | max |")
         print("| --- | --- | --- | --- |")
         img = os.path.join(WORK, "image-build-seconds")
         if os.path.exists(img):
-            print(f"| image build (make e2e-image) | 1 | {float(open(img).read()):.1f} s | |")
+            print(f"| L1 image build (make e2e-image, this run) | 1 | {float(open(img).read()):.1f} s | |")
+        base = os.path.join(WORK, "base-build-seconds")
+        if os.path.exists(base):
+            print(f"| base rootfs debootstrap (cache miss only; cached since) | 1 | {float(open(base).read()):.1f} s | |")
         for k, v in self.figures.items():
             if v:
                 print(f"| {k} | {len(v)} | {statistics.median(v):.1f} s | {max(v):.1f} s |")
@@ -506,6 +512,8 @@ def main():
     p.add_argument("--baseline-cycles", type=int)
     p.add_argument("--mock-agent", action="store_true",
                    help="rig self-test: run a shell MOCK in place of the daemon (not a test of the agent)")
+    p.add_argument("--pciehp", action="store_true",
+                   help="L1 uses native PCIe hotplug (pciehp: attention button, 5 s delay) instead of ACPI")
     p.add_argument("--only", help="comma-separated scenario numbers and/or 'baseline'")
     a = p.parse_args()
     if a.cycles is None:

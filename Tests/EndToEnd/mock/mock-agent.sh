@@ -14,8 +14,8 @@ systemd-notify --ready
 while true; do
     systemd-notify WATCHDOG=1
     running=0; [ -e $STATUS ] && running=1
-    if [ -e $DEV ]; then
-        id="$(cut -c3- $DEV/vendor):$(cut -c3- $DEV/device)"
+    id="$(cut -c3- $DEV/vendor 2>/dev/null):$(cut -c3- $DEV/device 2>/dev/null)"
+    if [ -e $DEV ] && [ ${#id} = 9 ]; then
         if [ $present = 0 ]; then note 60bd35b3daf642e1971e5fbb8afbe012 "Card fpga0 appeared at $BDF ($id)"; fi
         if [ -n "$lastid" ] && [ "$id" != "$lastid" ]; then
             note 87eaf757a9994e0e9e84852aa2bceaad "Card fpga0 at $BDF: ID changed $lastid -> $id"
@@ -24,10 +24,9 @@ while true; do
         drv=$(basename "$(readlink $DEV/driver 2>/dev/null)" 2>/dev/null)
         if [ $running = 1 ]; then
             if [ "$drv" != vfio-pci ]; then
-                echo vfio-pci >$DEV/driver_override
-                [ -n "$drv" ] && echo $BDF >$DEV/driver/unbind
-                echo $BDF >/sys/bus/pci/drivers_probe
-                note 5db2563f473946c9b832d37769f4ceaf "Card fpga0 rebound from ${drv:-none} to vfio-pci"
+                { echo vfio-pci >$DEV/driver_override
+                  [ -n "$drv" ] && echo $BDF >$DEV/driver/unbind
+                  echo $BDF >/sys/bus/pci/drivers_probe; } 2>/dev/null && note 5db2563f473946c9b832d37769f4ceaf "Card fpga0 rebound from ${drv:-none} to vfio-pci"
             elif ! grep -q '<hostdev' $STATUS; then
                 virsh attach-device l2 /var/lib/e2e/baseline/hostdev.xml --live >/dev/null \
                     && note afd79f907deb40c780af2c070fd6d999 "Card fpga0 attached to guest l2"
@@ -38,7 +37,7 @@ while true; do
             echo $BDF >/sys/bus/pci/drivers_probe
             note bb210f37c1034266b6a59b379992bbf1 "Card fpga0 given back to the host"
         fi
-    else
+    elif [ ! -e $DEV ]; then
         if [ $present = 1 ]; then
             note 5b329c87f0e74fd7aa5972e86a441a25 "Card fpga0 vanished from $BDF"; gone_since=$(date +%s)
         fi
