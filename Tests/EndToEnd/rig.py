@@ -201,7 +201,10 @@ class Rig:
                 pass
         args = [
             "qemu-system-x86_64", "-nodefaults", "-display", "none",
-            "-accel", "tcg,thread=multi", "-machine", "q35", "-cpu", "max", "-smp", "2", "-m", "2048",
+            "-accel", "tcg,thread=multi", "-machine", "q35",
+            # No TSC-deadline timer: once, after ~300 s of reflashes, an L1 vCPU halted with its
+            # deadline timer never firing (RCU stall, hung probes); the one-shot LAPIC timer is used.
+            "-cpu", "max,-tsc-deadline", "-smp", "2", "-m", "2048",
             "-device", "intel-iommu,caching-mode=on",
             "-kernel", f"/boot/vmlinuz-{kver}", "-initrd", f"/boot/initrd.img-{kver}",
             "-append", "root=/dev/vda rw console=ttyS0,115200 intel_iommu=on systemd.show_status=0 mitigations=off",

@@ -5,8 +5,10 @@
 BDF=0000:01:00.0
 DEV=/sys/bus/pci/devices/$BDF
 STATUS=/run/libvirt/qemu/l2.xml
+# logger exits at once: journald may not resolve its unit, so OBJECT_SYSTEMD_UNIT= (trusted for uid 0)
+# keeps the entry under `journalctl -u passthrough-agent`.
 note() { # MESSAGE_ID MESSAGE
-    printf 'MESSAGE_ID=%s\nMESSAGE=%s\nPASSTHROUGH_CARD=fpga0\nPCI_SLOT=%s\nGUEST=l2\nPRIORITY=5\n' "$1" "$2" "$BDF" \
+    printf 'MESSAGE_ID=%s\nMESSAGE=%s\nPASSTHROUGH_CARD=fpga0\nPCI_SLOT=%s\nGUEST=l2\nPRIORITY=5\nOBJECT_SYSTEMD_UNIT=passthrough-agent.service\n' "$1" "$2" "$BDF" \
         | logger --journald
 }
 present=0 lastid="" gone_since=0 reported=0
