@@ -54,8 +54,10 @@ guest = "l2"
 host-driver = "auto"
 when-guest-stops = "host"
 TOML
-log "make install DESTDIR=$ROOT"
-make -C "$REPO" --no-print-directory install DESTDIR="$ROOT" >"$WORK/make-install.log" 2>&1 \
+# E2E_AGENT_SRC: another checkout of the agent to install (default: this repository).
+SRC=${E2E_AGENT_SRC:-$REPO}
+log "make -C $SRC install DESTDIR=$ROOT"
+make -C "$SRC" --no-print-directory install DESTDIR="$ROOT" >"$WORK/make-install.log" 2>&1 \
     || { tail -30 "$WORK/make-install.log"; exit 1; }
 # What a live `make install` does for the catalog; then enable the service as a user would.
 chroot "$ROOT" journalctl --update-catalog >/dev/null 2>&1 || true

@@ -25,7 +25,8 @@ from rig import Rig, RigError, log, WORK, HERE  # noqa: E402
 BDF = Rig.CARD_BDF
 DEV = f"/sys/bus/pci/devices/{BDF}"
 STATUS_XML = "/run/libvirt/qemu/l2.xml"
-CATALOG = os.path.join(HERE, "..", "..", "systemd", "passthrough-agent.catalog")
+CATALOG = os.path.join(os.environ.get("E2E_AGENT_SRC") or os.path.join(HERE, "..", ".."),
+                       "systemd", "passthrough-agent.catalog")
 ID_CHANGED = re.compile(r"ID changed", re.I)
 VANISHED = re.compile(r"vanish|timed? ?out|did not (come back|return)|not come back|gave up", re.I)
 # MESSAGE_IDs (systemd/passthrough-agent.catalog, Sources/PassthroughSystemd/NotificationKind.swift):
