@@ -405,8 +405,8 @@ class Suite:
         names = {}
         for block in open(CATALOG).read().split("\n-- ")[1:]:
             mid, subj = block[:32], re.search(r"Subject: (.*)", block)
-            names[mid] = subj.group(1)[:40] if subj else mid
-        return (f"{len(ours)}/{len(ids)} catalog ids seen ({', '.join(sorted(names.get(i, i)[:24] for i in ours))}); "
+            names[mid] = re.sub(r"^Card (@PASSTHROUGH_CARD@ |at @PCI_SLOT@ )?", "", subj.group(1)).split(" ")[0] if subj else mid
+        return (f"{len(ours)}/{len(ids)} catalog ids seen ({', '.join(sorted(names.get(i, i) for i in ours))}); "
                 f"catalog text shown by journalctl -x: {explained}; READY (Type=notify, active); watchdog never fired")
 
     # ---- orchestration --------------------------------------------------------------
