@@ -94,3 +94,27 @@ uninstall:
 
 clean:
 	rm -rf .build
+
+# ---- End-to-end rig (Tests/EndToEnd): a real kernel in QEMU TCG, libvirt, a nested L2 guest ----
+#   make e2e-image   L1 disk image (cached Debian base + `make install DESTDIR=`), Tests/EndToEnd/work/l1.img
+#   make e2e         every scenario, 20 reflash cycles, baseline comparison, timing table
+#   make e2e-short   the CI tier: fewer cycles, no kill -9 / guest restart scenarios
+#   make demo        boot, start the guest, reflash twice while streaming the agent's journal
+#   E2E_FLAGS=...    extra flags: --pciehp (native PCIe hotplug in L1), --cycles N, --only 1,2,baseline,
+#                    --mock-agent (rig self-test with a shell stand-in, NOT a test of the agent)
+.PHONY: e2e e2e-short demo e2e-image e2e-deps
+
+e2e-deps:
+	.ci/install-e2e-deps
+
+e2e-image: build e2e-deps
+	Tests/EndToEnd/build-image.sh
+
+e2e: e2e-image
+	python3 Tests/EndToEnd/scenarios.py --tier full $(E2E_FLAGS)
+
+e2e-short: e2e-image
+	python3 Tests/EndToEnd/scenarios.py --tier short $(E2E_FLAGS)
+
+demo: e2e-image
+	python3 Tests/EndToEnd/scenarios.py --demo $(E2E_FLAGS)

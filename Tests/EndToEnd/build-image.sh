@@ -1,0 +1,101 @@
+#!/bin/sh
+# Builds work/l1.img: the cached base rootfs (cache/base-<key>/) + the agent installed with
+# `make install DESTDIR=…` + its configuration + the L2 guest + the (inactive) baseline.
+# The base is rebuilt from nothing when its cache entry is absent (key: recipe hash + kernel).
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=$HERE/cache WORK=$HERE/work
+mkdir -p "$CACHE" "$WORK"
+START=$(date +%s.%N)
+log() { echo "[$(date -u +%H:%M:%S)] build-image: $*"; }
+
+KVER=$(ls /boot/vmlinuz-*-amd64 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -1)
+[ -n "$KVER" ] && [ -d "/lib/modules/$KVER" ] || { echo "no Debian kernel in /boot (run .ci/install-e2e-deps)"; exit 1; }
+
+# The mirror comes from this machine's apt configuration, never hard-coded.
+MIRROR=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2}' | grep -v -e security -e updates | head -1)
+[ -n "$MIRROR" ] || MIRROR=$(awk '/^deb / && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+[ -n "$MIRROR" ] || MIRROR=$(awk '/^deb / {print ($2 ~ /^\[/ ? $3 : $2); exit}' /etc/apt/sources.list 2>/dev/null)
+[ -n "$MIRROR" ] || { echo "no apt mirror found in /etc/apt"; exit 1; }
+
+KEY=$( (cat "$HERE/base-recipe.sh"; echo "$KVER") | sha256sum | cut -c1-16)
+BASE=$CACHE/base-$KEY
+if [ ! -e "$BASE/done" ]; then
+    log "base image cache miss ($KEY): debootstrap bookworm from $MIRROR"
+    t0=$(date +%s)
+    rm -rf "$BASE" "$BASE.tmp"; mkdir -p "$BASE.tmp"
+    "$HERE/base-recipe.sh" "$BASE.tmp/rootfs" "$KVER" "$MIRROR"
+    echo "$(( $(date +%s) - t0 ))" >"$BASE.tmp/build-seconds"
+    touch "$BASE.tmp/done"
+    mv "$BASE.tmp" "$BASE"
+    # Older cache entries are dead weight.
+    for old in "$CACHE"/base-*; do [ "$old" = "$BASE" ] || rm -rf "$old"; done
+    log "base built in $(cat "$BASE/build-seconds") s"
+else
+    log "base image cache hit ($KEY)"
+fi
+
+ROOT=$WORK/rootfs
+rm -rf "$ROOT"
+cp -a "$BASE/rootfs" "$ROOT"
+
+# The agent's configuration first: `make install` keeps an existing config.toml, as for a user.
+mkdir -p "$ROOT/etc/passthrough-agent"
+cat >"$ROOT/etc/passthrough-agent/config.toml" <<'TOML'
+[libvirt]
+uri = "qemu:///system"
+
+[[card]]
+name = "fpga0"
+address = "0000:01:00"
+ids = ["8086:10d3", "8086:100e"]
+guest = "l2"
+host-driver = "auto"
+when-guest-stops = "host"
+TOML
+# E2E_AGENT_SRC: another checkout of the agent to install (default: this repository).
+SRC=${E2E_AGENT_SRC:-$REPO}
+log "make -C $SRC install DESTDIR=$ROOT"
+make -C "$SRC" --no-print-directory install DESTDIR="$ROOT" >"$WORK/make-install.log" 2>&1 \
+    || { tail -30 "$WORK/make-install.log"; exit 1; }
+# What a live `make install` does for the catalog; then enable the service as a user would.
+chroot "$ROOT" journalctl --update-catalog >/dev/null 2>&1 || true
+chroot "$ROOT" systemctl enable passthrough-agent.service >/dev/null 2>&1 \
+    || ln -sf /etc/systemd/system/passthrough-agent.service "$ROOT/etc/systemd/system/multi-user.target.wants/"
+
+# L2: the same kernel, a busybox initramfs, defined (persistent) but not autostarted.
+L2=$ROOT/var/lib/e2e/l2
+mkdir -p "$L2" "$ROOT/var/lib/e2e/baseline"
+# The kernel uncompressed (an ELF vmlinux with a PVH entry, CONFIG_PVH=y): nested TCG spends
+# tens of seconds decompressing a bzImage. Falls back to the bzImage.
+if python3 "$HERE/extract-vmlinux.py" "/boot/vmlinuz-$KVER" "$L2/vmlinux"; then
+    sed 's|/var/lib/e2e/l2/vmlinuz|/var/lib/e2e/l2/vmlinux|' "$HERE/l2/l2.xml" >"$WORK/l2.xml"
+else
+    cp "/boot/vmlinuz-$KVER" "$L2/vmlinuz"
+    cp "$HERE/l2/l2.xml" "$WORK/l2.xml"
+fi
+IR=$WORK/l2-initramfs; rm -rf "$IR"; mkdir -p "$IR/bin" "$IR/proc" "$IR/sys" "$IR/dev"
+cp /bin/busybox "$IR/bin/busybox"
+# Applet links made here: `busybox --install` takes ~9 s in nested TCG.
+for applet in sh mount cat cut basename sleep echo ls grep; do ln -s busybox "$IR/bin/$applet"; done
+cp "$HERE/l2/init" "$IR/init"
+(cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1) >"$L2/initrd.img"
+cp "$WORK/l2.xml" "$L2/l2.xml"
+cp "$WORK/l2.xml" "$ROOT/etc/libvirt/qemu/l2.xml"
+
+# Baseline (udev RUN+= script users write today): installed, inactive until the harness enables it.
+cp "$HERE/baseline/baseline-reattach" "$ROOT/usr/local/sbin/baseline-reattach"
+cp "$HERE/baseline/90-baseline-reattach.rules" "$HERE/baseline/hostdev.xml" "$ROOT/var/lib/e2e/baseline/"
+
+# Rig self-test only (scenarios.py --mock-agent): a stand-in daemon, enabled by a runtime drop-in.
+mkdir -p "$ROOT/var/lib/e2e/mock"
+cp "$HERE/mock/mock-agent.sh" "$HERE/mock/mock.conf" "$ROOT/var/lib/e2e/mock/"
+
+log "mkfs.ext4 -d"
+rm -f "$WORK/l1.img"
+mkfs.ext4 -q -F -L e2e-root -d "$ROOT" "$WORK/l1.img" 2G
+echo "$KVER" >"$WORK/kver"
+cp "$BASE/build-seconds" "$WORK/base-build-seconds"
+echo "$(date +%s.%N) $START" | awk '{printf "%.1f\n", $1 - $2}' >"$WORK/image-build-seconds"
+log "done: $WORK/l1.img (kernel $KVER)"

@@ -1,0 +1,328 @@
+"""The end-to-end rig: L1 "FPGA host" (Debian 12, systemd, libvirt, the agent) in QEMU TCG.
+
+L0 controls it from outside: QMP (device_del/device_add = an FPGA reflash) and qemu-guest-agent
+(`guest-exec` + `guest-exec-status` on ONE connection) to run commands inside L1.
+"""
+import base64
+import json
+import os
+import random
+import socket
+import subprocess
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORK = os.path.join(HERE, "work")
+T0 = time.monotonic()
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S', time.gmtime())} +{time.monotonic() - T0:7.1f}s] {msg}", flush=True)
+
+
+class RigError(Exception):
+    pass
+
+
+class QMP:
+    """QMP over a unix socket; events are collected by a reader thread."""
+
+    def __init__(self, path, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RigError(f"QMP socket {path} not available")
+                time.sleep(0.1)
+        self.file = self.sock.makefile("rwb", buffering=0)
+        self.lock = threading.Condition()
+        self.replies = []
+        self.events = []
+        json.loads(self.file.readline())  # greeting
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.command("qmp_capabilities")
+
+    def _read(self):
+        try:
+            self._read_lines()
+        except OSError:
+            pass
+
+    def _read_lines(self):
+        for line in self.file:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            with self.lock:
+                if "event" in msg:
+                    msg["_t"] = time.monotonic()
+                    self.events.append(msg)
+                else:
+                    self.replies.append(msg)
+                self.lock.notify_all()
+
+    def command(self, name, timeout=30, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        with self.lock:
+            self.replies.clear()
+            self.file.write(json.dumps(msg).encode() + b"\n")
+            if not self.lock.wait_for(lambda: self.replies, timeout):
+                raise RigError(f"QMP {name}: no reply in {timeout}s")
+            reply = self.replies.pop(0)
+        if "error" in reply:
+            raise RigError(f"QMP {name} {args}: {reply['error'].get('desc')}")
+        return reply.get("return")
+
+    def wait_event(self, name, since, timeout, pred=lambda e: True):
+        with self.lock:
+            ok = self.lock.wait_for(
+                lambda: any(e["event"] == name and e["_t"] >= since and pred(e) for e in self.events), timeout)
+            if not ok:
+                return None
+            return next(e for e in self.events if e["event"] == name and e["_t"] >= since and pred(e))
+
+
+class QGA:
+    """qemu-guest-agent on one persistent connection (a new connection per call hangs in sync)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = None
+        self.buf = b""
+        self.lock = threading.Lock()  # one request/response at a time on the one connection
+
+    def _connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(self.path)
+        self.buf = b""
+
+    def _readmsg(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout()
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RigError("QGA connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        line = line.strip(b"\xff").strip()
+        return json.loads(line) if line else None
+
+    def sync(self, timeout=5):
+        if self.sock is None:
+            self._connect()
+        token = random.randint(1, 2**31)
+        self.sock.sendall(b"\xff" + json.dumps({"execute": "guest-sync-delimited", "arguments": {"id": token}}).encode() + b"\n")
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self._readmsg(max(0.01, deadline - time.monotonic()))
+            if msg and msg.get("return") == token:
+                return True
+
+    def wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.sync(timeout=3):
+                    return True
+            except (OSError, socket.timeout, ValueError, RigError):
+                try:
+                    if self.sock:
+                        self.sock.close()
+                except OSError:
+                    pass
+                self.sock = None
+                time.sleep(0.5)
+        raise RigError(f"qemu-guest-agent not answering after {timeout}s")
+
+    def call(self, name, timeout=30, **args):
+        msg = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        with self.lock:
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+            while True:
+                reply = self._readmsg(timeout)
+                if reply is None:
+                    continue
+                if "error" in reply:
+                    raise RigError(f"QGA {name}: {reply['error'].get('desc')}")
+                if "return" in reply:
+                    return reply["return"]
+
+    def exec(self, cmd, timeout=60):
+        pid = self.call("guest-exec", path="/bin/sh", arg=["-c", cmd], **{"capture-output": True})["pid"]
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            st = self.call("guest-exec-status", pid=pid)
+            if st.get("exited"):
+                out = base64.b64decode(st.get("out-data", "")).decode(errors="replace")
+                err = base64.b64decode(st.get("err-data", "")).decode(errors="replace")
+                return st.get("exitcode", -1), out, err
+            if time.monotonic() > deadline:
+                raise RigError(f"L1 command timed out after {timeout}s: {cmd}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.3)
+
+
+class Rig:
+    CARD_BDF = "0000:01:00.0"
+    MODELS = {"e1000e": "8086:10d3", "e1000": "8086:100e"}
+
+    def __init__(self, work=WORK, pciehp=False):
+        self.work = work
+        self.pciehp = pciehp
+        self.proc = None
+        self.qmp = None
+        self.qga = None
+        self.card_model = None
+        self.timings = {}
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def boot(self, model="e1000e", timeout=600):
+        kver = open(os.path.join(self.work, "kver")).read().strip()
+        for f in ("qmp.sock", "qga.sock"):
+            try:
+                os.unlink(os.path.join(self.work, f))
+            except FileNotFoundError:
+                pass
+        args = [
+            "qemu-system-x86_64", "-nodefaults", "-display", "none",
+            "-accel", "tcg,thread=multi", "-machine", "q35",
+            # No TSC-deadline timer: once, after ~300 s of reflashes, an L1 vCPU halted with its
+            # deadline timer never firing (RCU stall, hung probes); the one-shot LAPIC timer is used.
+            "-cpu", "max,-tsc-deadline", "-smp", "2", "-m", "2048",
+            "-device", "intel-iommu,caching-mode=on",
+            "-kernel", f"/boot/vmlinuz-{kver}", "-initrd", f"/boot/initrd.img-{kver}",
+            "-append", "root=/dev/vda rw console=ttyS0,115200 intel_iommu=on systemd.show_status=0 mitigations=off",
+            "-drive", f"file={self.work}/l1.img,if=none,id=root,format=raw,cache=unsafe,snapshot=on",
+            "-device", "virtio-blk-pci,drive=root",
+            "-serial", f"file:{self.work}/l1-console.log",
+            "-qmp", f"unix:{self.work}/qmp.sock,server=on,wait=off",
+            "-chardev", f"socket,path={self.work}/qga.sock,server=on,wait=off,id=qga0",
+            "-device", "virtio-serial-pci", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+            "-device", "pcie-root-port,id=rp1,slot=1,chassis=1",
+            "-device", "pcie-root-port,id=rp2,slot=2,chassis=2",
+            "-device", f"{model},bus=rp1,id=fpga0",
+        ]
+        if self.pciehp:
+            args += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
+        log(f"boot L1 ({'pciehp' if self.pciehp else 'ACPI'} hotplug, card {model})")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(args, stdout=open(os.path.join(self.work, "qemu.log"), "w"),
+                                     stderr=subprocess.STDOUT)
+        self.card_model = model
+        self.qmp = QMP(os.path.join(self.work, "qmp.sock"))
+        self.qga = QGA(os.path.join(self.work, "qga.sock"))
+        self.qga.wait_ready(timeout)
+        t_qga = time.monotonic() - t0
+        rc, out, _ = self.sh("systemctl is-system-running --wait", timeout=timeout)
+        self.timings["boot_to_running"] = time.monotonic() - t0
+        log(f"L1 up: guest agent after {t_qga:.1f}s, systemd '{out.strip()}' after {self.timings['boot_to_running']:.1f}s")
+        return out.strip()
+
+    def shutdown(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.qmp.command("quit", timeout=5)
+            except Exception:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    # ---- commands inside L1 ------------------------------------------------------------
+    def sh(self, cmd, timeout=120, check=False):
+        rc, out, err = self.qga.exec(cmd, timeout=timeout)
+        if check and rc != 0:
+            raise RigError(f"L1 `{cmd}` exited {rc}: {(err or out).strip()[:400]}")
+        return rc, out, err
+
+    def out(self, cmd, timeout=120):
+        return self.sh(cmd, timeout=timeout)[1].strip()
+
+    def wait_for(self, what, cmd, timeout, interval=0.0):
+        """Runs a shell loop INSIDE L1 until `cmd` succeeds (no per-poll guest-exec round trip)."""
+        t0 = time.monotonic()
+        loop = f"end=$(( $(date +%s) + {int(timeout)} )); until {cmd}; do [ $(date +%s) -ge $end ] && exit 99; sleep 0.2; done"
+        rc, _, _ = self.sh(loop, timeout=timeout + 30)
+        if rc != 0:
+            raise RigError(f"timed out after {timeout}s waiting for {what}")
+        return time.monotonic() - t0
+
+    # ---- the card --------------------------------------------------------------------
+    def driver(self, bdf=None):
+        bdf = bdf or self.CARD_BDF
+        return self.out(f"d=/sys/bus/pci/devices/{bdf}; if [ ! -e $d ]; then echo absent; "
+                        f"elif [ -e $d/driver ]; then basename $(readlink $d/driver); else echo none; fi")
+
+    def card_id(self, bdf=None):
+        bdf = bdf or self.CARD_BDF
+        v = self.out(f"cat /sys/bus/pci/devices/{bdf}/vendor /sys/bus/pci/devices/{bdf}/device 2>/dev/null")
+        parts = v.split()
+        return f"{parts[0][2:]}:{parts[1][2:]}" if len(parts) == 2 else None
+
+    def unplug(self, timeout=120):
+        """device_del at L0; returns seconds until QEMU reports DEVICE_DELETED (guest ack chain)."""
+        t0 = time.monotonic()
+        self.qmp.command("device_del", id="fpga0")
+        ev = self.qmp.wait_event("DEVICE_DELETED", t0, timeout, lambda e: e.get("data", {}).get("device") == "fpga0")
+        if ev is None:
+            raise RigError(f"device_del fpga0: no DEVICE_DELETED after {timeout}s")
+        self.card_model = None
+        return ev["_t"] - t0
+
+    def plug(self, model):
+        t0 = time.monotonic()
+        self.qmp.command("device_add", driver=model, bus="rp1", id="fpga0")
+        self.card_model = model
+        return t0
+
+    # ---- libvirt / L2 --------------------------------------------------------------
+    def hostdev_count(self):
+        out = self.out("virsh dumpxml l2 2>/dev/null | grep -c '<hostdev' || true")
+        return int(out or 0)
+
+    def domstate(self):
+        return self.out("virsh domstate l2 2>&1")
+
+    def l2_console(self):
+        return self.out("cat /var/log/l2-console.log 2>/dev/null")
+
+    def l2_sees(self, pci_id):
+        """Latest L2-PCI line on L2's console lists the vendor:device."""
+        v, d = pci_id.split(":")
+        lines = [l for l in self.l2_console().splitlines() if l.startswith("L2-PCI")]
+        return bool(lines) and f"=0x{v}:0x{d}" in lines[-1]
+
+    def journal(self, unit="passthrough-agent", since=None):
+        cmd = f"journalctl -o json --no-pager -u {unit}"
+        if since:
+            cmd += f" --since=@{since}"
+        rc, out, _ = self.sh(cmd, timeout=120)
+        entries = []
+        for line in out.splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                pass
+        return entries
+
+    def l1_time(self):
+        return float(self.out("date +%s.%N"))
