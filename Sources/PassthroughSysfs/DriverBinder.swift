@@ -120,7 +120,7 @@ public struct DriverBinder: Sendable {
                 throw StepFailure(address: address, step: "probe", reason: .verification(expected: target.expectation, actual: bound))
             }
         }
-        logger.info("rebound", metadata: metadata.merging(["driver-to": "\(bound?.rawValue ?? "none")"]) { $1 })
+        logger.debug("rebound", metadata: metadata.merging(["driver-to": "\(bound?.rawValue ?? "none")"]) { $1 })
         return Move(address: address, from: current, to: bound)
     }
 
