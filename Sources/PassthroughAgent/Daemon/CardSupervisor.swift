@@ -198,10 +198,7 @@ public actor CardSupervisor {
         if !options.dryRun, let devices = try? host.reader.allFunctions() {
             noteChanges(await CardObserver(reader: host.reader, hypervisor: hypervisor).observe(card, devices: devices).observed)
         }
-        let coordinator = ReflashCoordinator(
-            host: host, hypervisor: hypervisor, logger: logger, guardStore: options.guardStore,
-            clock: options.recoveryClock, pacing: options.recoveryPacing, detachTimeout: options.detachTimeout
-        )
+        let coordinator = reflashCoordinator
         guard let location = states[name]?.location else {
             throw ReflashRefused(description: "\(name) has not been seen on the bus; nothing to take off or bring back")
         }
@@ -297,10 +294,14 @@ public actor CardSupervisor {
 
     /// Before the first pass: put back whatever a crashed run left guarded.
     public func restoreLeftoverGuards() {
+        reflashCoordinator.restoreLeftoverGuards()
+    }
+
+    private var reflashCoordinator: ReflashCoordinator {
         ReflashCoordinator(
             host: host, hypervisor: hypervisor, logger: logger, guardStore: options.guardStore,
             clock: options.recoveryClock, pacing: options.recoveryPacing, detachTimeout: options.detachTimeout
-        ).restoreLeftoverGuards()
+        )
     }
 
     /// The daemon's view of each card, for `status` over the control socket.
@@ -418,10 +419,7 @@ public actor CardSupervisor {
             if state.held, let location = state.location {
                 // Back without `--finish` (a hotplug slot re-enumerated it): the reflash is over.
                 state.held = false
-                ReflashCoordinator(
-                    host: host, hypervisor: hypervisor, logger: logger, guardStore: options.guardStore,
-                    clock: options.recoveryClock, pacing: options.recoveryPacing, detachTimeout: options.detachTimeout
-                ).releaseGuard(card, at: location)
+                reflashCoordinator.releaseGuard(card, at: location)
             }
         case .absent:
             if state.held {

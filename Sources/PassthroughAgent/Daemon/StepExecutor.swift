@@ -22,20 +22,11 @@ struct StepExecutor: Sendable {
         switch step.action {
         case .bindVFIO:
             for move in try binder.move(card: card, to: .vfio) {
-                notify(.cardRebound, "\(card.name): \(move.address) rebound to vfio-pci", card: card.name, [
-                    LogMetadataKey.pciSlot: "\(move.address)", LogMetadataKey.guest: "\(card.guest)",
-                    LogMetadataKey.driverFrom: "\(move.from?.rawValue ?? "none")", LogMetadataKey.driverTo: "vfio-pci",
-                    LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
-                ])
+                notifyMove(.cardRebound, "rebound to vfio-pci", move, card: card, since: started)
             }
         case .bindHost(let policy):
             for move in try binder.move(card: card, to: .host(policy)) {
-                notify(.cardGivenBack, "\(card.name): \(move.address) given back to \(move.to?.rawValue ?? "no driver")", card: card.name, [
-                    LogMetadataKey.pciSlot: "\(move.address)", LogMetadataKey.guest: "\(card.guest)",
-                    LogMetadataKey.driverFrom: "\(move.from?.rawValue ?? "none")",
-                    LogMetadataKey.driverTo: "\(move.to?.rawValue ?? "none")",
-                    LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
-                ])
+                notifyMove(.cardGivenBack, "given back to \(move.to?.rawValue ?? "no driver")", move, card: card, since: started)
             }
         case .attach(let address, let guest):
             try await hypervisor.attach(address, to: guest)
@@ -54,6 +45,15 @@ struct StepExecutor: Sendable {
                 LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
             ])
         }
+    }
+
+    private func notifyMove(_ kind: NotificationKind, _ what: String, _ move: DriverBinder.Move, card: CardConfig,
+                            since started: ContinuousClock.Instant) {
+        Notify(logger: logger)(kind, "\(card.name): \(move.address) \(what)", card: card.name, [
+            LogMetadataKey.pciSlot: "\(move.address)", LogMetadataKey.guest: "\(card.guest)",
+            LogMetadataKey.driverFrom: "\(move.from?.rawValue ?? "none")", LogMetadataKey.driverTo: "\(move.to?.rawValue ?? "none")",
+            LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
+        ])
     }
 
     private func waitForLiveXML(_ guest: GuestName, toContain address: PCIAddress, present: Bool) async throws {
