@@ -31,7 +31,7 @@ public enum StatusTable {
         var output = ""
         for (index, row) in rows.enumerated() {
             let line = row.enumerated().map { column, cell in
-                column == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[column] - cell.count)
+                column == row.count - 1 ? cell : cell.padding(widths[column])
             }.joined(separator: "  ")
             output += line.trimmingTrailingSpaces() + "\n"
             for note in notes[index] ?? [] {
@@ -43,6 +43,10 @@ public enum StatusTable {
 }
 
 extension String {
+    func padding(_ width: Int) -> String {
+        count >= width ? self : self + String(repeating: " ", count: width - count)
+    }
+
     func trimmingTrailingSpaces() -> String {
         var text = Substring(self)
         while text.last == " " { text = text.dropLast() }

@@ -39,3 +39,8 @@ enum Hex {
         return String(repeating: "0", count: max(0, width - digits.count)) + digits
     }
 }
+
+/// sysfs prints numbers as `0x058000\n`; the adapters parse them with the core's strict rules.
+public enum SysfsNumber {
+    public static func parse(_ text: String) -> UInt32? { Hex.sysfsNumber(text) }
+}

@@ -127,6 +127,11 @@ public struct DriverBinder: Sendable {
     /// Puts a function back on the driver and override it had; the failure, if that fails too.
     private func restore(_ before: PCIDeviceSnapshot) -> StepFailure? {
         let address = before.address
+        // Gone from the bus (a reflash, a hot-unplug): no driver to restore, and not driverless either.
+        guard io.exists(layout.device(address)) else {
+            logger.notice("left the bus during the move; nothing to roll back", metadata: ["pci-slot": "\(address)"])
+            return nil
+        }
         do throws(StepFailure) {
             let overridePath = layout.attribute("driver_override", of: address)
             try write(before.driverOverride?.rawValue ?? "\n", to: overridePath, address: address,
@@ -149,6 +154,10 @@ public struct DriverBinder: Sendable {
             logger.notice("rolled back", metadata: ["pci-slot": "\(address)", "driver-to": "\(before.driver?.rawValue ?? "none")"])
             return nil
         } catch {
+            if !io.exists(layout.device(address)) {
+                logger.notice("left the bus during the rollback; nothing to restore", metadata: ["pci-slot": "\(address)"])
+                return nil
+            }
             logger.critical("rollback failed: the function may be without a driver", metadata: [
                 "pci-slot": "\(address)", "error": "\(error)",
             ])

@@ -109,7 +109,7 @@ public struct PCISysfsReader: Sendable {
     }
 
     private func optionalNumber(_ attribute: String, of address: PCIAddress) throws(SysfsError) -> UInt32? {
-        try optionalText(attribute, of: address).flatMap { Hex.parse($0) }
+        try optionalText(attribute, of: address).flatMap(SysfsNumber.parse)
     }
 }
 
@@ -118,14 +118,5 @@ extension String {
         var text = Substring(self)
         while let last = text.last, last == "\n" || last == " " { text = text.dropLast() }
         return String(text)
-    }
-}
-
-/// sysfs prints numbers as `0x058000\n`.
-enum Hex {
-    static func parse(_ text: String) -> UInt32? {
-        var body = Substring(text.trimmingSysfsNewline())
-        if body.hasPrefix("0x") { body = body.dropFirst(2) }
-        return UInt32(body, radix: 16)
     }
 }

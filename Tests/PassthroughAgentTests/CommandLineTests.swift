@@ -114,14 +114,7 @@ struct PlanCommandLineTests {
     func planJSON() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: AgentProcess.binary.path), "build the passthrough-agent product first")
         let bus = readyHost()
-        bus.sysfs.writeFileCreatingDirectories("etc/config.toml", """
-            [libvirt]
-            uri = "test:///default"
-            [[card]]
-            name = "u200"
-            address = "0000:01:00"
-            guest = "test"
-            """)
+        bus.sysfs.writeFileCreatingDirectories("etc/config.toml", alveoOnTestDriverConfig)
         let result = try await AgentProcess.run(["plan", "--json", "--config", bus.sysfs.root.appending("etc/config.toml").string,
                                                  "--sysfs-root", bus.sysfs.root.string])
         #expect(result.status == 0, "\(result.stderr)")

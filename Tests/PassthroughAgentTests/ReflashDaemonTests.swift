@@ -104,10 +104,9 @@ struct ReflashDaemonTests {
         let rig = try await ReflashRig()
         defer { rig.loop.cancel() }
         rig.cardReturnsOnRescan(as: "10ee:9038")
-        var change = UdevEvent(action: .change, isColdplug: false, syspath: "/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0",
+        let change = UdevEvent(action: .change, isColdplug: false, syspath: "/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0",
                                address: ReflashRig.function, id: PCIID("10ee:903f"), driver: DriverName("vfio-pci"),
                                errorEvent: .failedRecovery, deviceOnline: false, sequenceNumber: nil)
-        change.isColdplug = false
         await rig.supervisor.handle(.device(change))
         try await waitUntil("re-attached with the new ID") {
             rig.bus.sysfs.driver(of: "0000:01:00.0") == "vfio-pci" && rig.notifications(.cardAttached).count >= 2

@@ -165,6 +165,26 @@ struct DriverBinderTests {
         }
     }
 
+    @Test("a card that drops off the bus mid-move is reported as gone, not as driverless")
+    func goneMidMove() throws {
+        let bus = alveoHost()
+        let u200 = card("u200", address: "0000:01:00")
+        // Function 0 has moved; as the binder turns to function 1, the whole card falls off the link.
+        bus.beforeWrite(to: "bus/pci/devices/0000:01:00.1/driver_override") { sysfs in
+            sysfs.removeFunction("0000:01:00.0")
+            sysfs.removeFunction("0000:01:00.1")
+        }
+        do {
+            try binder(bus, cards: [u200]).move(card: u200, to: .vfio)
+            Issue.record("expected a failure")
+        } catch {
+            guard case .stepFailed(let failure, let rollback) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(failure.address == PCIAddress("0000:01:00.1"))
+            #expect(rollback == .restored)
+            #expect(!error.description.contains("ROLLBACK FAILED"))
+        }
+    }
+
     @Test("an absent card is reported, not guessed")
     func absentCard() {
         let bus = alveoHost()

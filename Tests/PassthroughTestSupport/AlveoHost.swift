@@ -17,3 +17,13 @@ public func alveoHost() -> EmulatedPCIBus {
     sysfs.addFunction("0000:00:1f.3", id: "8086:a348", classCode: 0x040300, driver: "snd_hda_intel", iommuGroup: 7)
     return bus
 }
+
+/// The Alveo of ``alveoHost()`` lent to the domain "test" of libvirt's built-in test driver.
+public let alveoOnTestDriverConfig = """
+    [libvirt]
+    uri = "test:///default"
+    [[card]]
+    name = "u200"
+    address = "0000:01:00"
+    guest = "test"
+    """

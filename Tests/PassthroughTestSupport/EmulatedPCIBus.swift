@@ -26,6 +26,7 @@ public final class EmulatedPCIBus: SysfsIO {
         var configWrites: [(path: FilePath, offset: Int64, bytes: [UInt8])] = []
         var slotsWithoutLink: Set<PCISlot> = []
         var rescanHooks: [RescanHook] = []
+        var writeHooks: [FilePath: RescanHook] = [:]
         var rescans = 0
     }
 
@@ -85,6 +86,12 @@ public final class EmulatedPCIBus: SysfsIO {
     }
 
     /// Runs on every rescan, after the write; it adds what the kernel would find.
+    /// Runs once, just before the next write to `relativePath`: the world changing mid-step
+    /// (a card dropping off the bus between our unbind and our probe).
+    public func beforeWrite(to relativePath: String, _ hook: @escaping RescanHook) {
+        state.withLock { $0.writeHooks[sysfs.root.appending(relativePath)] = hook }
+    }
+
     public func onRescan(_ hook: @escaping RescanHook) {
         state.withLock { $0.rescanHooks.append(hook) }
     }
@@ -149,10 +156,11 @@ public final class EmulatedPCIBus: SysfsIO {
     public func exists(_ path: FilePath) -> Bool { real.exists(path) }
 
     public func write(_ value: String, to path: FilePath) throws(SysfsError) {
-        let injected = state.withLock { state -> Errno? in
+        let (injected, hook) = state.withLock { state -> (Errno?, RescanHook?) in
             state.writes.append((path, value))
-            return state.failingWrites[path]
+            return (state.failingWrites[path], state.writeHooks.removeValue(forKey: path))
         }
+        hook?(sysfs)
         if let injected { throw SysfsError(operation: .write, path: path, errno: injected, value: value) }
         guard real.exists(path) else {
             throw SysfsError(operation: .write, path: path, errno: .noSuchFileOrDirectory, value: value)
@@ -163,7 +171,11 @@ public final class EmulatedPCIBus: SysfsIO {
         let fail = { (errno: Errno) in SysfsError(operation: .write, path: path, errno: errno, value: value) }
 
         if relative == "bus/pci/drivers_probe" {
-            guard PCIAddress(argument) != nil, sysfs.driver(of: argument) == nil else { return }
+            // The kernel looks the name up on the bus first: a device that is gone is ENODEV.
+            guard PCIAddress(argument) != nil, sysfs.exists("bus/pci/devices/\(argument)") else {
+                throw fail(.operationNotSupportedByDevice)
+            }
+            guard sysfs.driver(of: argument) == nil else { return }
             if let driver = matchingDriver(for: argument), !isFailingProbe(driver) {
                 sysfs.bind(argument, to: driver)
             }

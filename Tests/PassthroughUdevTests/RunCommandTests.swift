@@ -52,14 +52,7 @@ extension UdevMonitorTests {
         let testbed = try Testbed()
         try testbed.add(FakeAlveo.description)
         let bus = alveoHost()
-        bus.sysfs.writeFileCreatingDirectories("etc/config.toml", """
-            [libvirt]
-            uri = "test:///default"
-            [[card]]
-            name = "u200"
-            address = "0000:01:00"
-            guest = "test"
-            """)
+        bus.sysfs.writeFileCreatingDirectories("etc/config.toml", alveoOnTestDriverConfig)
         let listener = NotifyListener(directory: bus.sysfs.root.string)
         let process = Process()
         process.executableURL = agent

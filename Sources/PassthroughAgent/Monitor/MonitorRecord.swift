@@ -100,14 +100,6 @@ public struct MonitorRecord: Encodable, Hashable, Sendable {
         if let deviceOnline { words.append("DEVICE_ONLINE=\(deviceOnline ? 1 : 0)") }
         if coldplug == true { words.append("(coldplug)") }
         if let detail { words.append(address == nil && guest == nil ? detail : "(\(detail))") }
-        var line = Substring(words.joined(separator: " "))
-        while line.last == " " { line = line.dropLast() }
-        return String(line)
-    }
-}
-
-extension String {
-    func padding(_ width: Int) -> String {
-        count >= width ? self : self + String(repeating: " ", count: width - count)
+        return words.joined(separator: " ").trimmingTrailingSpaces()
     }
 }
