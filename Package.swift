@@ -23,6 +23,13 @@ let package = Package(
         // Pure policy: no C, no Foundation, no I/O.
         .target(name: "PassthroughCore"),
 
+        // Threads: the daemon's own executor loop, workers that may block, signals.
+        .target(name: "CThreads"),
+        .target(name: "PassthroughThreads", dependencies: [
+            "CThreads",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+
         // Adapters.
         .target(name: "PassthroughConfig", dependencies: [
             "PassthroughCore",
@@ -39,7 +46,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "PassthroughLibvirt", dependencies: [
-            "PassthroughCore", "CLibvirt",
+            "PassthroughCore", "CLibvirt", "PassthroughThreads",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "PassthroughSystemd", dependencies: [
@@ -50,7 +57,7 @@ let package = Package(
         // Host-facing use cases (status, check, bind, monitor, the daemon) built from the adapters.
         .target(name: "PassthroughAgent", dependencies: [
             "PassthroughCore", "PassthroughConfig", "PassthroughSysfs",
-            "PassthroughUdev", "PassthroughLibvirt", "PassthroughSystemd",
+            "PassthroughUdev", "PassthroughLibvirt", "PassthroughSystemd", "PassthroughThreads",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -59,7 +66,7 @@ let package = Package(
 
         // The command line only wires.
         .executableTarget(name: "passthrough-agent", dependencies: [
-            "PassthroughAgent", "PassthroughCore", "PassthroughConfig",
+            "PassthroughAgent", "PassthroughThreads", "PassthroughCore", "PassthroughConfig",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -77,6 +84,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "PassthroughCoreTests", dependencies: ["PassthroughCore"]),
+        .testTarget(name: "PassthroughThreadsTests", dependencies: ["PassthroughThreads"]),
         .testTarget(name: "PassthroughConfigTests", dependencies: ["PassthroughConfig", "PassthroughCore"]),
         .testTarget(name: "PassthroughSysfsTests", dependencies: [
             "PassthroughSysfs", "PassthroughCore", "PassthroughTestSupport",

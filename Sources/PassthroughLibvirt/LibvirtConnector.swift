@@ -1,4 +1,4 @@
-import Dispatch
+import PassthroughThreads
 
 /// Opens real libvirt connections, e.g. to `qemu:///system`.
 public struct LibvirtConnector: HypervisorConnector {
@@ -32,12 +32,22 @@ public struct LibvirtConnector: HypervisorConnector {
         }
         // Before any connection: the loop must exist for keepalive and for callbacks to be dispatched.
         try eventLoop.start()
-        // The connection's own serial queue: the session keeps it for every later call.
-        let queue = DispatchQueue(label: "passthrough-agent.libvirt.connection")
+        // The connection's own thread: the session keeps it for every later call and stops it on close.
+        let worker: WorkerThread
+        do {
+            worker = try WorkerThread(name: "pa-libvirt")
+        } catch {
+            throw LibvirtError.threadStart(errno: error.rawValue)
+        }
         let sink = SignalSink(signals)
         let (uri, keepAlive) = (uri, keepAlive)
-        return try await queue.perform {
-            try LibvirtSession.open(uri: uri, keepAlive: keepAlive, sink: sink, queue: queue)
+        do {
+            return try await worker.perform {
+                try LibvirtSession.open(uri: uri, keepAlive: keepAlive, sink: sink, worker: worker)
+            }
+        } catch {
+            worker.stop()
+            throw error
         }
     }
 }

@@ -58,5 +58,12 @@ public struct LibvirtError: Error, Hashable, Sendable, CustomStringConvertible {
             operation: operation)
     }
 
+    /// A thread of ours (event loop, connection worker) could not be started.
+    static func threadStart(errno: Int32, what: String = "the connection thread") -> LibvirtError {
+        LibvirtError(
+            code: raw(VIR_ERR_SYSTEM_ERROR), domain: Int32(bitPattern: VIR_FROM_NONE.rawValue),
+            message: "cannot start \(what) (errno \(errno))", operation: "pthread_create")
+    }
+
     private static func raw(_ number: virErrorNumber) -> Int32 { Int32(bitPattern: number.rawValue) }
 }

@@ -86,9 +86,7 @@ private final class LoopControl: Sendable {
         }, context)
         guard result == 0 else {
             Unmanaged<LoopControl>.fromOpaque(context).release()
-            throw LibvirtError(
-                code: Int32(bitPattern: VIR_ERR_SYSTEM_ERROR.rawValue), domain: Int32(bitPattern: VIR_FROM_NONE.rawValue),
-                message: "cannot start the event-loop thread (errno \(result))", operation: "pthread_create")
+            throw LibvirtError.threadStart(errno: result, what: "the event-loop thread")
         }
         return thread
     }

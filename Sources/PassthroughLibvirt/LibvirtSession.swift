@@ -1,6 +1,6 @@
 internal import CLibvirt
-import Dispatch
 import PassthroughCore
+import PassthroughThreads
 
 #if canImport(Glibc)
 import Glibc
@@ -9,26 +9,26 @@ import Glibc
 /// One open libvirt connection with its close callback and domain event callbacks.
 ///
 /// `@unchecked Sendable` is safe because all mutable state (`callbackIDs`, `isClosed`) and every use of
-/// `connection` are confined to `queue`, this session's own serial queue: one libvirt call at a time, each
-/// followed by the read of its per-thread error inside the same work item.
+/// `connection` are confined to `worker`, this session's own thread: one libvirt call at a time, each
+/// followed by the read of its per-thread error inside the same call. The thread may block for as long
+/// as libvirtd takes; Swift's cooperative pool never does.
 final class LibvirtSession: HypervisorSession, @unchecked Sendable {
     private let connection: OpaquePointer
-    private let queue: DispatchQueue
+    private let worker: WorkerThread
     private let sink: SignalSink
     private var callbackIDs: [Int32] = []
     private var isClosed = false
 
-    private init(connection: OpaquePointer, queue: DispatchQueue, sink: SignalSink) {
+    private init(connection: OpaquePointer, worker: WorkerThread, sink: SignalSink) {
         self.connection = connection
-        self.queue = queue
+        self.worker = worker
         self.sink = sink
     }
 
-    /// Opens `uri`, sets keepalive and registers the close callback. Runs on `queue`, which the session keeps.
+    /// Opens `uri`, sets keepalive and registers the close callback. Runs on `worker`, which the session keeps.
     static func open(
-        uri: String, keepAlive: LibvirtConnector.KeepAlive?, sink: SignalSink, queue: DispatchQueue
+        uri: String, keepAlive: LibvirtConnector.KeepAlive?, sink: SignalSink, worker: WorkerThread
     ) throws(LibvirtError) -> LibvirtSession {
-        dispatchPrecondition(condition: .onQueue(queue))
         guard let connection = virConnectOpen(uri) else { throw LibvirtError.last(operation: "virConnectOpen") }
         if let keepAlive, virConnectSetKeepAlive(connection, keepAlive.interval, keepAlive.count) < 0 {
             // In-process drivers (test:///) have no keepalive and need none: nothing can die under them.
@@ -47,7 +47,7 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
             virConnectClose(connection)
             throw error
         }
-        return LibvirtSession(connection: connection, queue: queue, sink: sink)
+        return LibvirtSession(connection: connection, worker: worker, sink: sink)
     }
 
     // MARK: - Hypervisor
@@ -108,7 +108,7 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
     // MARK: - Session
 
     func registerEventCallbacks() async throws {
-        try await queue.perform { [self] in
+        try await onWorker { [self] in
             guard !isClosed else { throw LibvirtError.notConnected("session closed") }
             for (event, register) in Self.registrations {
                 // Each registration owns one reference; libvirt releases it through `releaseSignalSink`.
@@ -125,7 +125,7 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
     }
 
     func close() async {
-        _ = try? await queue.perform { [self] in
+        _ = try? await onWorker { [self] in
             guard !isClosed else { return }
             isClosed = true
             deregisterEventCallbacks()
@@ -134,6 +134,7 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
             // Failures here mean the connection was already gone, which is why we are closing.
             virResetLastError()
         }
+        worker.stop()
     }
 
     // MARK: - Helpers
@@ -151,24 +152,33 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
         ("device-added", { CLibvirt_registerDeviceAdded($0, deviceAddedCallback, $1, releaseSignalSink) }),
     ]
 
-    /// On `queue` only.
+    /// On `worker` only.
     private func deregisterEventCallbacks() {
         for id in callbackIDs { virConnectDomainEventDeregisterAny(connection, id) }
         callbackIDs.removeAll()
         virResetLastError()
     }
 
-    /// Runs `body` on `queue` with the open connection.
+    /// Runs `body` on `worker` with the open connection.
     private func onConnection<Result: Sendable>(
         _ body: @escaping @Sendable (OpaquePointer) throws -> Result
     ) async throws -> Result {
-        try await queue.perform { [self] in
+        try await onWorker { [self] in
             guard !isClosed else { throw LibvirtError.notConnected("session closed") }
             return try body(connection)
         }
     }
 
-    /// Looks the guest up for the duration of `body`; on `queue` only.
+    /// Runs `body` on `worker`; a stopped worker means a closed session.
+    private func onWorker<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
+        do {
+            return try await worker.perform(body)
+        } catch is WorkerThread.Stopped {
+            throw LibvirtError.notConnected("session closed")
+        }
+    }
+
+    /// Looks the guest up for the duration of `body`; on `worker` only.
     private static func withDomain<Result>(
         _ guest: GuestName, on connection: OpaquePointer, _ body: (OpaquePointer) throws(LibvirtError) -> Result
     ) throws(LibvirtError) -> Result {

@@ -1,6 +1,5 @@
 import ArgumentParser
 
-@main
 struct PassthroughAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "passthrough-agent",

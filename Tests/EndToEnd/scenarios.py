@@ -290,34 +290,38 @@ class Suite:
                 f"restarted + converged {time.monotonic() - t_add:.1f}s after device_add")
 
     def proc_figures(self):
+        """(pid, VmRSS KiB, open fds, threads, RssAnon KiB) of the agent."""
         pid = self.agent_pid()
-        rss = self.rig.out(f"awk '/VmRSS/ {{print $2}}' /proc/{pid}/status")
+        st = dict(l.split(":", 1) for l in self.rig.out(f"cat /proc/{pid}/status").splitlines() if ":" in l)
+        kib = lambda k: int((st.get(k) or "0").split()[0])
         fds = self.rig.out(f"ls /proc/{pid}/fd | wc -l")
-        return pid, int(rss or 0), int(fds or 0)
+        return pid, kib("VmRSS"), int(fds or 0), kib("Threads"), kib("RssAnon")
 
     def s8_cycles(self):
         r = self.rig
         self.require_agent()
         n = self.args.cycles
         lat, lat_l2, samples = [], [], []
-        pid0, rss0, fd0 = self.proc_figures()
+        pid0, rss0, fd0, thr0, _ = self.proc_figures()
         for i in range(n):
             t_att, t_l2 = self.reflash("e1000e")
             lat.append(t_att)
             lat_l2.append(t_l2)
             samples.append(self.proc_figures())
-            log(f"cycle {i + 1}/{n}: attached {t_att:.1f}s, L2 sees {t_l2:.1f}s, RSS {samples[-1][1]} KiB, fds {samples[-1][2]}")
+            _, rss, fds, threads, anon = samples[-1]
+            log(f"cycle {i + 1}/{n}: attached {t_att:.1f}s, L2 sees {t_l2:.1f}s, RSS {rss} KiB (anon {anon}), fds {fds}, threads {threads}")
         self.figures["agent re-attach (s8 cycles)"] = lat
         self.figures["agent re-attach → L2 sees (s8 cycles)"] = lat_l2
         pids = {s[0] for s in samples} | {pid0}
         check(len(pids) == 1, f"the agent restarted during the cycles (pids {sorted(pids)})")
         # Growth after warm-up (cycle 1), not against the idle process before the first cycle.
-        rss_w, fd_w = samples[0][1], samples[0][2]
-        rss_e, fd_e = samples[-1][1], samples[-1][2]
-        check(fd_e <= fd_w + 1, f"open fds grew {fd_w}→{fd_e} over {n} cycles")
-        check(rss_e <= rss_w + max(2048, rss_w // 10), f"RSS grew {rss_w}→{rss_e} KiB over {n} cycles")
-        return (f"{n}/{n} re-attached; median {statistics.median(lat):.1f}s max {max(lat):.1f}s; "
-                f"RSS {rss0}→{rss_w}→{rss_e} KiB, fds {fd0}→{fd_w}→{fd_e}")
+        _, rss_w, fd_w, thr_w, anon_w = samples[0]
+        _, rss_e, fd_e, thr_e, anon_e = samples[-1]
+        thr_max = max(s[3] for s in samples)
+        growth = f"RSS {rss0}→{rss_w}→{rss_e} KiB (anon {anon_w}→{anon_e}), fds {fd0}→{fd_w}→{fd_e}, threads {thr0}→{thr_w}→{thr_e} (max {thr_max})"
+        check(fd_e <= fd_w + 1, f"open fds grew over {n} cycles: {growth}")
+        check(rss_e <= rss_w + max(2048, rss_w // 10), f"RSS grew over {n} cycles: {growth}")
+        return f"{n}/{n} re-attached; median {statistics.median(lat):.1f}s max {max(lat):.1f}s; {growth}"
 
     def baseline(self):
         """The udev RUN+= script users write today, agent stopped and disabled."""
@@ -524,6 +528,10 @@ class Suite:
                   f"{statistics.median(b):.1f} s → ratio agent/baseline {ratio:.2f}")
         passed = sum(1 for r in self.results if r[1])
         print(f"\n{passed}/{len(self.results)} scenarios passed")
+        # Last, so a CI log cut to its tail still says what failed and why.
+        for name, ok, _, detail in self.results:
+            if not ok:
+                print(f"FAILED {name}: {detail}")
         json.dump({"results": [dict(name=n, ok=o, seconds=round(d, 2), detail=t) for n, o, d, t in self.results],
                    "figures": self.figures}, open(os.path.join(WORK, "results.json"), "w"), indent=1)
         return 0 if passed == len(self.results) and self.results else 1

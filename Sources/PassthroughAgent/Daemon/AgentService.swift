@@ -7,7 +7,6 @@ import PassthroughUdev
 import PassthroughSysfs
 import ServiceLifecycle
 import SystemPackage
-import UnixSignals
 
 /// `passthrough-agent run`: udev and libvirt in, the supervisor deciding, systemd told about it.
 ///
@@ -21,11 +20,13 @@ public struct AgentService: Service {
     let notifier: any SystemdNotifying
     let options: CardSupervisor.Options
     let controlSocket: FilePath?
+    /// One element per SIGHUP (or other request to re-read the configuration).
+    let reloadRequests: AsyncStream<Void>
 
     public init(
         configPath: String, config: AgentConfig, host: HostEnvironment, logger: Logger,
         notifier: any SystemdNotifying = SystemdNotifier(), options: CardSupervisor.Options = .init(),
-        controlSocket: FilePath? = ControlServer.defaultPath
+        controlSocket: FilePath? = ControlServer.defaultPath, reloadRequests: AsyncStream<Void> = AsyncStream { $0.finish() }
     ) {
         self.configPath = configPath
         self.initialConfig = config
@@ -34,6 +35,7 @@ public struct AgentService: Service {
         self.notifier = notifier
         self.options = options
         self.controlSocket = controlSocket
+        self.reloadRequests = reloadRequests
     }
 
     public func run() async throws {
@@ -165,7 +167,7 @@ public struct AgentService: Service {
     }
 
     private func reloadOnHangup(_ supervisor: CardSupervisor) async {
-        for await _ in await UnixSignalsSequence(trapping: .sighup) {
+        for await _ in reloadRequests {
             Self.tell(notifier, logger) { try $0.reloading() }
             if let config = ConfigReload.load(path: configPath, current: initialConfig, logger: logger) {
                 await supervisor.reload(config)

@@ -3,6 +3,7 @@ import PassthroughCore
 import PassthroughLibvirt
 import PassthroughSysfs
 import PassthroughSystemd
+import PassthroughThreads
 import PassthroughUdev
 
 /// Keeps every configured card where it belongs.
@@ -53,6 +54,8 @@ public actor CardSupervisor {
     private let hypervisor: any Hypervisor
     private let logger: Logger
     private let options: Options
+    /// Runs driver moves, so a slow unbind or probe never blocks a thread of Swift's cooperative pool.
+    private let hostWorker: WorkerThread?
     private var states: [CardName: CardRuntimeState] = [:]
     private var dirty: Set<CardName> = []
     private var pendingSources: Set<Source>
@@ -73,8 +76,14 @@ public actor CardSupervisor {
         self.logger = logger
         self.options = options
         self.pendingSources = sources
+        // Without the thread (the process is out of them) moves run inline: slower to shut down, still correct.
+        self.hostWorker = options.dryRun ? nil : try? WorkerThread(name: "pa-sysfs")
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         for card in config.cards { states[card.name] = CardRuntimeState() }
+    }
+
+    deinit {
+        hostWorker?.stop()
     }
 
     // MARK: Events in
@@ -349,7 +358,7 @@ public actor CardSupervisor {
     private func reconcile(_ card: CardConfig, devices initialDevices: [PCIDeviceSnapshot]) async {
         let observer = CardObserver(reader: host.reader, hypervisor: hypervisor)
         let executor = StepExecutor(
-            binder: DriverBinder(config: config, reader: host.reader, logger: logger),
+            binder: DriverBinder(config: config, reader: host.reader, logger: logger), hostWorker: hostWorker,
             hypervisor: hypervisor, logger: logger, settleTimeout: options.attachTimeout
         )
         var devices = initialDevices

@@ -40,6 +40,7 @@ struct ReflashCoordinator: Sendable {
         else { return }
         let executor = StepExecutor(
             binder: DriverBinder(config: AgentConfig(cards: [card]), reader: host.reader, logger: logger),
+            hostWorker: nil,  // detach only: no driver moves
             hypervisor: hypervisor, logger: logger, settleTimeout: detachTimeout
         )
         for address in live.map(\.address) where functions.contains(address) {

@@ -3,6 +3,7 @@ import PassthroughCore
 import PassthroughLibvirt
 import PassthroughSysfs
 import PassthroughSystemd
+import PassthroughThreads
 
 /// Runs one plan step and checks that it took, by reading sysfs or the guest's live XML back.
 struct StepExecutor: Sendable {
@@ -11,6 +12,9 @@ struct StepExecutor: Sendable {
     }
 
     let binder: DriverBinder
+    /// Where driver moves run: an unbind or a probe blocks for as long as the driver takes. Nil runs them
+    /// on the caller's thread.
+    let hostWorker: WorkerThread?
     let hypervisor: any Hypervisor
     let logger: Logger
     /// How long the guest's live XML may take to show (or drop) a device after attach (detach).
@@ -21,11 +25,11 @@ struct StepExecutor: Sendable {
         let started = ContinuousClock.now
         switch step.action {
         case .bindVFIO:
-            for move in try binder.move(card: card, to: .vfio) {
+            for move in try await moveDrivers(of: card, to: .vfio) {
                 notifyMove(.cardRebound, "rebound to vfio-pci", move, card: card, since: started)
             }
         case .bindHost(let policy):
-            for move in try binder.move(card: card, to: .host(policy)) {
+            for move in try await moveDrivers(of: card, to: .host(policy)) {
                 notifyMove(.cardGivenBack, "given back to \(move.to?.rawValue ?? "no driver")", move, card: card, since: started)
             }
         case .attach(let address, let guest):
@@ -45,6 +49,12 @@ struct StepExecutor: Sendable {
                 LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
             ])
         }
+    }
+
+    private func moveDrivers(of card: CardConfig, to target: BindTarget) async throws -> [DriverBinder.Move] {
+        let binder = binder
+        guard let hostWorker else { return try binder.move(card: card, to: target) }
+        return try await hostWorker.perform { try binder.move(card: card, to: target) }
     }
 
     private func notifyMove(_ kind: NotificationKind, _ what: String, _ move: DriverBinder.Move, card: CardConfig,

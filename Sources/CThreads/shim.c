@@ -1,0 +1,2 @@
+// Everything is in include/shim.h.
+#include "shim.h"

@@ -1,0 +1,111 @@
+import Dispatch
+import Synchronization
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A pthread of its own that runs blocking calls one at a time, in order.
+///
+/// Blocking a thread of Swift's cooperative pool (or of a dispatch queue) makes libdispatch's Linux
+/// workqueue monitor believe the pool is stalled, and it starts more threads; each one costs a stack and
+/// a malloc arena, and a daemon that does this on every reflash grows. A kernel write that waits for a
+/// driver's probe, or a libvirt RPC that waits for QEMU, belongs on a thread that may block.
+///
+/// Calls run in submission order on the same thread, so per-thread state such as libvirt's last error
+/// can be read inside the call that caused it.
+public final class WorkerThread: Sendable {
+    /// A call submitted after ``stop()``.
+    public struct Stopped: Error, CustomStringConvertible {
+        public let name: String
+        public var description: String { "worker thread \(name) has stopped" }
+    }
+
+    private typealias Job = @Sendable () -> Void
+
+    private struct State {
+        var queued: [Job] = []
+        var stopRequested = false
+    }
+
+    public let name: String
+    private let state = Mutex(State())
+    /// One signal per queued call, and one for the stop request.
+    private let wakeups = DispatchSemaphore(value: 0)
+    private let handle = Mutex<pthread_t?>(nil)
+
+    /// Starts the thread. `name` shows in `ps -L` and `top -H` (the kernel keeps 15 bytes of it).
+    public init(name: String) throws(Errno) {
+        self.name = name
+        let context = Unmanaged.passRetained(self).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            Unmanaged<WorkerThread>.fromOpaque(raw!).takeRetainedValue().serve()
+            return nil
+        }, context)
+        guard rc == 0 else {
+            Unmanaged<WorkerThread>.fromOpaque(context).release()
+            throw Errno(rawValue: rc)
+        }
+        handle.withLock { $0 = thread }
+    }
+
+    /// Runs `body` on the worker thread and resumes the caller with its result.
+    public func perform<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
+        try await withCheckedThrowingContinuation { continuation in
+            let accepted = state.withLock { state -> Bool in
+                guard !state.stopRequested else { return false }
+                state.queued.append { continuation.resume(with: Swift.Result { try body() }) }
+                return true
+            }
+            if accepted {
+                wakeups.signal()
+            } else {
+                continuation.resume(throwing: Stopped(name: name))
+            }
+        }
+    }
+
+    /// Lets the calls already queued finish, then ends the thread and waits for it (unless called on it).
+    /// Later calls throw ``Stopped``.
+    public func stop() {
+        let first = state.withLock { state -> Bool in
+            defer { state.stopRequested = true }
+            return !state.stopRequested
+        }
+        guard first else { return }
+        wakeups.signal()
+        guard let thread = handle.withLock({ $0 }) else { return }
+        if pthread_equal(thread, pthread_self()) == 0 {
+            pthread_join(thread, nil)
+        } else {
+            pthread_detach(thread)
+        }
+    }
+
+    private func serve() {
+        nameThisThread()
+        while true {
+            wakeups.wait()
+            let (job, stopRequested) = state.withLock { state in
+                (state.queued.isEmpty ? nil : state.queued.removeFirst(), state.stopRequested)
+            }
+            if let job {
+                job()
+            } else if stopRequested {
+                return
+            }
+        }
+    }
+
+    /// What `pthread_setname_np` does (Glibc's module map leaves that GNU extension out): the kernel's
+    /// per-thread `comm`, 15 bytes at most.
+    private func nameThisThread() {
+        let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let bytes = Array(name.utf8.prefix(15))
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+}
