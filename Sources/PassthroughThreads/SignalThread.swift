@@ -21,22 +21,14 @@ public struct SignalThread: Sendable {
         guard rc == 0 else { throw Errno(rawValue: rc) }
 
         let (stream, continuation) = AsyncStream.makeStream(of: Int32.self)
-        let context = Unmanaged.passRetained(SignalContext(set: set, continuation: continuation)).toOpaque()
-        var thread = pthread_t()
-        let created = pthread_create(&thread, nil, { raw in
-            Unmanaged<SignalContext>.fromOpaque(raw!).takeRetainedValue().receive()
-            return nil
-        }, context)
-        guard created == 0 else {
-            Unmanaged<SignalContext>.fromOpaque(context).release()
-            throw Errno(rawValue: created)
-        }
+        let receiver = SignalReceiver(set: set, continuation: continuation)
+        let thread = try ThreadSpawn.start { receiver.receive() }
         pthread_detach(thread)
         signals = stream
     }
 }
 
-private final class SignalContext: @unchecked Sendable {
+private final class SignalReceiver: @unchecked Sendable {
     // Written once in init, then only read by the signal thread.
     private var set: sigset_t
     private let continuation: AsyncStream<Int32>.Continuation

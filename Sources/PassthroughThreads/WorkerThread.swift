@@ -38,16 +38,8 @@ public final class WorkerThread: Sendable {
     /// Starts the thread. `name` shows in `ps -L` and `top -H` (the kernel keeps 15 bytes of it).
     public init(name: String) throws(Errno) {
         self.name = name
-        let context = Unmanaged.passRetained(self).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            Unmanaged<WorkerThread>.fromOpaque(raw!).takeRetainedValue().serve()
-            return nil
-        }, context)
-        guard rc == 0 else {
-            Unmanaged<WorkerThread>.fromOpaque(context).release()
-            throw Errno(rawValue: rc)
-        }
+        // The thread keeps the worker alive until ``stop()`` ends it.
+        let thread = try ThreadSpawn.start { [self] in serve() }
         handle.withLock { $0 = thread }
     }
 
