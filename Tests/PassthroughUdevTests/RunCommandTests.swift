@@ -81,6 +81,13 @@ extension UdevMonitorTests {
         #expect(reload.first?.contains("RELOADING=1") == true)
         #expect(reload.first?.contains("MONOTONIC_USEC=") == true)
 
+        // Asleep when idle: libdispatch's pool (whose monitor ticks every second) was never started;
+        // the blocking libvirt calls have their own thread.
+        let threads = Self.threadNames(of: process.processIdentifier)
+        #expect(threads.contains("pa-libvirt"), "threads: \(threads)")
+        #expect(!threads.contains { $0.contains("qos") || $0.contains("overcommit") || $0.contains("dispatch") },
+                "libdispatch worker threads in the daemon: \(threads)")
+
         process.terminate()
         #expect(try await listener.waitFor("STOPPING=1") != nil)
         try await onOwnThread { process.waitUntilExit() }
@@ -89,5 +96,14 @@ extension UdevMonitorTests {
         // A dry run touches nothing (the child writes sysfs directly: look at the files).
         #expect(bus.sysfs.driver(of: "0000:01:00.0") == "xdma")
         #expect(bus.sysfs.driverOverride(of: "0000:01:00.0") == "(null)\n")
+    }
+
+    /// The kernel's name of every thread of `pid` (libdispatch names its workers after their queues).
+    private static func threadNames(of pid: Int32) -> [String] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.compactMap { task in
+            (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
     }
 }
