@@ -67,7 +67,7 @@ extension UdevMonitorTests {
         try process.run()
         defer {
             if process.isRunning {
-                process.terminate()
+                kill(process.processIdentifier, SIGKILL)
                 process.waitUntilExit()
             }
         }
@@ -90,7 +90,12 @@ extension UdevMonitorTests {
 
         process.terminate()
         #expect(try await listener.waitFor("STOPPING=1") != nil)
-        try await onOwnThread { process.waitUntilExit() }
+        let exited = try await onOwnThread { () -> Bool in
+            let deadline = ContinuousClock.now + .seconds(20)
+            while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
+            return !process.isRunning
+        }
+        try #require(exited, "the daemon did not exit within 20 s of SIGTERM")
         #expect(process.terminationReason == .exit)
         #expect(process.terminationStatus == 0)
         // A dry run touches nothing (the child writes sysfs directly: look at the files).
