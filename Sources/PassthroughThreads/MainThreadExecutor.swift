@@ -1,4 +1,6 @@
+#if compiler(>=6.3)
 @_spi(ExperimentalCustomExecutors) @_spi(ExperimentalScheduling) import _Concurrency
+#endif
 import CThreads
 import Synchronization
 
@@ -16,7 +18,8 @@ import Glibc
 /// and never touches libdispatch's pool. Work that blocks belongs on a ``WorkerThread``.
 ///
 /// It is the main actor's executor; ``global`` is the default (nonisolated) one; both feed the same loop.
-/// The mechanism is Swift 6.3's executor factory (SE-0466, still behind an SPI), as JavaScriptKit uses it.
+/// The mechanism is Swift 6.3's executor factory (the custom main and global executors proposal, still behind
+/// an SPI), as JavaScriptKit uses it; `_createExecutors` must run before the first task exists.
 public final class MainThreadExecutor: SerialExecutor, Sendable {
     public static let shared = MainThreadExecutor()
 
@@ -101,10 +104,17 @@ public final class MainThreadExecutor: SerialExecutor, Sendable {
     public let global = GlobalExecutor()
 
     /// Makes this loop the process's main and default executor. Call once, before any task is created,
-    /// then call ``run()`` on the main thread.
-    public func installAsGlobalExecutor() {
-        guard !installed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    /// then call ``run()`` on the main thread. False where the toolchain (before Swift 6.3) cannot: the
+    /// caller then keeps libdispatch.
+    @discardableResult
+    public func installAsGlobalExecutor() -> Bool {
+        #if compiler(>=6.3)
+        guard !installed.exchange(true, ordering: .acquiringAndReleasing) else { return true }
         _createExecutors(factory: MainThreadExecutorFactory.self)
+        return true
+        #else
+        return false
+        #endif
     }
 
     /// Runs jobs until ``stop()``. On the main thread only.
@@ -224,6 +234,7 @@ extension MainThreadExecutor {
     }
 }
 
+#if compiler(>=6.3)
 // The protocols are still SPI in Swift 6.3: the conformances are declared apart.
 @_spi(ExperimentalCustomExecutors) extension MainThreadExecutor: MainExecutor {}
 @_spi(ExperimentalScheduling) extension MainThreadExecutor: SchedulingExecutor {}
@@ -234,3 +245,4 @@ private enum MainThreadExecutorFactory: ExecutorFactory {
     static var mainExecutor: any MainExecutor { MainThreadExecutor.shared }
     static var defaultExecutor: any TaskExecutor { MainThreadExecutor.shared.global }
 }
+#endif
