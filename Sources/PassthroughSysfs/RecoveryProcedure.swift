@@ -12,13 +12,16 @@ public struct RecoveryProcedure: Sendable {
     public let clock: any WaitClock
     public let pacing: RecoveryPacing
     public let logger: Logger
+    /// Runs the removal and the rescans, which wait for drivers.
+    public let blocking: BlockingCalls
 
     public init(reader: PCISysfsReader, clock: any WaitClock = ContinuousWaitClock(),
-                pacing: RecoveryPacing = RecoveryPacing(), logger: Logger) {
+                pacing: RecoveryPacing = RecoveryPacing(), logger: Logger, blocking: BlockingCalls = .inline) {
         self.reader = reader
         self.clock = clock
         self.pacing = pacing
         self.logger = logger
+        self.blocking = blocking
     }
 
     private var layout: SysfsLayout { reader.layout }
@@ -32,7 +35,7 @@ public struct RecoveryProcedure: Sendable {
         ]
         logger.notice("recovery: removing the card's functions", metadata: metadata)
         do throws(SysfsError) {
-            try removeFunctions(of: target.slot)
+            try await removeFunctions(of: target.slot)
         } catch {
             logger.error("recovery: remove failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             return .failed(.removal(error), lastState: RecoveryState())
@@ -41,8 +44,8 @@ public struct RecoveryProcedure: Sendable {
     }
 
     /// The first half of a planned reflash (`reflash --prepare`): every function of the slot leaves the bus.
-    public func remove(_ slot: PCISlot) throws(SysfsError) {
-        try removeFunctions(of: slot)
+    public func remove(_ slot: PCISlot) async throws(SysfsError) {
+        try await removeFunctions(of: slot)
     }
 
     /// The second half: wait for the link (or reset the bus), rescan below the port, until the card's
@@ -81,7 +84,8 @@ public struct RecoveryProcedure: Sendable {
                     state.stage = .rescanning
                     state.rescans += 1
                     do throws(SysfsError) {
-                        try rescan(below: target.upstreamPort)
+                        let port = target.upstreamPort
+                        try await blocking.run { () throws(SysfsError) in try rescan(below: port) }
                         let functions = try presentFunctions(of: target.slot)
                         if !functions.isEmpty {
                             logger.notice("recovery: the card is back", metadata: metadata.merging([
@@ -130,7 +134,11 @@ public struct RecoveryProcedure: Sendable {
 
     /// `echo 1 > remove` for every function of the slot, highest function first. A function
     /// that vanished on its own meanwhile (pciehp) is not an error.
-    private func removeFunctions(of slot: PCISlot) throws(SysfsError) {
+    private func removeFunctions(of slot: PCISlot) async throws(SysfsError) {
+        try await blocking.run { () throws(SysfsError) in try removeFunctionsInPlace(of: slot) }
+    }
+
+    private func removeFunctionsInPlace(of slot: PCISlot) throws(SysfsError) {
         for address in try addresses(in: slot).reversed() {
             do {
                 try io.write("1", to: layout.attribute("remove", of: address))

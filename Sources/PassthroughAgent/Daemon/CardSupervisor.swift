@@ -54,8 +54,19 @@ public actor CardSupervisor {
     private let hypervisor: any Hypervisor
     private let logger: Logger
     private let options: Options
-    /// Runs driver moves, so a slow unbind or probe never blocks a thread of Swift's cooperative pool.
+    /// Runs driver moves, removals and rescans, so a slow driver never stalls the daemon's executor.
     private let hostWorker: WorkerThread?
+
+    private var blocking: BlockingCalls {
+        guard let hostWorker else { return .inline }
+        return BlockingCalls { call in
+            do {
+                try await hostWorker.perform(call)
+            } catch {
+                call()  // stopped at shutdown: the last step still runs, in place
+            }
+        }
+    }
     private var states: [CardName: CardRuntimeState] = [:]
     private var dirty: Set<CardName> = []
     private var pendingSources: Set<Source>
@@ -309,7 +320,8 @@ public actor CardSupervisor {
     private var reflashCoordinator: ReflashCoordinator {
         ReflashCoordinator(
             host: host, hypervisor: hypervisor, logger: logger, guardStore: options.guardStore,
-            clock: options.recoveryClock, pacing: options.recoveryPacing, detachTimeout: options.detachTimeout
+            clock: options.recoveryClock, pacing: options.recoveryPacing, detachTimeout: options.detachTimeout,
+            blocking: blocking
         )
     }
 
@@ -358,7 +370,7 @@ public actor CardSupervisor {
     private func reconcile(_ card: CardConfig, devices initialDevices: [PCIDeviceSnapshot]) async {
         let observer = CardObserver(reader: host.reader, hypervisor: hypervisor)
         let executor = StepExecutor(
-            binder: DriverBinder(config: config, reader: host.reader, logger: logger), hostWorker: hostWorker,
+            binder: DriverBinder(config: config, reader: host.reader, logger: logger), blocking: blocking,
             hypervisor: hypervisor, logger: logger, settleTimeout: options.attachTimeout
         )
         var devices = initialDevices

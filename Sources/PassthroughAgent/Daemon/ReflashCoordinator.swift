@@ -15,6 +15,8 @@ struct ReflashCoordinator: Sendable {
     let clock: any WaitClock
     let pacing: RecoveryPacing
     let detachTimeout: Duration
+    /// Runs the removal and rescans, which wait for drivers.
+    let blocking: BlockingCalls
 
     /// Where a card sits: the slot and the port above it (gone from sysfs once the card is removed).
     struct Location: Hashable, Sendable {
@@ -25,7 +27,7 @@ struct ReflashCoordinator: Sendable {
     }
 
     private var procedure: RecoveryProcedure {
-        RecoveryProcedure(reader: host.reader, clock: clock, pacing: pacing, logger: logger)
+        RecoveryProcedure(reader: host.reader, clock: clock, pacing: pacing, logger: logger, blocking: blocking)
     }
 
     private var reflashGuard: ReflashGuard {
@@ -40,7 +42,7 @@ struct ReflashCoordinator: Sendable {
         else { return }
         let executor = StepExecutor(
             binder: DriverBinder(config: AgentConfig(cards: [card]), reader: host.reader, logger: logger),
-            hostWorker: nil,  // detach only: no driver moves
+            blocking: blocking,
             hypervisor: hypervisor, logger: logger, settleTimeout: detachTimeout
         )
         for address in live.map(\.address) where functions.contains(address) {
@@ -99,7 +101,7 @@ struct ReflashCoordinator: Sendable {
         await detachFromGuest(card, location.functions)
         engageGuard(card, at: location)
         do {
-            try procedure.remove(location.slot)
+            try await procedure.remove(location.slot)
         } catch {
             releaseGuard(card, at: location)
             throw error

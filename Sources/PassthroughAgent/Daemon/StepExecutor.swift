@@ -3,7 +3,6 @@ import PassthroughCore
 import PassthroughLibvirt
 import PassthroughSysfs
 import PassthroughSystemd
-import PassthroughThreads
 
 /// Runs one plan step and checks that it took, by reading sysfs or the guest's live XML back.
 struct StepExecutor: Sendable {
@@ -12,9 +11,8 @@ struct StepExecutor: Sendable {
     }
 
     let binder: DriverBinder
-    /// Where driver moves run: an unbind or a probe blocks for as long as the driver takes. Nil runs them
-    /// on the caller's thread.
-    let hostWorker: WorkerThread?
+    /// Where driver moves run: an unbind or a probe blocks for as long as the driver takes.
+    let blocking: BlockingCalls
     let hypervisor: any Hypervisor
     let logger: Logger
     /// How long the guest's live XML may take to show (or drop) a device after attach (detach).
@@ -53,8 +51,7 @@ struct StepExecutor: Sendable {
 
     private func moveDrivers(of card: CardConfig, to target: BindTarget) async throws -> [DriverBinder.Move] {
         let binder = binder
-        guard let hostWorker else { return try binder.move(card: card, to: target) }
-        return try await hostWorker.perform { try binder.move(card: card, to: target) }
+        return try await blocking.run { () throws(BindError) in try binder.move(card: card, to: target) }
     }
 
     private func notifyMove(_ kind: NotificationKind, _ what: String, _ move: DriverBinder.Move, card: CardConfig,
