@@ -80,7 +80,7 @@ public struct RecoveryProcedure: Sendable {
                     state.linkActive = nil
                     state.lastError = "\(error)"
                 }
-                if state.linkActive != false {
+                if state.linkActive != false || clock.now() - start >= pacing.linkDownBelievedFor {
                     state.stage = .rescanning
                     state.rescans += 1
                     do throws(SysfsError) {

@@ -35,12 +35,18 @@ public struct RecoveryPacing: Hashable, Sendable {
     public var resetHold: Duration
     /// How long the link is given to train after the reset is released.
     public var resetSettle: Duration
+    /// How long a port's "link down" is believed. Some ports advertise Data Link Layer Link Active
+    /// reporting and never set the bit (QEMU's root ports under ACPI hotplug do): past this, every round
+    /// rescans anyway, which is harmless when nothing answers.
+    public var linkDownBelievedFor: Duration
 
     public init(firstPoll: Duration = .milliseconds(50), maximumPoll: Duration = .seconds(1),
-                resetHold: Duration = .milliseconds(10), resetSettle: Duration = .milliseconds(500)) {
+                resetHold: Duration = .milliseconds(10), resetSettle: Duration = .milliseconds(500),
+                linkDownBelievedFor: Duration = .seconds(5)) {
         self.firstPoll = firstPoll
         self.maximumPoll = maximumPoll
         self.resetHold = resetHold
         self.resetSettle = resetSettle
+        self.linkDownBelievedFor = linkDownBelievedFor
     }
 }

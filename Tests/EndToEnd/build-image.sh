@@ -53,6 +53,7 @@ ids = ["8086:10d3", "8086:100e"]
 guest = "l2"
 host-driver = "auto"
 when-guest-stops = "host"
+reflash-guard = true
 TOML
 # E2E_AGENT_SRC: another checkout of the agent to install (default: this repository).
 SRC=${E2E_AGENT_SRC:-$REPO}

@@ -289,6 +289,38 @@ class Suite:
         return (f"killed with card on '{at_kill[0] if at_kill else '?'}' (override {at_kill[1:] or '-'}); "
                 f"restarted + converged {time.monotonic() - t_add:.1f}s after device_add")
 
+    def s11_reflash_prepare_finish(self):
+        """The JTAG workflow (README): `reflash --prepare`, program, `reflash --finish`."""
+        r = self.rig
+        self.require_agent()
+        if r.domstate() != "running":
+            self.start_guest()
+        r.wait_for("card attached", self.attached_cond(), T_ATTACH)
+        model = r.card_model
+        since = int(r.l1_time())
+        rc, out, err = r.sh("passthrough-agent reflash fpga0 --prepare", timeout=120)
+        check(rc == 0, f"`reflash fpga0 --prepare` exited {rc}: {(err or out).strip()[:300]}")
+        r.wait_for("card off the bus", f"[ ! -e {DEV} ]", 30)
+        check(r.hostdev_count() == 0, f"after --prepare the guest still holds {r.hostdev_count()} hostdev(s)")
+        time.sleep(5)  # programming the FPGA: nobody may bring the card back meanwhile
+        check(r.sh(f"[ ! -e {DEV} ]")[0] == 0, "the card came back before `reflash --finish`")
+        t0 = time.monotonic()
+        rc, out, err = r.sh("passthrough-agent reflash fpga0 --finish", timeout=200)
+        check(rc == 0, f"`reflash fpga0 --finish` exited {rc}: {(err or out).strip()[:300]}")
+        try:
+            r.wait_for("re-attached after --finish", self.attached_cond(), T_ATTACH)
+        except RigError as e:
+            raise Fail(f"{e}; card driver={r.driver()}, hostdevs={r.hostdev_count()}")
+        t_att = time.monotonic() - t0
+        r.wait_for("L2 sees the card", self.l2_sees_cond(Rig.MODELS[model]), T_L2_SEES)
+        msgs = [e.get("MESSAGE", "") for e in r.journal(since=since - 1)]
+        msgs = [m for m in msgs if isinstance(m, str)]
+        masked = any("fatal-error reporting masked" in m for m in msgs)
+        restored = any("error reporting restored" in m for m in msgs)
+        check(masked and restored, f"reflash guard: masked={masked}, restored={restored}; agent said: {msgs[-6:]}")
+        return (f"--prepare: off the bus and out of the guest; --finish → back on vfio-pci and attached "
+                f"{t_att:.1f}s later; guard masked and restored on the root port")
+
     def proc_figures(self):
         """(pid, VmRSS KiB, open fds, threads, RssAnon KiB) of the agent."""
         pid = self.agent_pid()
@@ -457,6 +489,7 @@ class Suite:
             self.run(f"8: {a.cycles} reflash cycles, RSS/fds flat", self.s8_cycles)
             if a.tier == "full":
                 self.run("5: guest stops → host driver; starts → re-attached", self.s5_guest_stop_start)
+                self.run("11: reflash --prepare / --finish (JTAG) → re-attached, guard restored", self.s11_reflash_prepare_finish)
             self.run(f"baseline: udev RUN+= script, {a.baseline_cycles} cycles", self.baseline)
             if self.args.only is None or "10" in self.args.only or "9" in self.args.only:
                 self.wait_agent_ready()

@@ -90,8 +90,30 @@ struct RecoveryProcedureTests {
         #expect(after == .seconds(60))
         #expect(clock.now() == .seconds(60))
         #expect(state.linkActive == false)
-        #expect(state.rescans == 0)
+        // "Link down" is believed for 5 s; after that every round rescans in case the port lies.
+        #expect(state.rescans == bus.rescanCount)
+        #expect(state.rescans > 40 && state.rescans <= 56)
         #expect(clock.sleeps.allSatisfy { $0 <= .seconds(1) })
+    }
+
+    @Test("a port that never sets its link-active bit (QEMU, ACPI hotplug): rescanned after 5 s, card found")
+    func portThatNeverReportsTheLink() async {
+        let bus = reflashHost()
+        let clock = VirtualClock()
+        bus.dropLink("0000:01:00")
+        bus.setLinkActive("0000:00:01.0", false)
+        clock.schedule(at: .seconds(1)) {
+            bus.restoreLink("0000:01:00")  // the card answers again; the port's bit stays 0
+            bus.onRescan { sysfs in
+                if !LinuxSysfsIOExists(sysfs, "bus/pci/devices/0000:01:00.0") {
+                    addCardFunction(sysfs, "0000:01:00.0", id: "10ee:903f")
+                }
+            }
+        }
+        let outcome = await procedure(bus, clock).recover(target())
+        #expect(functions(outcome) == ["0000:01:00.0 10ee:903f"])
+        #expect(clock.now() >= .seconds(5) && clock.now() < .seconds(7))
+        #expect(bus.rescanCount == 1)
     }
 
     @Test("the link is up but the slot stays empty: rescans keep trying until the timeout")
