@@ -41,7 +41,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "PassthroughUdev", dependencies: [
-            "PassthroughCore", "CUdev",
+            "PassthroughCore", "CUdev", "PassthroughThreads",
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -60,7 +60,6 @@ let package = Package(
             "PassthroughUdev", "PassthroughLibvirt", "PassthroughSystemd", "PassthroughThreads",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
 

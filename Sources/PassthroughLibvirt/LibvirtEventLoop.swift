@@ -1,4 +1,5 @@
 internal import CLibvirt
+import PassthroughThreads
 import Synchronization
 
 #if canImport(Glibc)
@@ -77,18 +78,11 @@ private final class LoopControl: Sendable {
     let stopRequested = Atomic<Bool>(false)
 
     func spawn() throws(LibvirtError) -> pthread_t {
-        var thread = pthread_t()
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let result = pthread_create(&thread, nil, { context in
-            let control = Unmanaged<LoopControl>.fromOpaque(context!).takeRetainedValue()
-            control.run()
-            return nil
-        }, context)
-        guard result == 0 else {
-            Unmanaged<LoopControl>.fromOpaque(context).release()
-            throw LibvirtError.threadStart(errno: result, what: "the event-loop thread")
+        do {
+            return try ThreadSpawn.start { [self] in run() }
+        } catch {
+            throw LibvirtError.threadStart(errno: error.rawValue, what: "the event-loop thread")
         }
-        return thread
     }
 
     private func run() {

@@ -1,6 +1,7 @@
 internal import CUdev
 import Glibc
 import Logging
+import PassthroughThreads
 import Synchronization
 import SystemPackage
 
@@ -103,17 +104,10 @@ public final class UdevMonitor: Sendable {
     }
 
     private static func spawn(_ context: MonitorContext) throws(UdevError) -> pthread_t {
-        let unmanaged = Unmanaged.passRetained(context)
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let context = Unmanaged<MonitorContext>.fromOpaque(raw!).takeRetainedValue()
-            MonitorThread<UdevSession>.run(context)
-            return nil
-        }, unmanaged.toOpaque())
-        guard rc == 0 else {
-            unmanaged.release()
-            throw UdevError(.threadStart, errno: Errno(rawValue: rc))
+        do {
+            return try ThreadSpawn.start { MonitorThread<UdevSession>.run(context) }
+        } catch {
+            throw UdevError(.threadStart, errno: error)
         }
-        return thread
     }
 }

@@ -28,6 +28,7 @@ struct MonitorCommand: AsyncParsableCommand {
     var config: String = AgentConfig.defaultPath
 
     func run() async throws {
+        let signalled = try SignalledServiceGroup()
         let uri: String? = noLibvirt ? nil : try libvirtURI ?? configuredURI()
         let json = json
         let logger = Logger(label: "passthrough-agent.monitor") { label in
@@ -42,12 +43,8 @@ struct MonitorCommand: AsyncParsableCommand {
                 Output.print(record.text + "\n")
             }
         }
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: service)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
-        try await group.run()
+        let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: logger))
+        try await signalled.run(group)
     }
 
     /// A missing configuration is fine here (the default URI); a broken one is not.

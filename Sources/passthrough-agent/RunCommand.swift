@@ -3,12 +3,7 @@ import Logging
 import PassthroughAgent
 import PassthroughSystemd
 import ServiceLifecycle
-import PassthroughThreads
 import SystemPackage
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,8 +25,8 @@ struct RunCommand: AsyncParsableCommand {
     var controlSocket: String = ControlServer.defaultPath.string
 
     func run() async throws {
-        // First, while this is the only thread: every thread started later inherits the blocked mask.
-        let signals = try SignalThread(handling: [SIGTERM, SIGINT, SIGHUP]).signals
+        // First, while this is the only thread (see SignalledServiceGroup).
+        let signalled = try SignalledServiceGroup()
         let config = try host.loadConfig()
         LoggingSystem.bootstrap { LogHandlers.make(label: $0) }
         let logger = Logger(label: "passthrough-agent")
@@ -41,19 +36,7 @@ struct RunCommand: AsyncParsableCommand {
         let service = AgentService(configPath: host.config, config: config, host: host.host, logger: logger, options: options,
                                    controlSocket: FilePath(controlSocket), reloadRequests: hangups)
         let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: logger))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask {
-                for await signal in signals {
-                    if signal == SIGHUP {
-                        hangup.yield()
-                    } else {
-                        // SIGTERM, SIGINT: finish the step in flight, then exit 0.
-                        await group.triggerGracefulShutdown()
-                    }
-                }
-            }
-            try await group.run()
-            tasks.cancelAll()
-        }
+        // SIGTERM, SIGINT: finish the step in flight, then exit 0; SIGHUP: re-read the configuration.
+        try await signalled.run(group) { hangup.yield() }
     }
 }

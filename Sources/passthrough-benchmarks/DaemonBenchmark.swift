@@ -69,7 +69,7 @@ enum DaemonBenchmark {
             address = "0000:05:00"
             guest = "test"
             """)
-        let notify = try NotifySocket()
+        let notify = try NotifySocket(path: NSTemporaryDirectory() + "passthrough-bench-notify-\(getpid())")
         let process = Process()
         process.executableURL = agent
         process.arguments = ["run", "--dry-run", "--config", sysfs.root.appending("etc/config.toml").string,
@@ -84,7 +84,7 @@ enum DaemonBenchmark {
         let started = ContinuousClock.now
         try process.run()
         defer { if process.isRunning { process.terminate() } }
-        guard notify.waitFor("READY=1", timeout: .seconds(60)) else { throw Failure(description: "the agent never sent READY=1") }
+        guard notify.waitFor("READY=1", timeout: .seconds(60)) != nil else { throw Failure(description: "the agent never sent READY=1") }
         let timeToReady = ContinuousClock.now - started
         let probe = ProcessProbe(pid: process.processIdentifier)
         Thread.sleep(forTimeInterval: 1)

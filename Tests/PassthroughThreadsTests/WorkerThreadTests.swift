@@ -88,20 +88,4 @@ struct WorkerThreadTests {
         await #expect(throws: WorkerThread.Stopped.self) { try await worker.perform { 4 } }
         worker.stop()  // a second stop is harmless
     }
-
-    @Test("a blocked call does not hold up other async work")
-    func blockingStaysOnTheWorker() async throws {
-        let worker = try WorkerThread(name: "test-block")
-        defer { worker.stop() }
-        let released = Mutex(false)
-        let blocked = Task { try await worker.perform { while !released.withLock({ $0 }) { usleep(1000) } } }
-        // Meanwhile the cooperative pool keeps running tasks.
-        let sum = await withTaskGroup(of: Int.self) { group in
-            for value in 1...100 { group.addTask { value } }
-            return await group.reduce(0, +)
-        }
-        #expect(sum == 5050)
-        released.withLock { $0 = true }
-        try await blocked.value
-    }
 }

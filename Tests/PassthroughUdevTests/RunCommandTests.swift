@@ -4,44 +4,9 @@ import Testing
 
 /// `passthrough-agent run` as systemd runs it: a notify socket, SIGHUP, SIGTERM; udev is a testbed.
 extension UdevMonitorTests {
-    /// The datagram socket systemd listens on (NOTIFY_SOCKET).
-    private final class NotifyListener: @unchecked Sendable {
-        // Unchecked: one test owns it and waits on it from one thread at a time.
-        let path: String
-        private let fd: Int32
-
-        init(directory: String) {
-            path = directory + "/notify"
-            fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in raw.copyBytes(from: Array(path.utf8).prefix(raw.count - 1)) }
-            _ = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-        }
-
-        deinit { close(fd) }
-
-        /// Datagrams until one contains `text` (returned with everything before it), or nil after `timeout`.
-        func waitFor(_ text: String, timeout: Duration = .seconds(20)) async throws -> [String]? {
-            try await onOwnThread { self.waitBlocking(for: text, timeout: timeout) }
-        }
-
-        private func waitBlocking(for text: String, timeout: Duration) -> [String]? {
-            var seen: [String] = []
-            let deadline = ContinuousClock.now + timeout
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while ContinuousClock.now < deadline {
-                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                guard poll(&poller, 1, 100) > 0 else { continue }
-                let count = recv(fd, &buffer, buffer.count, 0)
-                guard count > 0 else { continue }
-                seen.append(String(decoding: buffer[..<count], as: UTF8.self))
-                if seen.last!.contains(text) { return seen }
-            }
-            return nil
-        }
+    /// Waits off the cooperative pool for a notification containing `text`.
+    private func waitFor(_ text: String, on socket: NotifySocket, timeout: Duration = .seconds(20)) async throws -> [String]? {
+        try await onOwnThread { socket.waitFor(text, timeout: timeout) }
     }
 
     @Test("run: READY=1 with a STATUS after the first pass; SIGHUP reloads; SIGTERM sends STOPPING=1 and exits 0")
@@ -53,7 +18,7 @@ extension UdevMonitorTests {
         try testbed.add(FakeAlveo.description)
         let bus = alveoHost()
         bus.sysfs.writeFileCreatingDirectories("etc/config.toml", alveoOnTestDriverConfig)
-        let listener = NotifyListener(directory: bus.sysfs.root.string)
+        let listener = try NotifySocket(path: bus.sysfs.root.string + "/notify")
         let process = Process()
         process.executableURL = agent
         process.arguments = ["run", "--dry-run", "--config", bus.sysfs.root.appending("etc/config.toml").string,
@@ -72,12 +37,12 @@ extension UdevMonitorTests {
             }
         }
 
-        let startup = try #require(try await listener.waitFor("READY=1"), "no READY=1")
+        let startup = try #require(try await waitFor("READY=1", on: listener), "no READY=1")
         // The summary comes with (or before) READY: the first pass has looked at the card.
         #expect(startup.joined(separator: "\n").contains("STATUS=u200: 3 step(s) pending"))
 
         kill(process.processIdentifier, SIGHUP)
-        let reload = try #require(try await listener.waitFor("READY=1"), "no READY=1 after SIGHUP")
+        let reload = try #require(try await waitFor("READY=1", on: listener), "no READY=1 after SIGHUP")
         #expect(reload.first?.contains("RELOADING=1") == true)
         #expect(reload.first?.contains("MONOTONIC_USEC=") == true)
 
@@ -89,7 +54,7 @@ extension UdevMonitorTests {
                 "libdispatch worker threads in the daemon: \(threads)")
 
         process.terminate()
-        #expect(try await listener.waitFor("STOPPING=1") != nil)
+        #expect(try await waitFor("STOPPING=1", on: listener) != nil)
         let exited = try await onOwnThread { () -> Bool in
             let deadline = ContinuousClock.now + .seconds(20)
             while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import Logging
+import PassthroughThreads
 import Synchronization
 import SystemPackage
 
@@ -205,17 +206,6 @@ public final class ControlServer: Sendable {
     }
 
     private static func spawn(_ context: ControlThreadContext) throws(Errno) -> pthread_t {
-        let unmanaged = Unmanaged.passRetained(context)
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let context = Unmanaged<ControlThreadContext>.fromOpaque(raw!).takeRetainedValue()
-            ControlThread(context: context).run()
-            return nil
-        }, unmanaged.toOpaque())
-        guard rc == 0 else {
-            unmanaged.release()
-            throw Errno(rawValue: rc)
-        }
-        return thread
+        try ThreadSpawn.start { ControlThread(context: context).run() }
     }
 }
