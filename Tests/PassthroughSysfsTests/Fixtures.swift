@@ -6,7 +6,3 @@ func card(_ name: String, address: String? = nil, ids: [String] = [], hostDriver
     CardConfig(name: CardName(name)!, address: address.flatMap(PCIAddressSelector.init),
                ids: ids.compactMap(PCIID.init), guest: GuestName("fpga-dev")!, hostDriver: hostDriver)
 }
-
-extension EmulatedPCIBus {
-    var reader: PCISysfsReader { PCISysfsReader(layout: sysfs.layout, io: self) }
-}

@@ -1,5 +1,6 @@
 import Logging
 import PassthroughCore
+import PassthroughSysfs
 import SystemPackage
 
 /// Keeps a reflash from taking the host down: while engaged, the card's upstream port has SERR#

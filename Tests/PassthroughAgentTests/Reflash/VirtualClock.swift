@@ -1,3 +1,4 @@
+import PassthroughAgent
 import PassthroughSysfs
 import Synchronization
 

@@ -1,4 +1,5 @@
 import PassthroughCore
+import PassthroughSysfs
 import SystemPackage
 
 /// What one look at a function's vendor ID says about its link.

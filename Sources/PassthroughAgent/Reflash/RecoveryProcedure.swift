@@ -1,5 +1,6 @@
 import Logging
 import PassthroughCore
+import PassthroughSysfs
 import SystemPackage
 
 /// Brings a card back after it left the link (FPGA reflash): remove its functions, wait for the

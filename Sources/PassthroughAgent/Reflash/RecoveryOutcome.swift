@@ -1,4 +1,5 @@
 import PassthroughCore
+import PassthroughSysfs
 
 /// Where the recovery procedure stands; in a ``RecoveryOutcome`` it says how far it got.
 public struct RecoveryState: Hashable, Sendable, CustomStringConvertible {

@@ -1,4 +1,5 @@
 import PassthroughCore
+import PassthroughSysfs
 
 /// The periodic side of `link-watch`: probes one function every interval and reports when what
 /// the probe says changes (present → lost, lost → present, …), starting with the first result.

@@ -1,4 +1,5 @@
 import PassthroughCore
+import PassthroughSysfs
 
 /// What the recovery procedure works on: a card's slot and the bridge above it.
 ///

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import PassthroughCore
+import PassthroughSysfs
 import SystemPackage
 
 /// A failure of the guard's state directory, with its errno.

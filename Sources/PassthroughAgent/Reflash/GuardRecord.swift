@@ -1,4 +1,5 @@
 import PassthroughCore
+import PassthroughSysfs
 
 /// What the reflash guard found on an upstream port before clearing anything: the whole
 /// Command and Device Control registers, of which only the guarded bits are ever put back.

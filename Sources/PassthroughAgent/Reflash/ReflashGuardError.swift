@@ -1,4 +1,5 @@
 import PassthroughCore
+import PassthroughSysfs
 
 public enum ReflashGuardError: Error, Hashable, Sendable, CustomStringConvertible {
     case configSpace(ConfigSpaceError)

@@ -1,3 +1,4 @@
+import PassthroughAgent
 import PassthroughCore
 import PassthroughSysfs
 import PassthroughTestSupport

@@ -1,4 +1,5 @@
 import Logging
+import PassthroughAgent
 import PassthroughCore
 import PassthroughSysfs
 import PassthroughTestSupport

@@ -1,10 +1,9 @@
 import PassthroughCore
 import PassthroughSysfs
-import PassthroughTestSupport
 
 /// The Alveo host of ``alveoHost()`` with config spaces: root port 00:01.0 (type-1, PCIe
 /// capability after PM and MSI) above the card's two functions.
-func reflashHost(port: ConfigSpaceImage = .rootPort()) -> EmulatedPCIBus {
+public func reflashHost(port: ConfigSpaceImage = .rootPort()) -> EmulatedPCIBus {
     let sysfs = FakeSysfs()
     let bus = EmulatedPCIBus(sysfs)
     bus.loadDriver("pcieport")
@@ -16,17 +15,19 @@ func reflashHost(port: ConfigSpaceImage = .rootPort()) -> EmulatedPCIBus {
     return bus
 }
 
-func addCardFunction(_ sysfs: FakeSysfs, _ address: String, id: String, driver: String? = "xdma") {
+public func addCardFunction(_ sysfs: FakeSysfs, _ address: String, id: String, driver: String? = "xdma") {
     let pciID = PCIID(id)!
     sysfs.addFunction(address, id: id, driver: driver, iommuGroup: 5, below: "0000:00:01.0",
                       config: ConfigSpaceImage.endpoint(vendor: pciID.vendor, device: pciID.device).bytes)
 }
 
-let rootPort = PCIAddress("0000:00:01.0")!
-let cardFunction = PCIAddress("0000:01:00.0")!
+public let rootPort = PCIAddress("0000:00:01.0")!
+public let cardFunction = PCIAddress("0000:01:00.0")!
 
 extension EmulatedPCIBus {
-    func configSpace(_ address: PCIAddress) -> ConfigSpace {
+    public var reader: PCISysfsReader { PCISysfsReader(layout: sysfs.layout, io: self) }
+
+    public func configSpace(_ address: PCIAddress) -> ConfigSpace {
         ConfigSpace(address: address, layout: sysfs.layout, io: self)
     }
 }

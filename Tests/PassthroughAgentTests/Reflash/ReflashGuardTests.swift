@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import PassthroughAgent
 import PassthroughCore
 import PassthroughSysfs
 import PassthroughTestSupport
