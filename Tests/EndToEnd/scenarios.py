@@ -36,7 +36,7 @@ MID_VANISHED = {"5b329c87f0e74fd7aa5972e86a441a25",                          # c
                 "34f612af286d42afa749b52c63a45398",                          # cardLost
                 "c6b6c5e68c224cbba84baf4bda067ba5"}                          # recoveryGaveUp
 # Generous: TCG L1, nested TCG L2.
-T_ATTACH, T_L2_BOOT, T_L2_SEES, T_DETACH, T_READY = 150, 400, 120, 120, 120
+T_ATTACH, T_L2_BOOT, T_L2_SEES, T_DETACH, T_READY = 150, 900, 120, 120, 120
 # The reflash safety scenarios (12–16). The agent waits 20 s for a guest to release a card; the client
 # is given 120 s, the harness a little more before it calls an answer missing.
 T_REFLASH_CLIENT, T_REFLASH_ANSWER = 120, 150
