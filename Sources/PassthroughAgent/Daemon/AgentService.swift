@@ -48,7 +48,7 @@ public struct AgentService: Service {
             options: options, waitingFor: [.udev, .libvirt]
         )
         logger.notice("passthrough-agent starting: \(initialConfig.cards.count) card(s), libvirt \(initialConfig.libvirtURI)\(options.dryRun ? ", dry run" : "")")
-        if !options.dryRun { await supervisor.restoreLeftoverGuards() }
+        if !options.dryRun { await supervisor.restoreLeftovers() }
         let notifier = notifier
         let logger = logger
         let control = openControlSocket()
@@ -123,7 +123,7 @@ public struct AgentService: Service {
         await watcher.watch(address, every: interval) { result in
             // A function removed from sysfs is udev's news (remove event), not a dead link.
             guard case .lost(let why) = result, why != .removed else { return }
-            _ = try? await supervisor.reflash(card.name, .lost(reason: "link watch: \(address) \(why)"))
+            await supervisor.cardLost(card.name, reason: "link watch: \(address) \(why)")
         }
     }
 
@@ -161,7 +161,7 @@ public struct AgentService: Service {
             if await supervisor.heartbeat() {
                 Self.tell(notifier, logger) { try $0.watchdog() }
             } else {
-                logger.critical("a reconcile pass is stuck; not feeding the watchdog")
+                logger.critical("stuck: \(supervisor.stuckWork().joined(separator: "; ")); not feeding the watchdog")
             }
         }
     }

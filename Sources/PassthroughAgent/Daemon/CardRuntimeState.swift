@@ -21,17 +21,28 @@ public struct CardRuntimeState: Hashable, Sendable {
     public var lastAddresses: Set<PCIAddress> = []
     public var failures = 0
     public var retryAt: ContinuousClock.Instant?
-    /// Taken off the bus on purpose (`reflash --prepare`): its absence is expected.
-    public var held = false
     /// Where it was when last present; after a removal sysfs no longer says.
-    var location: ReflashCoordinator.Location?
+    public var site: ReflashSite?
+    /// Where it stands around a reflash (persisted while not `placed`).
+    public var reflash: ReflashStateMachine
 
-    public init() {}
+    public init(reflash: ReflashStateMachine = ReflashStateMachine()) {
+        self.reflash = reflash
+        self.site = reflash.state.site
+        self.lastAddresses = reflash.state.site?.functions ?? []
+    }
 
     public func summary(for card: CardConfig) -> String {
-        switch phase {
+        switch reflash.state {
+        case .takingOff: return "\(card.name): being taken off the bus for a reflash"
+        case .held: return "\(card.name): off the bus for a reflash"
+        case .bringingBack: return "\(card.name): being brought back after a reflash"
+        case .recovering: return "\(card.name): recovering (lost from the link)"
+        case .placed, .gaveUp: break
+        }
+        return switch phase {
         case .unknown: "\(card.name): starting"
-        case .absent: held ? "\(card.name): off the bus for a reflash" : "\(card.name): absent"
+        case .absent: "\(card.name): absent"
         case .ambiguous: "\(card.name): ambiguous, add an address"
         case .converged(.inGuest(let guest)): "\(card.name): attached to \(guest)"
         case .converged(.vfioIdle): "\(card.name): on vfio-pci, \(card.guest) not running"

@@ -38,11 +38,14 @@ public enum RecoveryFailure: Error, Hashable, Sendable, CustomStringConvertible 
     case removal(SysfsError)
     /// Secondary Bus Reset could not be pulsed on the upstream bridge.
     case reset(ConfigSpaceError)
+    /// Going on would touch what is not the card's, or what a guest still holds.
+    case refused(String)
 
     public var description: String {
         switch self {
         case .removal(let error): "removing the card's functions failed: \(error)"
         case .reset(let error): "secondary bus reset failed: \(error)"
+        case .refused(let why): why
         }
     }
 }
