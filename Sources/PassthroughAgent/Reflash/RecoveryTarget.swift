@@ -1,29 +1,44 @@
 import PassthroughCore
 import PassthroughSysfs
 
-/// What the recovery procedure works on: a card's slot and the bridge above it.
+/// What the recovery procedure works on: a card's own functions, their slot and the bridge above it.
 ///
-/// The upstream port must be known before the functions are removed: afterwards sysfs no
+/// The upstream port and the functions must be known before the functions are removed: afterwards sysfs no
 /// longer shows where they were (``PCISysfsReader/upstreamPort(of:)`` finds it beforehand).
 public struct RecoveryTarget: Hashable, Sendable {
     public var card: CardName
     public var slot: PCISlot
     public var upstreamPort: PCIAddress
+    /// The card's own functions, as last seen: the only ones removed. Anything else in the slot or below the
+    /// port is someone else's (see ``RecoveryProcedure/strangers(for:)``).
+    public var functions: Set<PCIAddress>
     public var reset: CardResetMethod
     public var timeout: Duration
 
-    public init(card: CardName, slot: PCISlot, upstreamPort: PCIAddress, reset: CardResetMethod = .none,
-                timeout: Duration = RecoveryTimeout.default) {
+    public init(card: CardName, slot: PCISlot, upstreamPort: PCIAddress, functions: Set<PCIAddress>,
+                reset: CardResetMethod = .none, timeout: Duration = RecoveryTimeout.default) {
         self.card = card
         self.slot = slot
         self.upstreamPort = upstreamPort
+        self.functions = functions
         self.reset = reset
         self.timeout = timeout
     }
 
     /// The card's own `reset` and `recovery-timeout`.
+    public init(card: CardConfig, slot: PCISlot, upstreamPort: PCIAddress, functions: Set<PCIAddress>) {
+        self.init(card: card.name, slot: slot, upstreamPort: upstreamPort, functions: functions, reset: card.reset,
+                  timeout: card.recoveryTimeout)
+    }
+
+    /// Every function number of the slot counts as the card's: the reach of the procedure before targets
+    /// carried functions, kept for callers that do not pass them yet. Prefer the form with `functions`.
     public init(card: CardConfig, slot: PCISlot, upstreamPort: PCIAddress) {
-        self.init(card: card.name, slot: slot, upstreamPort: upstreamPort, reset: card.reset, timeout: card.recoveryTimeout)
+        self.init(card: card, slot: slot, upstreamPort: upstreamPort, functions: Self.wholeSlot(slot))
+    }
+
+    static func wholeSlot(_ slot: PCISlot) -> Set<PCIAddress> {
+        Set((0...7).compactMap { slot.function($0) })
     }
 }
 
