@@ -43,7 +43,7 @@ public enum GuestState: Hashable, Sendable {
     /// True for every active state and for `.crashed`: libvirt only reports that state while it keeps the
     /// crashed QEMU (`on_crash=preserve`, for a dump), and that QEMU keeps the card. True as well for states
     /// this code cannot read (`.noState`, `.other`): unknown is hands off.
-    public var mayHoldDevices: Bool {
+    package var mayHoldDevices: Bool {
         switch self {
         case .running, .blocked, .paused, .shuttingDown, .pmSuspended, .crashed, .noState, .other: true
         case .absent, .shutOff: false

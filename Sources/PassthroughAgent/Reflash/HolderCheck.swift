@@ -20,25 +20,27 @@ package struct HolderCheck: Sendable {
         self.host = host
     }
 
-    /// Asks both witnesses; known holders win over what could not be read, since they are what the user can act on.
+    /// Asks libvirt, then `/proc`. Known holders win over what could not be read, since they are what the user
+    /// can act on. Guests holding the functions are the whole answer: their own QEMUs have the VFIO files open
+    /// too, and naming those again as bare processes would only blur the advice; anything else that holds
+    /// the functions is named once the guests have let go.
     package func holders(of functions: Set<PCIAddress>) async -> HolderVerdict {
         guard !functions.isEmpty else { return .free }
-        var holders: [Holder] = []
         var unknowns: [String] = []
         do {
-            let guests = try await hypervisor.guestsHolding(functions)
-            for (guest, held) in guests.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            var guests: [Holder] = []
+            for (guest, held) in try await hypervisor.guestsHolding(functions).sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
                 // Only for the advice: a guest whose state cannot be read is still a holder.
                 let state = try? await hypervisor.guestState(guest)
-                holders.append(.guest(guest, state: state, functions: held))
+                guests.append(.guest(guest, state: state, functions: held))
             }
+            if !guests.isEmpty { return .held(guests) }
         } catch {
             unknowns.append("libvirt cannot tell which guests hold \(Holder.list(functions.sorted())) (\(error))")
         }
         let scan = VFIOHolderScan(host: host).scan(functions)
-        holders += scan.holders
+        if !scan.holders.isEmpty { return .held(scan.holders) }
         unknowns += scan.unknowns
-        if !holders.isEmpty { return .held(holders) }
         if !unknowns.isEmpty { return .unknown(unknowns.joined(separator: "; ")) }
         return .free
     }

@@ -53,7 +53,7 @@ public struct RecoveryProcedure: Sendable {
     }
 
     /// The first half of a planned reflash (`reflash --prepare`): the card's functions leave the bus.
-    public func remove(_ target: RecoveryTarget) async throws(SysfsError) {
+    package func remove(_ target: RecoveryTarget) async throws(SysfsError) {
         try await removeFunctions(target.functions)
     }
 
@@ -66,7 +66,7 @@ public struct RecoveryProcedure: Sendable {
     /// recovery must not start while there are any: a function left alone in the slot is cut off with the
     /// card's link, and a Secondary Bus Reset resets everything below the port. An unreadable port is an error,
     /// not an empty answer.
-    public func strangers(for target: RecoveryTarget) throws(SysfsError) -> [PCIAddress] {
+    package func strangers(for target: RecoveryTarget) throws(SysfsError) -> [PCIAddress] {
         let present = Set(try addresses(in: target.slot)).union(try functionsBelow(target.upstreamPort))
         return present.subtracting(target.functions).sorted()
     }

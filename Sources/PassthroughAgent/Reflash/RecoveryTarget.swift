@@ -26,7 +26,7 @@ public struct RecoveryTarget: Hashable, Sendable {
     }
 
     /// The card's own `reset` and `recovery-timeout`.
-    public init(card: CardConfig, slot: PCISlot, upstreamPort: PCIAddress, functions: Set<PCIAddress>) {
+    package init(card: CardConfig, slot: PCISlot, upstreamPort: PCIAddress, functions: Set<PCIAddress>) {
         self.init(card: card.name, slot: slot, upstreamPort: upstreamPort, functions: functions, reset: card.reset,
                   timeout: card.recoveryTimeout)
     }

@@ -164,6 +164,26 @@ struct HolderCheckTests {
         #expect(heldBy(await host.check.holders(of: card)) == [.guest(GuestName("fpga-dev")!, state: .paused, functions: [f0])])
     }
 
+    @Test("a guest's own QEMU has the group open too: the guest is named, not its process again")
+    func guestNotNamedTwice() async {
+        let host = Host()
+        await host.hypervisor.define("fpga-dev", state: .running)
+        await host.hypervisor.hold(f0, in: "fpga-dev")
+        await host.hypervisor.hold(f1, in: "fpga-dev")
+        host.bus.sysfs.addProcess(4242, command: "qemu-system-x86", openFiles: ["/dev/null"])
+        let verdict = await host.check.holders(of: card)
+        #expect(heldBy(verdict) == [.guest(GuestName("fpga-dev")!, state: .running, functions: [f0, f1])])
+        #expect(!verdict.description.contains("pid"))
+    }
+
+    @Test("libvirt unreachable but a process holds the group: held by that process, which the user can act on")
+    func processWhileLibvirtIsAway() async {
+        let host = Host()
+        await host.hypervisor.setReachable(false)
+        host.bus.sysfs.addProcess(4242, command: "qemu-system-x86", openFiles: ["/dev/null"])
+        #expect(heldBy(await host.check.holders(of: card)).count == 1)
+    }
+
     @Test("a process that exits during the scan holds nothing and is no error")
     func processGone() async {
         let host = Host()
