@@ -2,7 +2,10 @@
 public enum GuestActivity: Hashable, Sendable, CustomStringConvertible {
     /// Running or paused: it holds its devices.
     case active
-    /// Shut off, crashed, or not defined: it holds nothing.
+    /// Crashed, with its QEMU kept (`on_crash=preserve`): it still holds its devices, but takes no live attach
+    /// or detach. Taking the card back now would leave the kernel waiting for that QEMU, holding PCI-wide locks.
+    case crashed
+    /// Shut off or not defined: it holds nothing.
     case inactive
     /// libvirt cannot be asked right now: no decision about the guest side can be made.
     case unknown
@@ -10,6 +13,7 @@ public enum GuestActivity: Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .active: "running"
+        case .crashed: "crashed"
         case .inactive: "not running"
         case .unknown: "unknown"
         }
@@ -42,10 +46,13 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
     case host(HostDriverPolicy)
     /// Leave it as it is: the guest's state is unknown.
     case unchanged
+    /// Leave it as it is: the guest crashed and its kept QEMU still holds the card until it is destroyed.
+    case heldByCrashedGuest(GuestName)
 
     public init(card: CardConfig, guest: GuestActivity) {
         switch (guest, card.whenGuestStops) {
         case (.active, _): self = .inGuest(card.guest)
+        case (.crashed, _): self = .heldByCrashedGuest(card.guest)
         case (.inactive, .keep): self = .vfioIdle
         case (.inactive, .host): self = .host(card.hostDriver)
         case (.unknown, _): self = .unchanged
@@ -58,6 +65,8 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
         case .vfioIdle: "on vfio-pci, idle"
         case .host(let policy): "on the host (\(policy))"
         case .unchanged: "unchanged"
+        case .heldByCrashedGuest(let guest):
+            "left where it is: \(guest) crashed and its QEMU still holds the card (`virsh destroy \(guest)` releases it)"
         }
     }
 }
@@ -114,7 +123,7 @@ public enum Reconciler {
         let name = card.name
         var steps: [PlanStep] = []
         switch Placement(card: card, guest: observed.guest) {
-        case .unchanged:
+        case .unchanged, .heldByCrashedGuest:
             return []
         case .inGuest(let guest):
             let offVFIO = functions.filter { $0.driver != .vfioPCI }

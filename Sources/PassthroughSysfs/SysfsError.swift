@@ -3,7 +3,7 @@ import SystemPackage
 /// A sysfs read or write that the kernel refused, with the errno it gave.
 public struct SysfsError: Error, Hashable, Sendable, CustomStringConvertible {
     public enum Operation: String, Hashable, Sendable {
-        case read, write, readLink = "read link", list
+        case read, write, readLink = "read link", list, stat
     }
 
     public var operation: Operation

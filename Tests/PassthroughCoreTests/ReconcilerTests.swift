@@ -79,6 +79,22 @@ struct ReconcilerTests {
         #expect(plan([fn("0000:01:00.0", "vfio-pci")], guest: .unknown).isEmpty)
     }
 
+    @Test("guest crashed, its QEMU kept (on_crash=preserve): no attach, no unbind, whatever the policy and driver",
+          arguments: [GuestStopPolicy.host, .keep], ["vfio-pci", "xdma", nil] as [String?])
+    func crashedGuest(stops: GuestStopPolicy, driver: String?) {
+        var card = u200
+        card.whenGuestStops = stops
+        #expect(plan(card, [fn("0000:01:00.0", driver)], guest: .crashed).isEmpty)
+    }
+
+    @Test("a crashed guest's card is left where it is, and the placement says why and what releases it")
+    func crashedPlacement() {
+        let placement = Placement(card: u200, guest: .crashed)
+        #expect(placement == .heldByCrashedGuest(GuestName("fpga-dev")!))
+        #expect(placement.description.contains("fpga-dev crashed and its QEMU still holds the card"))
+        #expect(placement.description.contains("virsh destroy fpga-dev"))
+    }
+
     @Test("the same observation always gives the same plan (level-triggered)")
     func deterministic() {
         let devices = [fn("0000:01:00.1", "xdma", id: "10ee:9038"), fn("0000:01:00.0", "xdma")]

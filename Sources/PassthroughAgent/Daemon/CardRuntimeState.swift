@@ -48,6 +48,7 @@ public struct CardRuntimeState: Hashable, Sendable {
         case .converged(.vfioIdle): "\(card.name): on vfio-pci, \(card.guest) not running"
         case .converged(.host): "\(card.name): on the host"
         case .converged(.unchanged): "\(card.name): waiting for libvirt"
+        case .converged(.heldByCrashedGuest(let guest)): "\(card.name): left where it is, \(guest) crashed and still holds it"
         case .pending(let steps): "\(card.name): \(steps) step(s) pending"
         case .retrying(let attempt, _): "\(card.name): retrying (attempt \(attempt))"
         }

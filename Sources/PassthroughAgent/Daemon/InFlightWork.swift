@@ -71,6 +71,12 @@ struct TrackedHypervisor: Hypervisor {
         try await base.attach(address, to: guest)
     }
 
+    func guestsHolding(_ functions: Set<PCIAddress>) async throws -> [GuestName: [PCIAddress]] {
+        let token = work.begin("libvirt: live XML of every running domain")
+        defer { work.end(token) }
+        return try await base.guestsHolding(functions)
+    }
+
     func detach(_ address: PCIAddress, from guest: GuestName) async throws {
         let token = work.begin("libvirt: detach \(address) from \(guest)")
         defer { work.end(token) }

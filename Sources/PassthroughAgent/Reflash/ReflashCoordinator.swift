@@ -85,7 +85,7 @@ struct ReflashCoordinator: Sendable {
             throw .init(.failed, "\(card.name): cancelled before anything was removed")
         }
         do {
-            try await procedure.remove(site.slot)
+            try await procedure.remove(target(card, site))
         } catch {
             release(engaged, of: card.name)
             throw .init(.failed, "\(card.name): removing it from the bus failed (\(error))")
@@ -192,9 +192,18 @@ struct ReflashCoordinator: Sendable {
         }
     }
 
-    /// Functions in the card's slot that are not the card's: removing the slot would take them too.
+    /// Why the card cannot be taken off alone: functions in its slot or on its port's secondary bus
+    /// that are not the card's (cut off with its link, or reset with it), or a bus that cannot be read.
     private func strangers(_ card: CardConfig, at site: ReflashSite) -> String? {
-        nil
+        do {
+            let strangers = try procedure.strangers(for: target(card, site))
+            guard !strangers.isEmpty else { return nil }
+            return "\(card.name) shares \(site.slot) or the bus below \(site.upstreamPort) with "
+                + "\(strangers.map(\.description).joined(separator: ", ")), which no card claims as its own; "
+                + "nothing was removed (give the card an address that covers every function it has)"
+        } catch {
+            return "cannot tell what else is below \(site.upstreamPort) (\(error)); nothing was removed"
+        }
     }
 
     /// Puts the port back; a failure is logged with the values to write by hand.
@@ -214,6 +223,6 @@ struct ReflashCoordinator: Sendable {
     }
 
     private func target(_ card: CardConfig, _ site: ReflashSite) -> RecoveryTarget {
-        RecoveryTarget(card: card, slot: site.slot, upstreamPort: site.upstreamPort)
+        RecoveryTarget(card: card, slot: site.slot, upstreamPort: site.upstreamPort, functions: site.functions)
     }
 }
