@@ -96,4 +96,20 @@ struct StatusAndCheckTests {
         #expect(item.status == .problem)
         #expect(item.fix?.contains("/nonexistent/passthrough.toml") == true)
     }
+
+    @Test("kernel lockdown is a problem only for cards whose reflash writes config space")
+    func lockdown() throws {
+        let bus = readyHost()
+        let guarded = try ConfigLoader.parse(exampleConfig + "\nreflash-guard = true\n", path: "config.toml")
+        let plain = try ConfigLoader.parse(exampleConfig, path: "config.toml")
+        // No securityfs: nothing said.
+        #expect(!ReadinessCheck.run(host: bus.host, config: .success(guarded)).items.contains { $0.name == "lockdown" })
+        bus.sysfs.writeFileCreatingDirectories("kernel/security/lockdown", "none [integrity] confidentiality\n")
+        let item = try #require(ReadinessCheck.run(host: bus.host, config: .success(guarded)).items.first { $0.name == "lockdown" })
+        #expect(item.status == .problem)
+        #expect(item.detail.contains("integrity") && item.detail.contains("nic"))
+        #expect(!ReadinessCheck.run(host: bus.host, config: .success(plain)).items.contains { $0.name == "lockdown" })
+        bus.sysfs.writeFile("kernel/security/lockdown", "[none] integrity confidentiality\n")
+        #expect(ReadinessCheck.run(host: bus.host, config: .success(guarded)).items.first { $0.name == "lockdown" }?.status == .ok)
+    }
 }

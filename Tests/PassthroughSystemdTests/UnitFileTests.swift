@@ -35,6 +35,8 @@ struct UnitFileTests {
         #expect(service["RestartPreventExitStatus"] == "78")
         #expect(service["RuntimeDirectory"] == "passthrough-agent")
         #expect(service["RuntimeDirectoryMode"] == "0700")
+        // A reflash in progress (card held, port masked) survives `systemctl stop` as well as a restart.
+        #expect(service["RuntimeDirectoryPreserve"] == "yes")
         #expect(service["ConfigurationDirectory"] == "passthrough-agent")
         #expect(service["CapabilityBoundingSet"]?.split(separator: " ").contains("CAP_SYS_ADMIN") == true)
         #expect(Set(service["RestrictAddressFamilies"]?.split(separator: " ") ?? []) == ["AF_UNIX", "AF_NETLINK"])
