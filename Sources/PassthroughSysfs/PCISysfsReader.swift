@@ -12,12 +12,18 @@ public struct PCISysfsReader: Sendable {
     }
 
     /// Every PCI function on the bus. Entries that are not PCI addresses are skipped: they are
-    /// not ours to interpret, and must never become paths.
+    /// not ours to interpret, and must never become paths. A function removed while it is being read
+    /// (any of its files ENOENT or ENODEV) is gone, not an error: one hotplug anywhere on the host must
+    /// not fail every card's pass.
     public func allFunctions() throws(SysfsError) -> [PCIDeviceSnapshot] {
         var snapshots: [PCIDeviceSnapshot] = []
         for name in try io.list(layout.pciDevices) {
             guard let address = PCIAddress(name) else { continue }
-            if let snapshot = try snapshot(of: address) { snapshots.append(snapshot) }
+            do {
+                if let snapshot = try snapshot(of: address) { snapshots.append(snapshot) }
+            } catch where error.isGone {
+                continue
+            }
         }
         return snapshots
     }

@@ -21,6 +21,10 @@ public struct SysfsError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public var isNotFound: Bool { errno == .noSuchFileOrDirectory }
 
+    /// The object is no longer there: its file vanished (ENOENT), or the device was removed under an
+    /// open file (ENODEV).
+    public var isGone: Bool { errno == .noSuchFileOrDirectory || errno == .operationNotSupportedByDevice }  // ENODEV
+
     public var description: String {
         let what = value.map { "write \"\($0)\" to" } ?? operation.rawValue
         return "cannot \(what) \(path): \(errno.description) (errno \(errno.rawValue))"

@@ -1,6 +1,7 @@
 import PassthroughCore
 import PassthroughSysfs
 import PassthroughTestSupport
+import SystemPackage
 import Testing
 
 @Suite("Reading PCI functions from sysfs")
@@ -19,6 +20,21 @@ struct PCISysfsReaderTests {
         #expect(snapshot.groupPeers.first?.driver == DriverName("xdma"))
         #expect(snapshot.upstreamPort == PCIAddress("0000:00:01.0"))
         #expect(!snapshot.isBridge)
+    }
+
+    @Test("a function removed mid-scan (ENOENT or ENODEV on one of its files) is gone, not a failed scan")
+    func vanishesMidScan() throws {
+        for errno in [Errno.noSuchFileOrDirectory, .operationNotSupportedByDevice] {
+            let bus = alveoHost()
+            bus.failReads(of: "bus/pci/devices/0000:03:00.0/driver_override", with: errno)
+            let functions = try bus.reader.allFunctions().map(\.address.description)
+            #expect(!functions.contains("0000:03:00.0"), "\(errno)")
+            #expect(functions.contains("0000:01:00.0") && functions.contains("0000:01:00.1"), "\(errno)")
+        }
+        // Any other error still fails the scan: it says nothing about the device being gone.
+        let bus = alveoHost()
+        bus.failReads(of: "bus/pci/devices/0000:03:00.0/driver_override", with: .permissionDenied)
+        #expect(throws: SysfsError.self) { try bus.reader.allFunctions() }
     }
 
     @Test("an absent function is nil, not an error")

@@ -126,7 +126,9 @@ public actor CardSupervisor {
         self.hypervisor = TrackedHypervisor(base: hypervisor, work: work)
         self.pendingSources = sources
         // Without the thread (the process is out of them) moves run inline: slower to shut down, still correct.
-        self.hostWorker = options.dryRun ? nil : try? WorkerThread(name: "pa-sysfs")
+        // A dry run has it too: its bus scans read every device's driver_override, which waits for that
+        // device's lock (a device mid-probe anywhere on the host).
+        self.hostWorker = try? WorkerThread(name: "pa-sysfs")
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         for card in config.cards {
             states[card.name] = CardRuntimeState(reflash: Self.resumedReflash(of: card.name, from: options.reflashStore, logger: logger))
@@ -160,7 +162,7 @@ public actor CardSupervisor {
 
     /// The cards a uevent may concern: the function is claimed by a card, or was last seen as one
     /// of a card's functions (a `remove` carries an address but no ID).
-    public func handle(_ event: UdevMonitorEvent) {
+    public func handle(_ event: UdevMonitorEvent) async {
         switch event {
         case .device(let device):
             let concerned = config.cards.filter { card in
@@ -173,7 +175,7 @@ public actor CardSupervisor {
                     logger.warning("AER \(aer) on \(device.address)", metadata: [
                         LogMetadataKey.pciSlot: "\(device.address)", "DEVICE_ONLINE": "\(device.deviceOnline.map { $0 ? "1" : "0" } ?? "-")",
                     ])
-                    for card in concerned { handleAER(aer, online: device.deviceOnline, on: device.address, card: card.name) }
+                    for card in concerned { await handleAER(aer, online: device.deviceOnline, on: device.address, card: card.name) }
                 }
                 markDirty(concerned.map(\.name))
             }
@@ -220,8 +222,12 @@ public actor CardSupervisor {
             forgetReflash(of: card)
         }
         config = newConfig
-        states = states.filter { name, _ in newConfig.cards.contains { $0.name == name } }
+        let names = Set(newConfig.cards.map(\.name))
+        states = states.filter { names.contains($0.key) }
+        dirty.formIntersection(names)
         for card in newConfig.cards where states[card.name] == nil { states[card.name] = CardRuntimeState() }
+        // The new configuration may be the fix for what kept failing: every card is due now.
+        for name in names { states[name]?.retryAt = nil }
         markAllDirty()
     }
 
@@ -267,12 +273,19 @@ public actor CardSupervisor {
 
     private func passOverDirtyCards() async {
         // A card being taken off, brought back or recovered is the reflash path's, not the loop's; the
-        // reflash marks it dirty again when it is done.
-        let batch = config.cards.filter { dirty.contains($0.name) && states[$0.name]?.reflash.state.excludesReconcile != true }
+        // reflash marks it dirty again when it is done. A card in backoff is due at its retry time and
+        // never earlier, whatever events say: its own failed move makes bind/unbind uevents, and
+        // answering those at once would flap the host driver several times a second.
+        let now = ContinuousClock.now
+        let batch = config.cards.filter { card in
+            guard dirty.contains(card.name), let state = states[card.name] else { return false }
+            return !state.reflash.state.excludesReconcile && (state.retryAt.map { $0 <= now } ?? true)
+        }
         dirty.removeAll()
+        guard !batch.isEmpty else { return }
         let devices: [PCIDeviceSnapshot]
         do {
-            devices = try host.reader.allFunctions()
+            devices = try await scanBus()
         } catch {
             logger.error("cannot read the PCI bus: \(error)")
             for card in batch { recordFailure(card, "cannot read the PCI bus: \(error)") }
@@ -337,7 +350,7 @@ public actor CardSupervisor {
             }
             if round < 2 {
                 do {
-                    devices = try host.reader.allFunctions()
+                    devices = try await scanBus()
                 } catch {
                     recordFailure(card, "cannot read the PCI bus: \(error)")
                     return
@@ -347,11 +360,20 @@ public actor CardSupervisor {
         recordFailure(card, "did not converge after three plans")
     }
 
+    /// Every function on the bus, read on the worker: reading a device's `driver_override` waits for
+    /// its lock, and one device mid-probe or mid-remove anywhere on the host must not freeze the loop,
+    /// the watchdog and the control socket with it.
+    func scanBus() async throws(SysfsError) -> [PCIDeviceSnapshot] {
+        let reader = host.reader
+        return try await blocking.run { () throws(SysfsError) in try reader.allFunctions() }
+    }
+
     /// Appeared, vanished, ID changed: said once, when it happens, not on every pass.
     func noteChanges(_ observed: ObservedCard) {
         let card = observed.card
         let notify = Notify(logger: logger)
-        var state = states[card.name] ?? CardRuntimeState()
+        // A card dropped by a reload while its pass was in flight is not brought back to life.
+        guard var state = states[card.name] else { return }
         switch observed.resolution.outcome {
         case .present(let functions):
             let ids = Array(Set(functions.map(\.id))).sorted()
@@ -414,7 +436,7 @@ public actor CardSupervisor {
     }
 
     private func recordFailure(_ card: CardConfig, _ message: String, step: PlanStep? = nil) {
-        var state = states[card.name] ?? CardRuntimeState()
+        guard var state = states[card.name] else { return }
         state.failures += 1
         let delay = options.backoff.delay(afterFailures: state.failures)
         state.retryAt = .now + delay

@@ -35,7 +35,7 @@ extension CardSupervisor {
     }
 
     private func prepare(_ card: CardConfig) async throws -> String {
-        let sighting = try look(at: card)
+        let sighting = try await look(at: card)
         switch transition(card.name, { $0.prepare(sighting, dryRun: options.dryRun) }) {
         case .refuse(let refusal):
             throw refused(refusal, card, doing: "take it off the bus")
@@ -64,7 +64,7 @@ extension CardSupervisor {
 
     private func finish(_ card: CardConfig) async throws -> String {
         let wasHeld = if case .held = states[card.name]?.reflash.state { true } else { false }
-        let sighting = try look(at: card)
+        let sighting = try await look(at: card)
         switch transition(card.name, { $0.finish(sighting, dryRun: options.dryRun) }) {
         case .refuse(.inUse) where wasHeld:
             return "\(card.name) came back by itself; it is being rebound and re-attached"
@@ -107,9 +107,9 @@ extension CardSupervisor {
 
     /// The card fell off the link (AER, link watch): recover it on a task of its own. One recovery per
     /// loss: a loss reported while a recovery or a reflash is under way is the same loss.
-    public func cardLost(_ name: CardName, reason: String) {
+    public func cardLost(_ name: CardName, reason: String) async {
         guard let card = config.cards.first(where: { $0.name == name }) else { return }
-        let sighting = (try? look(at: card)) ?? .init(present: nil, last: states[name]?.site)
+        let sighting = (try? await look(at: card)) ?? .init(present: nil, last: states[name]?.site)
         switch transition(name, { $0.lost(sighting, dryRun: options.dryRun) }) {
         case .ignore(let why):
             logger.notice("\(name) lost (\(reason)); not recovering: \(why)", metadata: .card(card))
@@ -125,7 +125,7 @@ extension CardSupervisor {
     /// write a synthetic `change` into `uevent`). BEGIN_RECOVERY with the device offline may still end
     /// well: look at the link after a grace period, unless a recovery has started meanwhile (its own
     /// removal is not a new loss).
-    func handleAER(_ event: AERErrorEvent, online: Bool?, on address: PCIAddress, card: CardName) {
+    func handleAER(_ event: AERErrorEvent, online: Bool?, on address: PCIAddress, card: CardName) async {
         let probe = LinkProbe(layout: host.sysfs, io: host.io)
         switch event {
         case .failedRecovery:
@@ -134,7 +134,7 @@ extension CardSupervisor {
                 logger.warning(Logger.Message(stringLiteral: "AER FAILED_RECOVERY on \(address), but the link answers; not recovering "
                     + "(a synthetic uevent, or the kernel recovered it after all)"), metadata: [LogMetadataKey.card: "\(card)"])
             case .lost, .inconclusive:
-                cardLost(card, reason: "AER recovery failed on \(address)")
+                await cardLost(card, reason: "AER recovery failed on \(address)")
             }
         case .beginRecovery where online == false:
             guard let generation = states[card]?.reflash.generation else { return }
@@ -149,11 +149,11 @@ extension CardSupervisor {
         }
     }
 
-    private func graceProbeFired(_ card: CardName, generation: Int, address: PCIAddress, probe: LinkProbe) {
+    private func graceProbeFired(_ card: CardName, generation: Int, address: PCIAddress, probe: LinkProbe) async {
         graceProbes[card] = nil
         guard states[card]?.reflash.isCurrent(generation) == true else { return }
         if case .lost(let why) = probe.probe(address), why != .removed {
-            cardLost(card, reason: "AER on \(address), then the link stayed down (\(why))")
+            await cardLost(card, reason: "AER on \(address), then the link stayed down (\(why))")
         }
     }
 
@@ -315,10 +315,10 @@ extension CardSupervisor {
 
     /// Where the card is now (on the bus, and where it was last), read from sysfs. Unreadable is
     /// not "absent": the request is refused.
-    private func look(at card: CardConfig) throws(ReflashRefused) -> ReflashStateMachine.Sighting {
+    private func look(at card: CardConfig) async throws(ReflashRefused) -> ReflashStateMachine.Sighting {
         let devices: [PCIDeviceSnapshot]
         do {
-            devices = try host.reader.allFunctions()
+            devices = try await scanBus()
         } catch {
             throw ReflashRefused(.unsafe, "cannot read the PCI bus (\(error)); nothing was changed")
         }

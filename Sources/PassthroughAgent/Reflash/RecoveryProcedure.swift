@@ -120,8 +120,11 @@ public struct RecoveryProcedure: Sendable {
                     state.rescans += 1
                     do throws(SysfsError) {
                         let port = target.upstreamPort
-                        try await blocking.run { () throws(SysfsError) in try rescan(below: port) }
-                        let functions = try presentFunctions(of: target.slot).filter { !othersInSlot.contains($0.address) }
+                        // Reading a function's driver_override takes its device lock: off the executor, too.
+                        let functions = try await blocking.run { () throws(SysfsError) in
+                            try rescan(below: port)
+                            return try presentFunctions(of: target.slot)
+                        }.filter { !othersInSlot.contains($0.address) }
                         if !functions.isEmpty {
                             logger.notice("recovery: the card is back", metadata: metadata.merging([
                                 "functions": "\(functions.map { "\($0.address)=\($0.id)" })",
