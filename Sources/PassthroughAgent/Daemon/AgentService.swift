@@ -70,7 +70,7 @@ public struct AgentService: Service {
                     }
                 }
             }
-            if let interval = try? SystemdNotifier().watchdogInterval {
+            if let interval = try? notifier.watchdogInterval {
                 group.addTask { await feedWatchdog(every: interval, supervisor: supervisor) }
             }
             group.addTask { await reloadOnHangup(supervisor) }
@@ -82,14 +82,6 @@ public struct AgentService: Service {
                         logger.error("control socket stopped: \(error)")
                     }
                 }
-            }
-            for card in initialConfig.cards {
-                guard let interval = card.linkWatch.interval else { continue }
-                guard let address = card.address.map(Self.firstFunction) else {
-                    logger.warning("\(card.name): link-watch needs an address; not watching")
-                    continue
-                }
-                group.addTask { await watchLink(of: card, at: address, every: interval, supervisor: supervisor) }
             }
 
             try? await gracefulShutdown()
@@ -107,23 +99,6 @@ public struct AgentService: Service {
         } catch {
             logger.warning("no control socket at \(controlSocket): \(error); reflash and live status are unavailable")
             return nil
-        }
-    }
-
-    static func firstFunction(_ selector: PCIAddressSelector) -> PCIAddress {
-        switch selector {
-        case .function(let address): address
-        case .slot(let slot): slot.function(0)!
-        }
-    }
-
-    /// The third kind of host (no hotplug, no AER): the card stays in sysfs but reads all-ones.
-    private func watchLink(of card: CardConfig, at address: PCIAddress, every interval: Duration, supervisor: CardSupervisor) async {
-        let watcher = LinkWatcher(probe: LinkProbe(layout: host.sysfs, io: host.io))
-        await watcher.watch(address, every: interval) { result in
-            // A function removed from sysfs is udev's news (remove event), not a dead link.
-            guard case .lost(let why) = result, why != .removed else { return }
-            await supervisor.cardLost(card.name, reason: "link watch: \(address) \(why)")
         }
     }
 

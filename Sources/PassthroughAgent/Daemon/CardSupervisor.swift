@@ -110,8 +110,10 @@ public actor CardSupervisor {
     var recoveries: [CardName: Task<Void, Never>] = [:]
     /// AER BEGIN_RECOVERY grace probes waiting to look at the link.
     var graceProbes: [CardName: Task<Void, Never>] = [:]
+    /// `link-watch` probes, one per card that has one; restarted by a reload.
+    var linkWatches: [CardName: (interval: Duration, task: Task<Void, Never>)] = [:]
     /// Persisted recoveries a previous process left, resumed once the sources have spoken.
-    private var resumePending = true
+    var resumePending = true
 
     public init(
         config: AgentConfig, host: HostEnvironment, hypervisor: any Hypervisor, logger: Logger,
@@ -228,6 +230,7 @@ public actor CardSupervisor {
         for card in newConfig.cards where states[card.name] == nil { states[card.name] = CardRuntimeState() }
         // The new configuration may be the fix for what kept failing: every card is due now.
         for name in names { states[name]?.retryAt = nil }
+        if linkWatchesStarted { startLinkWatches() }
         markAllDirty()
     }
 
@@ -242,6 +245,7 @@ public actor CardSupervisor {
             if pendingSources.isEmpty, resumePending {
                 resumePending = false
                 resumeRecoveries()
+                startLinkWatches()
             }
             if dirty.isEmpty || !pendingSources.isEmpty {
                 guard await iterator.next() != nil else { break }

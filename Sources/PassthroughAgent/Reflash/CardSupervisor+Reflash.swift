@@ -266,9 +266,45 @@ extension CardSupervisor {
         }
     }
 
-    /// At shutdown: grace probes end, recoveries stop at their next safe point and stay recorded, so
-    /// the next start resumes them.
+    // MARK: Link watch
+
+    /// Link watches start with the first look at the world (after the sources spoke), like recoveries.
+    var linkWatchesStarted: Bool { !resumePending }
+
+    /// The third kind of host (no hotplug, no AER): the card stays in sysfs but reads all-ones. Each
+    /// card with `link-watch` gets a probe of its own; a reload starts, stops or re-paces them.
+    func startLinkWatches() {
+        var wanted: [CardName: (Duration, PCIAddress)] = [:]
+        for card in config.cards {
+            guard let interval = card.linkWatch.interval, let selector = card.address else { continue }
+            let address = switch selector {
+            case .function(let address): address
+            case .slot(let slot): slot.function(0)!
+            }
+            wanted[card.name] = (interval, address)
+        }
+        for (name, watch) in linkWatches where wanted[name]?.0 != watch.interval {
+            watch.task.cancel()
+            linkWatches[name] = nil
+        }
+        let probe = LinkProbe(layout: host.sysfs, io: host.io)
+        for (name, (interval, address)) in wanted where linkWatches[name] == nil {
+            let task = Task { [weak self] in
+                await LinkWatcher(probe: probe).watch(address, every: interval) { result in
+                    // A function removed from sysfs is udev's news (a remove event), not a dead link.
+                    guard case .lost(let why) = result, why != .removed else { return }
+                    await self?.cardLost(name, reason: "link watch: \(address) \(why)")
+                }
+            }
+            linkWatches[name] = (interval, task)
+        }
+    }
+
+    /// At shutdown: link watches and grace probes end, recoveries stop at their next safe point and
+    /// stay recorded, so the next start resumes them.
     func stopReflashWork() async {
+        for watch in linkWatches.values { watch.task.cancel() }
+        linkWatches.removeAll()
         for probe in graceProbes.values { probe.cancel() }
         graceProbes.removeAll()
         let running = recoveries.values

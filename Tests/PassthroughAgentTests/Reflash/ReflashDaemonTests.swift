@@ -202,6 +202,30 @@ struct ReflashDaemonTests {
         try await waitUntil("re-attached") { await rig.hypervisor.liveHostdevs(of: "fpga-dev") == [ReflashRig.function] }
     }
 
+    @Test("link-watch follows a reload: turned on by SIGHUP, the next dead link is recovered")
+    func linkWatchReload() async throws {
+        let rig = try await ReflashRig()
+        defer { rig.loop.cancel() }
+        rig.bus.dropLink("0000:01:00")
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(rig.notifications(.cardLost).isEmpty)
+        rig.cardReturnsOnRescan(as: "10ee:903f")
+        let watched = try ConfigLoader.parse("""
+            [[card]]
+            name = "u200"
+            address = "0000:01:00"
+            ids = ["10ee:903f", "10ee:9038"]
+            guest = "fpga-dev"
+            recovery-timeout = "2s"
+            link-watch = "100ms"
+            """, path: "config.toml")
+        await rig.supervisor.reload(watched)
+        try await waitUntil("lost, recovered and re-attached") {
+            rig.notifications(.cardLost).count == 1 && rig.notifications(.cardAttached).count >= 2
+        }
+        #expect(rig.bus.sysfs.driver(of: "0000:01:00.0") == "vfio-pci")
+    }
+
     @Test("status over the control socket's handler: the daemon's live view of each card")
     func liveStatus() async throws {
         let rig = try await ReflashRig()
