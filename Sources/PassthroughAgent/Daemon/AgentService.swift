@@ -53,13 +53,25 @@ public struct AgentService: Service {
         let logger = logger
         let control = openControlSocket()
 
-        await withTaskGroup(of: Void.self) { group in
+        // Why the daemon must end on its own (systemd restarts it), or nothing on a graceful shutdown.
+        let (endings, end) = AsyncStream.makeStream(of: AgentServiceError.self, bufferingPolicy: .bufferingNewest(1))
+        let failure: AgentServiceError? = await withTaskGroup(of: Void.self) { group in
             group.addTask { await hypervisor.run() }
             group.addTask {
                 for await event in hypervisor.events { await supervisor.handle(event) }
             }
             group.addTask {
-                for await event in uevents { await supervisor.handle(event) }
+                for await event in uevents {
+                    await supervisor.handle(event)
+                    if case .failed(let error) = event { end.yield(.udevMonitorFailed("\(error)")) }
+                }
+                // A deaf agent would keep feeding the watchdog while it misses every reflash: better
+                // to exit and let systemd start a fresh monitor.
+                if !Task.isCancelled { end.yield(.udevMonitorFailed("its event stream ended")) }
+            }
+            group.addTask {
+                try? await gracefulShutdown()
+                end.finish()
             }
             group.addTask {
                 await supervisor.run { summary, isFirst in
@@ -84,12 +96,22 @@ public struct AgentService: Service {
                 }
             }
 
-            try? await gracefulShutdown()
-            logger.notice("stopping: finishing the step in flight")
+            var failure: AgentServiceError?
+            for await ending in endings {
+                failure = ending
+                break
+            }
+            if let failure {
+                logger.critical("\(failure); exiting so that systemd restarts the agent")
+            } else {
+                logger.notice("stopping: finishing the step in flight")
+            }
             Self.tell(notifier, logger) { try $0.stopping() }
             control?.shutdown()
             group.cancelAll()
+            return failure
         }
+        if let failure { throw failure }
     }
 
     private func openControlSocket() -> ControlServer? {
@@ -156,6 +178,17 @@ public struct AgentService: Service {
             _ = try message(notifier)
         } catch {
             logger.warning("sd_notify failed: \(error)")
+        }
+    }
+}
+
+/// Why `run` ends by itself: what a restart by systemd may cure.
+public enum AgentServiceError: Error, Hashable, Sendable, CustomStringConvertible {
+    case udevMonitorFailed(String)
+
+    public var description: String {
+        switch self {
+        case .udevMonitorFailed(let why): "the udev monitor stopped (\(why)): no uevent would reach the agent"
         }
     }
 }
