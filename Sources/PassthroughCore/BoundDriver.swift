@@ -37,10 +37,14 @@ public enum BoundDriver: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension StringProtocol {
-    /// Control characters shown as `\u{…}`, so a hostile name cannot forge log lines or terminal output.
+    /// Control, format (bidi overrides, zero-width) and separator characters shown as `\u{…}`, so a
+    /// hostile name can neither forge log lines nor reorder what a terminal shows.
     var escapedForMessages: String {
         unicodeScalars.map { scalar in
-            scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value) ? "\\u{\(String(scalar.value, radix: 16))}" : String(scalar)
+            switch scalar.properties.generalCategory {
+            case .control, .format, .lineSeparator, .paragraphSeparator: "\\u{\(String(scalar.value, radix: 16))}"
+            default: String(scalar)
+            }
         }.joined()
     }
 }
