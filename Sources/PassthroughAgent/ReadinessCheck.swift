@@ -149,13 +149,20 @@ public enum ReadinessCheck {
                              fix: "add address = \"\(slots[0])\" (or the slot you mean) to the card")
             case .present(let functions):
                 let where_ = functions.map(\.address.description).joined(separator: ", ")
+                if let reason = resolution.handsOff {
+                    let fix = switch reason {
+                    case .bridge: "give the card the address of the device behind the bridge (lspci -tv shows the tree)"
+                    case .unreadableDriver(let address, _): "see what holds it: readlink /sys/bus/pci/devices/\(address)/driver"
+                    }
+                    return .init(name: name, status: .problem, detail: "found at \(where_); \(reason)", fix: fix)
+                }
                 guard let group = functions.first?.iommuGroup else {
                     return .init(name: name, status: .problem, detail: "found at \(where_), but it has no IOMMU group",
                                  fix: "turn the IOMMU on (see the iommu check)")
                 }
                 let blocking = GroupInterlock.blockingPeers(of: functions)
                 if !blocking.isEmpty {
-                    let list = blocking.map { "\($0.address) (\($0.driver?.rawValue ?? "no driver"))" }.joined(separator: ", ")
+                    let list = blocking.map { "\($0.address) (\($0.driver))" }.joined(separator: ", ")
                     return .init(name: name, status: .problem,
                                  detail: "found at \(where_); IOMMU group \(group) also holds \(list), used by the host",
                                  fix: "move the card to a slot with its own IOMMU group (ls /sys/kernel/iommu_groups/*/devices), or hand those devices to the guest too")

@@ -14,7 +14,7 @@ struct CardObserver: Sendable {
         var guestProblem: String?
     }
 
-    func observe(_ card: CardConfig, devices: [PCIDeviceSnapshot]) async -> Observation {
+    func observe(_ card: CardConfig, devices: [PCIDeviceSnapshot], history: CardHistory = CardHistory()) async -> Observation {
         var guestProblem: String?
         var activity = GuestActivity.unknown
         var attached: Set<PCIAddress> = []
@@ -36,7 +36,7 @@ struct CardObserver: Sendable {
             guestProblem = "\(error)"
         }
         return Observation(
-            observed: ObservedCard(card: card, devices: devices, guest: activity, attached: attached),
+            observed: ObservedCard(card: card, devices: devices, guest: activity, attached: attached, history: history),
             guestProblem: guestProblem
         )
     }

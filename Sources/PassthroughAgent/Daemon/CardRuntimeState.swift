@@ -10,6 +10,8 @@ public struct CardRuntimeState: Hashable, Sendable {
         case absent
         case ambiguous
         case converged(Placement)
+        /// On the bus, and left exactly as it is whatever its guest does (a bridge, a driver that cannot be read).
+        case handsOff(CardResolution.HandsOff)
         case pending(steps: Int)
         case retrying(attempt: Int, lastError: String)
     }
@@ -23,6 +25,8 @@ public struct CardRuntimeState: Hashable, Sendable {
     public var retryAt: ContinuousClock.Instant?
     /// Where it was when last present; after a removal sysfs no longer says.
     public var site: ReflashSite?
+    /// Functions probed for their host driver since the card last appeared (see ``CardHistory``).
+    public var probedForHost: Set<PCIAddress> = []
     /// Where it stands around a reflash (persisted while not `placed`).
     public var reflash: ReflashStateMachine
 
@@ -30,6 +34,11 @@ public struct CardRuntimeState: Hashable, Sendable {
         self.reflash = reflash
         self.site = reflash.state.site
         self.lastAddresses = reflash.state.site?.functions ?? []
+    }
+
+    /// What the pure reconciler is told about the card's past.
+    public var history: CardHistory {
+        CardHistory(lastSlot: site?.slot ?? lastAddresses.min()?.slot, probedForHost: probedForHost)
     }
 
     public func summary(for card: CardConfig) -> String {
@@ -49,6 +58,7 @@ public struct CardRuntimeState: Hashable, Sendable {
         case .converged(.host): "\(card.name): on the host"
         case .converged(.unchanged): "\(card.name): waiting for libvirt"
         case .converged(.heldByCrashedGuest(let guest)): "\(card.name): left where it is, \(guest) crashed and still holds it"
+        case .handsOff(let reason): "\(card.name): left where it is, \(reason)"
         case .pending(let steps): "\(card.name): \(steps) step(s) pending"
         case .retrying(let attempt, _): "\(card.name): retrying (attempt \(attempt))"
         }

@@ -332,7 +332,7 @@ public actor CardSupervisor {
         var devices = initialDevices
         // A plan, its steps, and a second look to confirm; a third plan means something undoes us.
         for round in 0..<3 {
-            let observation = await observer.observe(card, devices: devices)
+            let observation = await observer.observe(card, devices: devices, history: states[card.name]?.history ?? CardHistory())
             noteChanges(observation.observed)
             let steps = Reconciler.plan(for: observation.observed)
             if steps.isEmpty {
@@ -347,6 +347,9 @@ public actor CardSupervisor {
             for step in steps {
                 do {
                     try await executor.run(step, card: card)
+                    if case .bindHost = step.action {
+                        states[card.name]?.probedForHost.formUnion(observation.observed.resolution.functions.map(\.address))
+                    }
                 } catch {
                     recordFailure(card, "\(step.actionName) failed: \(error)", step: step)
                     return
@@ -390,8 +393,9 @@ public actor CardSupervisor {
             case .absent, .unknown, .ambiguous:
                 notify(.cardAppeared, "\(card.name) appeared at \(slot) (\(ids.map(\.description).joined(separator: ", ")))",
                        card: card.name, fields)
+                state.probedForHost = []
             default:
-                break
+                state.probedForHost.formIntersection(functions.map(\.address))
             }
             if !state.lastIDs.isEmpty, state.lastIDs != ids {
                 notify(.cardIDChanged, "\(card.name): ID changed \(state.lastIDs.map(\.description).joined(separator: ",")) -> \(ids.map(\.description).joined(separator: ","))",
@@ -409,10 +413,13 @@ public actor CardSupervisor {
                 logger.warning("\(card.name) is not on the PCI bus", metadata: .card(card))
             } else {
                 let slot = state.lastAddresses.sorted().first.map { "\($0.slot)" } ?? "the bus"
-                notify(.cardVanished, "\(card.name) vanished from \(slot); waiting for it to return",
+                let lookalikes = observed.resolution.lookalikes.isEmpty ? "" :
+                    " (\(observed.resolution.lookalikes.map(\.description).joined(separator: ", ")) shows the same IDs and is another card: not taken)"
+                notify(.cardVanished, "\(card.name) vanished from \(slot); waiting for it to return\(lookalikes)",
                        level: .warning, card: card.name, [LogMetadataKey.guest: "\(card.guest)", LogMetadataKey.pciSlot: "\(slot)"])
             }
             state.phase = .absent
+            state.probedForHost = []
         case .ambiguous(let slots):
             if state.phase != .ambiguous {
                 logger.error("\(card.name): its ids match \(slots.count) slots; give it an address", metadata: .card(card))
@@ -425,7 +432,12 @@ public actor CardSupervisor {
 
     private func settle(_ card: CardConfig, _ observation: CardObserver.Observation) {
         guard var state = states[card.name] else { return }
-        if observation.observed.resolution.isPresent {
+        if let reason = observation.observed.resolution.handsOff {
+            if state.phase != .handsOff(reason) {
+                logger.error("\(card.name): \(reason)", metadata: .card(card))
+            }
+            state.phase = .handsOff(reason)
+        } else if observation.observed.resolution.isPresent {
             state.phase = .converged(Placement(card: card, guest: observation.observed.guest))
         }
         if state.failures > 0 {

@@ -49,7 +49,8 @@ public enum PlanPreview {
             switch observation.observed.resolution.outcome {
             case .absent: notes.append("\(card.name): not on the PCI bus")
             case .ambiguous(let slots): notes.append("\(card.name): ids match \(slots.count) slots; give it an address")
-            case .present: break
+            case .present:
+                if let reason = observation.observed.resolution.handsOff { notes.append("\(card.name): \(reason)") }
             }
             steps += Reconciler.plan(for: observation.observed).map(Step.init)
         }

@@ -358,7 +358,8 @@ extension CardSupervisor {
         } catch {
             throw ReflashRefused(.unsafe, "cannot read the PCI bus (\(error)); nothing was changed")
         }
-        let observed = ObservedCard(card: card, devices: devices, guest: .unknown, attached: [])
+        let observed = ObservedCard(card: card, devices: devices, guest: .unknown, attached: [],
+                                    history: states[card.name]?.history ?? CardHistory())
         noteChanges(observed)
         let site = states[card.name]?.site
         return .init(present: observed.resolution.isPresent ? site : nil, last: site)
