@@ -7,6 +7,8 @@ public struct CardStatus: Encodable, Hashable, Sendable {
         public var address: String
         public var id: String
         public var driver: String?
+        /// What the `driver` link names when it is not a driver name (then `driver` is nil and the card is left alone).
+        public var driverUnreadable: String?
         public var driverOverride: String?
         public var iommuGroup: Int?
     }
@@ -14,10 +16,13 @@ public struct CardStatus: Encodable, Hashable, Sendable {
     public struct Peer: Encodable, Hashable, Sendable {
         public var address: String
         public var driver: String?
+        /// What the `driver` link names when it is not a driver name; such a peer blocks vfio-pci.
+        public var driverUnreadable: String?
 
-        public init(address: String, driver: String?) {
+        public init(address: String, driver: String?, driverUnreadable: String? = nil) {
             self.address = address
             self.driver = driver
+            self.driverUnreadable = driverUnreadable
         }
     }
 
@@ -46,22 +51,24 @@ public struct CardStatus: Encodable, Hashable, Sendable {
         present = resolution.isPresent
         address = card.address?.description ?? functions.first.map { $0.address.slot.description }
         ids = Array(Set(functions.map(\.id.description))).sorted()
-        driver = functions.first?.driver?.rawValue
+        driver = functions.first?.driver.name?.rawValue
         iommuGroup = functions.first?.iommuGroup
         var peers: [PCIAddress: Peer] = [:]
         for function in functions {
             for peer in function.groupPeers where !own.contains(peer.address) {
-                peers[peer.address] = Peer(address: peer.address.description, driver: peer.driver?.rawValue)
+                peers[peer.address] = Peer(address: peer.address.description, driver: peer.driver.name?.rawValue,
+                                             driverUnreadable: peer.driver.unreadableText)
             }
         }
         groupPeers = peers.sorted { $0.key < $1.key }.map(\.value)
         self.functions = functions.map {
-            Function(address: $0.address.description, id: $0.id.description, driver: $0.driver?.rawValue,
-                     driverOverride: $0.driverOverride?.rawValue, iommuGroup: $0.iommuGroup)
+            Function(address: $0.address.description, id: $0.id.description, driver: $0.driver.name?.rawValue,
+                     driverUnreadable: $0.driver.unreadableText, driverOverride: $0.driverOverride?.rawValue,
+                     iommuGroup: $0.iommuGroup)
         }
         switch resolution.outcome {
         case .present:
-            problem = nil
+            problem = resolution.handsOff?.description
         case .absent:
             problem = "not on the PCI bus"
         case .ambiguous(let slots):
@@ -73,5 +80,13 @@ public struct CardStatus: Encodable, Hashable, Sendable {
     public static func all(config: AgentConfig, reader: PCISysfsReader) throws(SysfsError) -> [CardStatus] {
         let devices = try reader.allFunctions()
         return config.cards.map { CardStatus(resolution: CardResolution(card: $0, devices: devices)) }
+    }
+}
+
+extension BoundDriver {
+    /// The link's text, for a driver whose name cannot be read.
+    fileprivate var unreadableText: String? {
+        if case .unreadable(let text) = self { return text }
+        return nil
     }
 }

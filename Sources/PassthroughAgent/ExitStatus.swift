@@ -11,7 +11,7 @@ public enum ExitStatus {
     public static let ioError: Int32 = 74
     /// A libvirt call failed or libvirt is unreachable.
     public static let tempFail: Int32 = 75
-    /// Refused for safety: a device no card claims, or an IOMMU-group peer in use.
+    /// Refused for safety: a device no card claims, an IOMMU-group peer in use, a bridge, a driver that cannot be read.
     public static let refused: Int32 = 77
     /// The configuration is invalid; systemd must not restart us into the same mistake.
     public static let config: Int32 = 78

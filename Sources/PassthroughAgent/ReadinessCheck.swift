@@ -67,8 +67,27 @@ public enum ReadinessCheck {
                 items.append(.init(name: "config", status: .ok, detail: "valid, \(config.cards.count) card(s)", fix: nil))
             }
             items.append(contentsOf: cards(config, host: host))
+            if let lockdown = lockdown(config, host: host) { items.append(lockdown) }
         }
         return ReadinessReport(items: items)
+    }
+
+    /// Kernel lockdown (integrity or confidentiality) refuses every write to a device's `config`, so the
+    /// reflash guard and `reset = "secondary-bus"` cannot work: `reflash --prepare` would be refused.
+    /// Said only when a card needs those writes; a host without securityfs says nothing.
+    private static func lockdown(_ config: AgentConfig, host: HostEnvironment) -> ReadinessReport.Item? {
+        let writers = config.cards.filter { $0.reflashGuard || $0.reset == .secondaryBus }
+        guard !writers.isEmpty,
+              let text = try? host.io.read(host.sysfs.root.appending("kernel/security/lockdown")),
+              let mode = text.split(separator: " ").first(where: { $0.hasPrefix("[") && $0.hasSuffix("]") })?.dropFirst().dropLast()
+        else { return nil }
+        let names = writers.map(\.name.rawValue).joined(separator: ", ")
+        if mode == "none" {
+            return .init(name: "lockdown", status: .ok, detail: "none: PCI config writes allowed (reflash guard, bus reset of \(names))", fix: nil)
+        }
+        return .init(name: "lockdown", status: .problem,
+                     detail: "kernel lockdown is \(mode): PCI config writes are refused, so the reflash guard / secondary-bus reset of \(names) cannot work and `reflash --prepare` is refused",
+                     fix: "boot with lockdown=none (it follows Secure Boot on many distributions), or set reflash-guard = false and reset = \"none\" for \(names)")
     }
 
     private static func iommu(_ host: HostEnvironment) -> ReadinessReport.Item {
@@ -130,13 +149,20 @@ public enum ReadinessCheck {
                              fix: "add address = \"\(slots[0])\" (or the slot you mean) to the card")
             case .present(let functions):
                 let where_ = functions.map(\.address.description).joined(separator: ", ")
+                if let reason = resolution.handsOff {
+                    let fix = switch reason {
+                    case .bridge: "give the card the address of the device behind the bridge (lspci -tv shows the tree)"
+                    case .unreadableDriver(let address, _): "see what holds it: readlink /sys/bus/pci/devices/\(address)/driver"
+                    }
+                    return .init(name: name, status: .problem, detail: "found at \(where_); \(reason)", fix: fix)
+                }
                 guard let group = functions.first?.iommuGroup else {
                     return .init(name: name, status: .problem, detail: "found at \(where_), but it has no IOMMU group",
                                  fix: "turn the IOMMU on (see the iommu check)")
                 }
                 let blocking = GroupInterlock.blockingPeers(of: functions)
                 if !blocking.isEmpty {
-                    let list = blocking.map { "\($0.address) (\($0.driver?.rawValue ?? "no driver"))" }.joined(separator: ", ")
+                    let list = blocking.map { "\($0.address) (\($0.driver))" }.joined(separator: ", ")
                     return .init(name: name, status: .problem,
                                  detail: "found at \(where_); IOMMU group \(group) also holds \(list), used by the host",
                                  fix: "move the card to a slot with its own IOMMU group (ls /sys/kernel/iommu_groups/*/devices), or hand those devices to the guest too")

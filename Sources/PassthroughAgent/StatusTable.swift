@@ -14,14 +14,14 @@ public enum StatusTable {
                     function.address,
                     index == 0 ? "yes" : "",
                     function.id,
-                    function.driver ?? "(none)",
+                    function.driverUnreadable != nil ? "(unreadable)" : function.driver ?? "(none)",
                     function.iommuGroup.map(String.init) ?? "-",
                     index == 0 ? card.guest : "",
                 ])
             }
             var cardNotes: [String] = []
             if !card.groupPeers.isEmpty {
-                cardNotes.append("group peers: " + card.groupPeers.map { "\($0.address) (\($0.driver ?? "no driver"))" }.joined(separator: ", "))
+                cardNotes.append("group peers: " + card.groupPeers.map { "\($0.address) (\($0.driverUnreadable != nil ? "unreadable driver" : $0.driver ?? "no driver"))" }.joined(separator: ", "))
             }
             if let problem = card.problem { cardNotes.append("problem: \(problem)") }
             if let daemon = card.daemon { cardNotes.append("daemon: \(daemon)") }

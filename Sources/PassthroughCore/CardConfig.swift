@@ -46,6 +46,19 @@ public enum HostDriverPolicy: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// What `driver_override` holds when the card is placed by this policy: the named driver, or nothing
+    /// (the kernel's own choice; a driverless card).
+    public var driverOverride: DriverName? {
+        if case .driver(let name) = self { return name }
+        return nil
+    }
+
+    /// Whether an override can stay: anything else sends the function elsewhere at its next probe (a
+    /// `vfio-pci` left by an interrupted move would hand a stopped guest's card to vfio-pci).
+    public func accepts(override: DriverName?) -> Bool {
+        override == nil || override == driverOverride
+    }
+
     public var description: String {
         switch self {
         case .auto: "auto"

@@ -5,7 +5,7 @@ public struct PCIDeviceSnapshot: Hashable, Sendable {
     public var subsystemID: PCIID?
     /// The 24-bit class code, e.g. `0x058000` for a memory controller (typical of XDMA designs).
     public var classCode: UInt32
-    public var driver: DriverName?
+    public var driver: BoundDriver
     /// `nil` when the kernel reports `(null)`.
     public var driverOverride: DriverName?
     public var iommuGroup: Int?
@@ -16,7 +16,7 @@ public struct PCIDeviceSnapshot: Hashable, Sendable {
 
     public init(
         address: PCIAddress, id: PCIID, subsystemID: PCIID? = nil, classCode: UInt32 = 0,
-        driver: DriverName? = nil, driverOverride: DriverName? = nil, iommuGroup: Int? = nil,
+        driver: BoundDriver = .unbound, driverOverride: DriverName? = nil, iommuGroup: Int? = nil,
         groupPeers: [GroupPeer] = [], upstreamPort: PCIAddress? = nil
     ) {
         self.address = address
@@ -36,10 +36,10 @@ public struct PCIDeviceSnapshot: Hashable, Sendable {
 /// Another function in the same IOMMU group.
 public struct GroupPeer: Hashable, Sendable {
     public var address: PCIAddress
-    public var driver: DriverName?
+    public var driver: BoundDriver
     public var classCode: UInt32
 
-    public init(address: PCIAddress, driver: DriverName?, classCode: UInt32) {
+    public init(address: PCIAddress, driver: BoundDriver, classCode: UInt32) {
         self.address = address
         self.driver = driver
         self.classCode = classCode

@@ -2,7 +2,10 @@
 public enum GuestActivity: Hashable, Sendable, CustomStringConvertible {
     /// Running or paused: it holds its devices.
     case active
-    /// Shut off, crashed, or not defined: it holds nothing.
+    /// Crashed, with its QEMU kept (`on_crash=preserve`): it still holds its devices, but takes no live attach
+    /// or detach. Taking the card back now would leave the kernel waiting for that QEMU, holding PCI-wide locks.
+    case crashed
+    /// Shut off or not defined: it holds nothing.
     case inactive
     /// libvirt cannot be asked right now: no decision about the guest side can be made.
     case unknown
@@ -10,6 +13,7 @@ public enum GuestActivity: Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .active: "running"
+        case .crashed: "crashed"
         case .inactive: "not running"
         case .unknown: "unknown"
         }
@@ -23,12 +27,15 @@ public struct ObservedCard: Hashable, Sendable {
     public var guest: GuestActivity
     /// PCI functions in the guest's live XML (only meaningful while the guest is active).
     public var attached: Set<PCIAddress>
+    public var history: CardHistory
 
-    public init(card: CardConfig, devices: [PCIDeviceSnapshot], guest: GuestActivity, attached: Set<PCIAddress>) {
+    public init(card: CardConfig, devices: [PCIDeviceSnapshot], guest: GuestActivity, attached: Set<PCIAddress>,
+                history: CardHistory = CardHistory()) {
         self.card = card
-        self.resolution = CardResolution(card: card, devices: devices)
+        self.resolution = CardResolution(card: card, devices: devices, lastSlot: history.lastSlot)
         self.guest = guest
         self.attached = attached
+        self.history = history
     }
 }
 
@@ -42,10 +49,13 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
     case host(HostDriverPolicy)
     /// Leave it as it is: the guest's state is unknown.
     case unchanged
+    /// Leave it as it is: the guest crashed and its kept QEMU still holds the card until it is destroyed.
+    case heldByCrashedGuest(GuestName)
 
     public init(card: CardConfig, guest: GuestActivity) {
         switch (guest, card.whenGuestStops) {
         case (.active, _): self = .inGuest(card.guest)
+        case (.crashed, _): self = .heldByCrashedGuest(card.guest)
         case (.inactive, .keep): self = .vfioIdle
         case (.inactive, .host): self = .host(card.hostDriver)
         case (.unknown, _): self = .unchanged
@@ -58,6 +68,8 @@ public enum Placement: Hashable, Sendable, CustomStringConvertible {
         case .vfioIdle: "on vfio-pci, idle"
         case .host(let policy): "on the host (\(policy))"
         case .unchanged: "unchanged"
+        case .heldByCrashedGuest(let guest):
+            "left where it is: \(guest) crashed and its QEMU still holds the card (`virsh destroy \(guest)` releases it)"
         }
     }
 }
@@ -77,11 +89,15 @@ public struct PlanStep: Hashable, Sendable, CustomStringConvertible {
     public var action: Action
     /// Why, in words a user reads in the journal.
     public var reason: String
+    /// The slot the plan was made for: a bind moves that slot's functions or nothing, whatever the bus
+    /// shows by the time it runs.
+    public var slot: PCISlot?
 
-    public init(card: CardName, action: Action, reason: String) {
+    public init(card: CardName, action: Action, reason: String, slot: PCISlot? = nil) {
         self.card = card
         self.action = action
         self.reason = reason
+        self.slot = slot
     }
 
     public var actionName: String {
@@ -110,17 +126,19 @@ public enum Reconciler {
         let card = observed.card
         let functions = observed.resolution.functions
         // Absent or ambiguous: nothing to move. A returning card makes the next observation differ.
-        guard !functions.isEmpty else { return [] }
+        guard let slot = functions.first?.address.slot else { return [] }
+        // A bridge, or a driver nobody can name: whatever the guest does, the card stays as it is.
+        if observed.resolution.handsOff != nil { return [] }
         let name = card.name
         var steps: [PlanStep] = []
         switch Placement(card: card, guest: observed.guest) {
-        case .unchanged:
+        case .unchanged, .heldByCrashedGuest:
             return []
         case .inGuest(let guest):
             let offVFIO = functions.filter { $0.driver != .vfioPCI }
             if !offVFIO.isEmpty {
-                let drivers = Set(offVFIO.map { $0.driver?.rawValue ?? "no driver" }).sorted().joined(separator: ", ")
-                steps.append(PlanStep(card: name, action: .bindVFIO, reason: "\(guest) is running and the card is on \(drivers)"))
+                let drivers = Set(offVFIO.map(\.driver.description)).sorted().joined(separator: ", ")
+                steps.append(PlanStep(card: name, action: .bindVFIO, reason: "\(guest) is running and the card is on \(drivers)", slot: slot))
             }
             for function in functions where !observed.attached.contains(function.address) {
                 steps.append(PlanStep(card: name, action: .attach(function.address, to: guest),
@@ -128,22 +146,41 @@ public enum Reconciler {
             }
         case .vfioIdle:
             if functions.contains(where: { $0.driver != .vfioPCI }) {
-                steps.append(PlanStep(card: name, action: .bindVFIO, reason: "\(card.guest) is not running and when-guest-stops is keep"))
+                steps.append(PlanStep(card: name, action: .bindVFIO, reason: "\(card.guest) is not running and when-guest-stops is keep",
+                                      slot: slot))
             }
         case .host(let policy):
-            let target = functions.filter { !policySatisfied(policy, by: $0.driver) }
-            if !target.isEmpty {
-                steps.append(PlanStep(card: name, action: .bindHost(policy), reason: "\(card.guest) is not running"))
+            let misplaced = functions.compactMap { hostMisplacement(of: $0, policy: policy, history: observed.history) }
+            if !misplaced.isEmpty {
+                steps.append(PlanStep(card: name, action: .bindHost(policy),
+                                      reason: "\(card.guest) is not running and \(misplaced.joined(separator: ", "))", slot: slot))
             }
         }
         return steps
     }
 
-    static func policySatisfied(_ policy: HostDriverPolicy, by driver: DriverName?) -> Bool {
+    /// What keeps a function from its host placement, or `nil` when it is there.
+    static func hostMisplacement(of function: PCIDeviceSnapshot, policy: HostDriverPolicy, history: CardHistory) -> String? {
+        let address = function.address
+        if !policySatisfied(policy, by: function.driver) {
+            return function.driver == .unbound ? "\(address) has no driver" : "\(address) is on \(function.driver)"
+        }
+        if let override = function.driverOverride, !policy.accepts(override: override) {
+            return "\(address) has driver_override \(override) (its next probe would go there)"
+        }
+        // "auto" is the kernel's choice, which it makes when asked: a driverless function (left by an
+        // interrupted move) is probed once per appearance; still driverless after that, no driver wants it.
+        if policy == .auto, function.driver == .unbound, !history.probedForHost.contains(address) {
+            return "\(address) has no driver and has not been probed since it appeared"
+        }
+        return nil
+    }
+
+    static func policySatisfied(_ policy: HostDriverPolicy, by driver: BoundDriver) -> Bool {
         switch policy {
         case .auto: driver != .vfioPCI
-        case .driver(let name): driver == name
-        case .none: driver == nil
+        case .driver(let name): driver == .bound(name)
+        case .none: driver == .unbound
         }
     }
 }

@@ -29,11 +29,24 @@ public enum GuestState: Hashable, Sendable {
         }
     }
 
-    /// Whether the guest has a live process, so live attach/detach can be attempted.
+    /// Whether the guest runs (or is paused) with its QEMU answering, so live attach/detach can be attempted.
     public var isActive: Bool {
         switch self {
         case .running, .blocked, .paused, .shuttingDown, .pmSuspended: true
         case .absent, .noState, .shutOff, .crashed, .other: false
+        }
+    }
+
+    /// Whether a QEMU process may still hold the devices of the guest's live definition, so the host must not
+    /// unbind, remove or reset them (the kernel would wait for QEMU, uninterruptibly, holding PCI-wide locks).
+    ///
+    /// True for every active state and for `.crashed`: libvirt only reports that state while it keeps the
+    /// crashed QEMU (`on_crash=preserve`, for a dump), and that QEMU keeps the card. True as well for states
+    /// this code cannot read (`.noState`, `.other`): unknown is hands off.
+    package var mayHoldDevices: Bool {
+        switch self {
+        case .running, .blocked, .paused, .shuttingDown, .pmSuspended, .crashed, .noState, .other: true
+        case .absent, .shutOff: false
         }
     }
 }

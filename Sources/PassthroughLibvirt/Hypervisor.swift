@@ -10,6 +10,11 @@ public protocol Hypervisor: Sendable {
     /// The PCI host devices in the guest's live definition, in document order; `isNoDomain` if it is undefined.
     func hostdevs(of guest: GuestName) async throws -> [Hostdev]
 
+    /// Every domain with a QEMU process whose live definition lists one of `functions`, with the ones it lists
+    /// (sorted). Any domain, not only the guests of the configuration: whoever holds a function, the host must
+    /// not take it away. Crashed domains count: with `on_crash=preserve` their QEMU lives on, holding the card.
+    func guestsHolding(_ functions: Set<PCIAddress>) async throws -> [GuestName: [PCIAddress]]
+
     /// Hot-plugs the host function into the running guest (`managed='no'`: the caller has bound it to vfio-pci).
     func attach(_ address: PCIAddress, to guest: GuestName) async throws
 

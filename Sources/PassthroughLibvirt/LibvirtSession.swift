@@ -83,6 +83,28 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
         return try LiveHostdevParser.hostdevs(inDomainXML: xml)
     }
 
+    func guestsHolding(_ functions: Set<PCIAddress>) async throws -> [GuestName: [PCIAddress]] {
+        guard !functions.isEmpty else { return [:] }
+        let definitions = try await onConnection { connection in try Self.liveDefinitionsOfActiveDomains(on: connection) }
+        // Parsed here, off the worker: libvirt is free for the next caller meanwhile.
+        var holding: [GuestName: [PCIAddress]] = [:]
+        for definition in definitions {
+            let listed: Set<PCIAddress>
+            do {
+                listed = Set(try LiveHostdevParser.hostdevs(inDomainXML: definition.xml).map(\.address))
+                    .intersection(functions)
+            } catch {
+                throw DomainXMLError("domain \(definition.name): \(error.message)", at: error.offset)
+            }
+            guard !listed.isEmpty else { continue }
+            guard let guest = GuestName(definition.name) else {
+                throw DomainXMLError("domain \(definition.name) lists \(listed.sorted()) under a name this agent cannot use", at: 0)
+            }
+            holding[guest] = listed.sorted()
+        }
+        return holding
+    }
+
     func attach(_ address: PCIAddress, to guest: GuestName) async throws {
         let xml = HostdevXML.pci(address)
         try await onConnection { connection in
@@ -176,6 +198,39 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
         } catch is WorkerThread.Stopped {
             throw LibvirtError.notConnected("session closed")
         }
+    }
+
+    private struct LiveDefinition: Sendable {
+        var name: String
+        var xml: String
+    }
+
+    /// The name and live XML of every domain with a process (`VIR_CONNECT_LIST_DOMAINS_ACTIVE`: libvirt counts a
+    /// domain active while its QEMU exists, crashed and kept by `on_crash=preserve` included); on `worker` only.
+    private static func liveDefinitionsOfActiveDomains(on connection: OpaquePointer) throws(LibvirtError) -> [LiveDefinition] {
+        var list: UnsafeMutablePointer<OpaquePointer?>?
+        let count = virConnectListAllDomains(connection, &list, UInt32(VIR_CONNECT_LIST_DOMAINS_ACTIVE.rawValue))
+        guard count >= 0 else { throw LibvirtError.last(operation: "virConnectListAllDomains") }
+        guard let list else { return [] }
+        let domains = UnsafeMutableBufferPointer(start: list, count: Int(count))
+        defer {
+            for domain in domains { if let domain { virDomainFree(domain) } }
+            free(list)
+        }
+        var definitions: [LiveDefinition] = []
+        for case let domain? in domains {
+            guard let name = virDomainGetName(domain) else { throw LibvirtError.last(operation: "virDomainGetName") }
+            // Flags 0: the live definition, what the running QEMU was given.
+            guard let xml = virDomainGetXMLDesc(domain, 0) else {
+                let error = LibvirtError.last(operation: "virDomainGetXMLDesc")
+                // Undefined since the listing (a transient domain that stopped): its QEMU is gone with it.
+                if error.isNoDomain { continue }
+                throw error
+            }
+            defer { free(xml) }
+            definitions.append(LiveDefinition(name: String(cString: name), xml: String(cString: xml)))
+        }
+        return definitions
     }
 
     /// Looks the guest up for the duration of `body`; on `worker` only.

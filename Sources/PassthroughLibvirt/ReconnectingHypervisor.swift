@@ -82,6 +82,10 @@ public actor ReconnectingHypervisor: Hypervisor {
         try await current().hostdevs(of: guest)
     }
 
+    public func guestsHolding(_ functions: Set<PCIAddress>) async throws -> [GuestName: [PCIAddress]] {
+        try await current().guestsHolding(functions)
+    }
+
     public func attach(_ address: PCIAddress, to guest: GuestName) async throws {
         try await current().attach(address, to: guest)
     }

@@ -13,6 +13,8 @@ public enum BindError: Error, Hashable, Sendable, CustomStringConvertible {
     /// A peer in the card's IOMMU group is used by a host driver; vfio-pci would make the group
     /// unusable for the guest, and stealing the peer could take a disk or NIC from the host.
     case groupInUse(CardName, group: Int?, peers: [GroupPeer])
+    /// A bridge, or a function whose driver cannot be read: never moved.
+    case handsOff(CardName, CardResolution.HandsOff)
     case driverNotLoaded(DriverName)
     /// A step failed; every function already moved was put back (or the rollback says why not).
     case stepFailed(StepFailure, rollback: RollbackOutcome)
@@ -30,8 +32,10 @@ public enum BindError: Error, Hashable, Sendable, CustomStringConvertible {
         case .cardAmbiguous(let card, let slots):
             return "card \(card) matches functions in \(slots.count) slots (\(slots.map(\.description).joined(separator: ", "))); give it an 'address'"
         case .groupInUse(let card, let group, let peers):
-            let list = peers.map { "\($0.address) (\($0.driver?.rawValue ?? "no driver"))" }.joined(separator: ", ")
+            let list = peers.map { "\($0.address) (\($0.driver))" }.joined(separator: ", ")
             return "refusing to bind \(card) to vfio-pci: IOMMU group \(group.map(String.init) ?? "?") also holds \(list), in use by the host"
+        case .handsOff(let card, let reason):
+            return "refusing to move \(card): \(reason)"
         case .driverNotLoaded(let driver):
             return "driver \(driver) is not loaded (no /sys/bus/pci/drivers/\(driver)); load it with modprobe \(driver)"
         case .stepFailed(let failure, let rollback):
@@ -46,6 +50,10 @@ public struct StepFailure: Error, Hashable, Sendable, CustomStringConvertible {
         case sysfs(SysfsError)
         /// The write "succeeded" but the `driver` link says otherwise (e.g. drivers_probe bound nothing).
         case verification(expected: String, actual: DriverName?)
+        /// The address holds another device than the one the move was planned for (or none).
+        case identityChanged(expected: PCIID, found: PCIID?)
+        /// The `driver` link names something that is not a driver name: nobody can say who holds it.
+        case unreadableDriver(BoundDriver)
     }
 
     public var address: PCIAddress
@@ -64,6 +72,11 @@ public struct StepFailure: Error, Hashable, Sendable, CustomStringConvertible {
             "\(address): \(step) failed: \(error)"
         case .verification(let expected, let actual):
             "\(address): \(step) did not take: expected \(expected), the kernel reports \(actual.map { "driver \($0)" } ?? "no driver")"
+        case .identityChanged(let expected, let found):
+            "\(address): not going to \(step): it was \(expected) when the move was planned and is "
+                + (found.map { "\($0) now (another device, re-enumerated under the move)" } ?? "gone now")
+        case .unreadableDriver(let driver):
+            "\(address): not going to \(step): it is held by \(driver)"
         }
     }
 }

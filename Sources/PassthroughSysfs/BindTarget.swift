@@ -16,8 +16,15 @@ public enum BindTarget: Hashable, Sendable, CustomStringConvertible {
     var driverOverride: DriverName? {
         switch self {
         case .vfio: .vfioPCI
-        case .host(.driver(let name)): name
-        case .host(.auto), .host(.none): nil
+        case .host(let policy): policy.driverOverride
+        }
+    }
+
+    /// Whether an override already set may stay once the function is on the right driver.
+    func accepts(override: DriverName?) -> Bool {
+        switch self {
+        case .vfio: override == nil || override == .vfioPCI
+        case .host(let policy): policy.accepts(override: override)
         }
     }
 

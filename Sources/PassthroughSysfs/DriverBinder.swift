@@ -29,8 +29,10 @@ public struct DriverBinder: Sendable {
     }
 
     /// Moves every function of `card` to `target`. Returns what changed (empty when nothing had to).
+    /// `slot`: where the card was when the move was planned; an `ids`-only card is then moved there or
+    /// not at all, never a look-alike elsewhere.
     @discardableResult
-    public func move(card: CardConfig, to target: BindTarget) throws(BindError) -> [Move] {
+    public func move(card: CardConfig, to target: BindTarget, in slot: PCISlot? = nil) throws(BindError) -> [Move] {
         guard config.cards.contains(card) else { throw .unknownCard(card.name) }
         let devices: [PCIDeviceSnapshot]
         do {
@@ -38,12 +40,13 @@ public struct DriverBinder: Sendable {
         } catch {
             throw .readFailed(error)
         }
-        let resolution = CardResolution(card: card, devices: devices)
+        let resolution = CardResolution(card: card, devices: devices, lastSlot: slot)
         switch resolution.outcome {
         case .absent: throw .cardAbsent(card.name)
         case .ambiguous(let slots): throw .cardAmbiguous(card.name, slots: slots)
         case .present: break
         }
+        if let reason = resolution.handsOff { throw .handsOff(card.name, reason) }
         let functions = resolution.functions
         for function in functions where config.card(claiming: function.address, id: function.id) != card {
             throw .notClaimed(function.address)
@@ -53,7 +56,7 @@ public struct DriverBinder: Sendable {
             if !blocking.isEmpty {
                 logger.warning("refusing vfio-pci: IOMMU group peer in use by the host", metadata: [
                     "passthrough-card": "\(card.name)",
-                    "peers": "\(blocking.map { "\($0.address)=\($0.driver?.rawValue ?? "-")" })",
+                    "peers": "\(blocking.map { "\($0.address)=\($0.driver)" })",
                 ])
                 throw .groupInUse(card.name, group: functions.first?.iommuGroup, peers: blocking)
             }
@@ -73,9 +76,9 @@ public struct DriverBinder: Sendable {
                     "passthrough-card": "\(card.name)", "pci-slot": "\(error.address)", "error": "\(error)",
                 ])
                 var rollbackFailures: [StepFailure] = []
-                if let failure = restore(function) { rollbackFailures.append(failure) }
+                if let failure = restore(function, after: target) { rollbackFailures.append(failure) }
                 for (before, _) in moved.reversed() {
-                    if let failure = restore(before) { rollbackFailures.append(failure) }
+                    if let failure = restore(before, after: target) { rollbackFailures.append(failure) }
                 }
                 throw .stepFailed(error, rollback: rollbackFailures.isEmpty ? .restored : .failed(rollbackFailures))
             }
@@ -83,12 +86,20 @@ public struct DriverBinder: Sendable {
         return moved.map(\.move)
     }
 
-    /// One function: override, unbind, probe, each verified. `nil` when it was already in place.
+    /// One function: override, unbind, probe, each verified. `nil` when its driver did not change.
     private func moveFunction(_ function: PCIDeviceSnapshot, to target: BindTarget, card: CardConfig) throws(StepFailure) -> Move? {
         let address = function.address
         let current = try currentDriver(address, step: "read the driver")
         let overrideNeeded = target.driverOverride
+        let overrideStep = "set driver_override to \(overrideNeeded?.rawValue ?? "(none)")"
         if target.isSatisfied(by: current), current != nil || !target.probes {
+            // On the right driver; an override left by an interrupted move would send it elsewhere at its next probe.
+            guard !target.accepts(override: function.driverOverride) else { return nil }
+            try checkIdentity(of: function, before: overrideStep)
+            try write(overrideNeeded?.rawValue ?? "\n", to: layout.attribute("driver_override", of: address),
+                      address: address, step: overrideStep)
+            logger.notice("driver_override \(function.driverOverride?.rawValue ?? "(none)") replaced: its next probe goes to \(target)",
+                          metadata: ["passthrough-card": "\(card.name)", "pci-slot": "\(address)"])
             return nil
         }
         let metadata: Logger.Metadata = [
@@ -100,10 +111,12 @@ public struct DriverBinder: Sendable {
         // Override first (as libvirt does): if anything reprobes the device between our unbind and
         // our probe, the kernel already knows which driver may have it.
         if function.driverOverride != overrideNeeded {
+            try checkIdentity(of: function, before: overrideStep)
             try write(overrideNeeded?.rawValue ?? "\n", to: layout.attribute("driver_override", of: address),
-                      address: address, step: "set driver_override to \(overrideNeeded?.rawValue ?? "(none)")")
+                      address: address, step: overrideStep)
         }
         if let current {
+            try checkIdentity(of: function, before: "unbind from \(current)")
             try write(address.description, to: layout.driver(current).appending("unbind"),
                       address: address, step: "unbind from \(current)")
             let after = try currentDriver(address, step: "unbind from \(current)")
@@ -124,8 +137,22 @@ public struct DriverBinder: Sendable {
         return Move(address: address, from: current, to: bound)
     }
 
+    /// The claim was checked on a snapshot, and a reflash re-enumerates a card in milliseconds: the ID is
+    /// read again right before a write, and a function that is no longer the one claimed is not touched.
+    private func checkIdentity(of function: PCIDeviceSnapshot, before step: String) throws(StepFailure) {
+        let now: PCIID?
+        do {
+            now = try reader.id(of: function.address)
+        } catch {
+            throw StepFailure(address: function.address, step: step, reason: .sysfs(error))
+        }
+        guard now == function.id else {
+            throw StepFailure(address: function.address, step: step, reason: .identityChanged(expected: function.id, found: now))
+        }
+    }
+
     /// Puts a function back on the driver and override it had; the failure, if that fails too.
-    private func restore(_ before: PCIDeviceSnapshot) -> StepFailure? {
+    private func restore(_ before: PCIDeviceSnapshot, after target: BindTarget) -> StepFailure? {
         let address = before.address
         // Gone from the bus (a reflash, a hot-unplug): no driver to restore, and not driverless either.
         guard io.exists(layout.device(address)) else {
@@ -134,24 +161,46 @@ public struct DriverBinder: Sendable {
         }
         do throws(StepFailure) {
             let overridePath = layout.attribute("driver_override", of: address)
+            let now: PCIID?
+            do {
+                now = try reader.id(of: address)
+            } catch {
+                throw StepFailure(address: address, step: "read the ID during rollback", reason: .sysfs(error))
+            }
+            guard let now else {
+                logger.notice("left the bus during the move; nothing to roll back", metadata: ["pci-slot": "\(address)"])
+                return nil
+            }
+            guard now == before.id else {
+                // Another device now (re-enumerated under us): its driver is not ours to restore. Only an
+                // override this move wrote is taken back; a new device starts without one.
+                if let written = target.driverOverride, (try? reader.driverOverride(of: address)) == written {
+                    try write("\n", to: overridePath, address: address, step: "clear driver_override")
+                }
+                logger.notice("another device is at this address now; its driver is left alone", metadata: [
+                    "pci-slot": "\(address)", "pci-id": "\(now)",
+                ])
+                return nil
+            }
             try write(before.driverOverride?.rawValue ?? "\n", to: overridePath, address: address,
                       step: "restore driver_override")
+            let previousDriver = before.driver.name
             let current = try currentDriver(address, step: "read the driver")
-            if current == before.driver { return nil }
+            if current == previousDriver { return nil }
             if let current {
                 try write(address.description, to: layout.driver(current).appending("unbind"),
                           address: address, step: "unbind from \(current) during rollback")
             }
-            if let previous = before.driver {
-                try write(address.description, to: layout.driver(previous).appending("bind"),
-                          address: address, step: "bind back to \(previous)")
+            if let previousDriver {
+                try write(address.description, to: layout.driver(previousDriver).appending("bind"),
+                          address: address, step: "bind back to \(previousDriver)")
             }
             let restored = try currentDriver(address, step: "verify rollback")
-            guard restored == before.driver else {
+            guard restored == previousDriver else {
                 throw StepFailure(address: address, step: "rollback",
-                                  reason: .verification(expected: before.driver.map { "driver \($0)" } ?? "no driver", actual: restored))
+                                  reason: .verification(expected: previousDriver.map { "driver \($0)" } ?? "no driver", actual: restored))
             }
-            logger.notice("rolled back", metadata: ["pci-slot": "\(address)", "driver-to": "\(before.driver?.rawValue ?? "none")"])
+            logger.notice("rolled back", metadata: ["pci-slot": "\(address)", "driver-to": "\(previousDriver?.rawValue ?? "none")"])
             return nil
         } catch {
             if !io.exists(layout.device(address)) {
@@ -165,12 +214,16 @@ public struct DriverBinder: Sendable {
         }
     }
 
+    /// The driver now; one whose name cannot be read stops the move (unknown is hands off).
     private func currentDriver(_ address: PCIAddress, step: String) throws(StepFailure) -> DriverName? {
+        let driver: BoundDriver
         do {
-            return try reader.driver(of: address)
+            driver = try reader.driver(of: address)
         } catch {
             throw StepFailure(address: address, step: step, reason: .sysfs(error))
         }
+        if driver.isUnreadable { throw StepFailure(address: address, step: step, reason: .unreadableDriver(driver)) }
+        return driver.name
     }
 
     private func write(_ value: String, to path: FilePath, address: PCIAddress, step: String) throws(StepFailure) {

@@ -12,31 +12,25 @@ public struct PCISysfsReader: Sendable {
     }
 
     /// Every PCI function on the bus. Entries that are not PCI addresses are skipped: they are
-    /// not ours to interpret, and must never become paths.
+    /// not ours to interpret, and must never become paths. A function removed while it is being read
+    /// (any of its files ENOENT or ENODEV) is gone, not an error: one hotplug anywhere on the host must
+    /// not fail every card's pass.
     public func allFunctions() throws(SysfsError) -> [PCIDeviceSnapshot] {
         var snapshots: [PCIDeviceSnapshot] = []
         for name in try io.list(layout.pciDevices) {
             guard let address = PCIAddress(name) else { continue }
-            if let snapshot = try snapshot(of: address) { snapshots.append(snapshot) }
+            do {
+                if let snapshot = try snapshot(of: address) { snapshots.append(snapshot) }
+            } catch where error.isGone {
+                continue
+            }
         }
         return snapshots
     }
 
     /// One function, or `nil` when it is not on the bus (removed, or not yet re-enumerated).
     public func snapshot(of address: PCIAddress) throws(SysfsError) -> PCIDeviceSnapshot? {
-        guard io.exists(layout.device(address)) else { return nil }
-        let id: PCIID
-        do throws(SysfsError) {
-            let vendor = try io.read(layout.attribute("vendor", of: address))
-            let device = try io.read(layout.attribute("device", of: address))
-            guard let parsed = PCIID(sysfsVendor: vendor, sysfsDevice: device) else {
-                throw SysfsError(operation: .read, path: layout.attribute("vendor", of: address), errno: .invalidArgument)
-            }
-            id = parsed
-        } catch where error.isNotFound {
-            // Removed between the existence check and the read.
-            return nil
-        }
+        guard io.exists(layout.device(address)), let id = try id(of: address) else { return nil }
         let group = try iommuGroup(of: address)
         return PCIDeviceSnapshot(
             address: address,
@@ -51,12 +45,27 @@ public struct PCISysfsReader: Sendable {
         )
     }
 
-    /// The driver bound right now, read from the `driver` link: the only reliable witness.
-    public func driver(of address: PCIAddress) throws(SysfsError) -> DriverName? {
-        guard let target = try io.readLink(layout.attribute("driver", of: address)),
-              let name = target.lastComponent?.string
-        else { return nil }
-        return DriverName(name)
+    /// The vendor and device ID, or `nil` when the function is not on the bus (any more).
+    public func id(of address: PCIAddress) throws(SysfsError) -> PCIID? {
+        do throws(SysfsError) {
+            let vendor = try io.read(layout.attribute("vendor", of: address))
+            let device = try io.read(layout.attribute("device", of: address))
+            guard let parsed = PCIID(sysfsVendor: vendor, sysfsDevice: device) else {
+                throw SysfsError(operation: .read, path: layout.attribute("vendor", of: address), errno: .invalidArgument)
+            }
+            return parsed
+        } catch where error.isNotFound {
+            // Removed between the existence check and the read.
+            return nil
+        }
+    }
+
+    /// The driver bound right now, read from the `driver` link: the only reliable witness. A link whose
+    /// last component is not a driver name is `unreadable`, never "no driver".
+    public func driver(of address: PCIAddress) throws(SysfsError) -> BoundDriver {
+        guard let target = try io.readLink(layout.attribute("driver", of: address)) else { return .unbound }
+        guard let name = target.lastComponent?.string else { return .unreadable(target.string) }
+        return DriverName(name).map(BoundDriver.bound) ?? .unreadable(name)
     }
 
     public func driverOverride(of address: PCIAddress) throws(SysfsError) -> DriverName? {

@@ -3,7 +3,7 @@ import SystemPackage
 /// A sysfs read or write that the kernel refused, with the errno it gave.
 public struct SysfsError: Error, Hashable, Sendable, CustomStringConvertible {
     public enum Operation: String, Hashable, Sendable {
-        case read, write, readLink = "read link", list
+        case read, write, readLink = "read link", list, stat
     }
 
     public var operation: Operation
@@ -20,6 +20,10 @@ public struct SysfsError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     public var isNotFound: Bool { errno == .noSuchFileOrDirectory }
+
+    /// The object is no longer there: its file vanished (ENOENT), or the device was removed under an
+    /// open file (ENODEV).
+    public var isGone: Bool { errno == .noSuchFileOrDirectory || errno == .operationNotSupportedByDevice }  // ENODEV
 
     public var description: String {
         let what = value.map { "write \"\($0)\" to" } ?? operation.rawValue

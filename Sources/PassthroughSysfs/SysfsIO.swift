@@ -22,6 +22,9 @@ public protocol SysfsIO: Sendable {
     func readBytes(_ path: FilePath, offset: Int64, count: Int) throws(SysfsError) -> [UInt8]
     /// `bytes` at `offset` in one `pwrite`, so the kernel sees one access of that width.
     func writeBytes(_ path: FilePath, offset: Int64, _ bytes: [UInt8]) throws(SysfsError)
+    /// The number of the character device `path` leads to, following links (`/proc/PID/fd/N` included: the
+    /// kernel resolves those to the open file itself, whatever its name); `nil` for any other kind of file.
+    func characterDevice(at path: FilePath) throws(SysfsError) -> DeviceNumber?
 }
 
 /// Plain syscalls; `EINTR` is retried by swift-system, every other errno is typed.
@@ -108,6 +111,15 @@ public struct LinuxSysfsIO: SysfsIO {
         } catch {
             throw SysfsError(operation: .read, path: path, errno: .ioError)
         }
+    }
+
+    public func characterDevice(at path: FilePath) throws(SysfsError) -> DeviceNumber? {
+        var info = stat()
+        guard path.withPlatformString({ stat($0, &info) }) == 0 else {
+            throw SysfsError(operation: .stat, path: path, errno: Errno(rawValue: Glibc.errno))
+        }
+        guard info.st_mode & S_IFMT == S_IFCHR else { return nil }
+        return DeviceNumber(rawValue: UInt64(info.st_rdev))
     }
 
     public func writeBytes(_ path: FilePath, offset: Int64, _ bytes: [UInt8]) throws(SysfsError) {

@@ -14,6 +14,8 @@ public struct SysfsLayout: Sendable, Hashable {
     public var driversProbe: FilePath { root.appending("bus/pci/drivers_probe") }
     public var rescan: FilePath { root.appending("bus/pci/rescan") }
     public var iommuGroups: FilePath { root.appending("kernel/iommu_groups") }
+    /// The VFIO group character devices (`/dev/vfio/GROUP`), each with its `dev` number: `class/vfio/<name>`.
+    package var vfioGroups: FilePath { root.appending("class/vfio") }
 
     /// The directory of one function. `PCIAddress` only prints `dddd:bb:dd.f`, so this can never
     /// leave `bus/pci/devices`.

@@ -6,6 +6,9 @@ public protocol SystemdNotifying: Sendable {
     /// Sends `messages` as one datagram, so e.g. `STATUS=` and `READY=1` arrive together.
     @discardableResult
     func send(_ messages: [NotifyMessage]) throws(SystemdError) -> NotifyDelivery
+
+    /// How often to send `WATCHDOG=1`; nil when the service manager expects none.
+    var watchdogInterval: Duration? { get throws(SystemdError) }
 }
 
 extension SystemdNotifying {

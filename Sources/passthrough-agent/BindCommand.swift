@@ -53,7 +53,7 @@ struct BindCommand: ParsableCommand {
 
     static func exitStatus(for error: BindError) -> Int32 {
         switch error {
-        case .notClaimed, .unknownCard, .groupInUse: ExitStatus.refused
+        case .notClaimed, .unknownCard, .groupInUse, .handsOff: ExitStatus.refused
         case .cardAbsent, .cardAmbiguous, .driverNotLoaded: ExitStatus.unavailable
         case .readFailed, .stepFailed: ExitStatus.ioError
         }

@@ -20,12 +20,12 @@ enum ReconcileBenchmark {
             for function in 0..<2 {
                 devices.append(PCIDeviceSnapshot(
                     address: PCIAddress("0000:0\(index + 1):00.\(function)")!, id: PCIID(function == 0 ? "10ee:903f" : "10ee:9038")!,
-                    driver: DriverName(index.isMultiple(of: 2) ? "xdma" : "vfio-pci")))
+                    driver: BoundDriver(DriverName(index.isMultiple(of: 2) ? "xdma" : "vfio-pci"))))
             }
         }
         for bystander in 0..<48 {
             devices.append(PCIDeviceSnapshot(address: PCIAddress(domain: 0, bus: 0x40, device: UInt8(bystander % 32), function: UInt8(bystander / 32))!,
-                                             id: PCIID("8086:10d3")!, driver: DriverName("e1000e")))
+                                             id: PCIID("8086:10d3")!, driver: BoundDriver(DriverName("e1000e"))))
         }
         let activities: [GuestActivity] = [.active, .inactive, .unknown]
         var samples: [Duration] = []

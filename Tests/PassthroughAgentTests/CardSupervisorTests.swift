@@ -53,6 +53,58 @@ struct CardSupervisorTests {
         #expect(await fixture.hypervisor.liveHostdevs(of: "fpga-dev") == [f0, f1])
     }
 
+    @Test("a failed give-back is retried at its backoff, never earlier: its own bind/unbind uevents do not flap the host driver")
+    func noRetryStorm() async throws {
+        var options = CardSupervisor.Options.fast
+        options.backoff = Backoff(initial: .milliseconds(400), multiplier: 2, cap: .seconds(30))!
+        let fixture = try await DaemonFixture.make(config: DaemonFixture.alveo + "\nhost-driver = \"xdma\"\n",
+                                                   guest: .running, options: options)
+        await fixture.pass()
+        #expect(fixture.driver("0000:01:00.0") == "vfio-pci")
+        // The guest stops, and xdma refuses the card: the give-back fails and is rolled back.
+        fixture.bus.failProbes(of: "xdma")
+        await fixture.hypervisor.define("fpga-dev", state: .shutOff)
+        await fixture.supervisor.handle(.lifecycle(guest: "fpga-dev", .stopped(.shutdown)))
+        await fixture.supervisor.pass()
+        #expect(fixture.notifications(.stepFailed).count == 1)
+        let unbinds = { fixture.bus.writes.filter { $0.path.hasSuffix("/unbind") }.count }
+        let afterFailure = unbinds()
+        // The failed move's own uevents (and anything else) arrive; passes run; nothing is touched.
+        for action in [UdevAction.unbind, .bind, .unbind, .bind, .change] {
+            await fixture.supervisor.handle(fixture.uevent(action, "0000:01:00.0", id: "10ee:903f"))
+            await fixture.supervisor.pass()
+        }
+        #expect(unbinds() == afterFailure)
+        #expect(fixture.notifications(.stepFailed).count == 1)
+        // At its retry time it is tried again.
+        try await Task.sleep(for: .milliseconds(450))
+        await fixture.supervisor.handle(fixture.uevent(.change, "0000:01:00.0", id: "10ee:903f"))
+        await fixture.supervisor.pass()
+        #expect(unbinds() > afterFailure)
+        #expect(fixture.driver("0000:01:00.0") == "vfio-pci")
+    }
+
+    @Test("a reload that drops a dirty card forgets it: no pass for it, and the loop goes idle")
+    func reloadPrunes() async throws {
+        let fixture = try await DaemonFixture.make(guest: .running)
+        let summaries = Mutex<[String]>([])
+        let loop = Task { await fixture.supervisor.run { summary, _ in summaries.withLock { $0.append(summary) } } }
+        defer { loop.cancel() }
+        await fixture.supervisor.markAllDirty()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while await fixture.supervisor.summary != "u200: attached to fpga-dev", ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        await fixture.supervisor.markDirty([CardName("u200")!])
+        await fixture.supervisor.reload(AgentConfig(cards: []))
+        try await Task.sleep(for: .milliseconds(100))
+        let settled = summaries.withLock { $0.count }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(summaries.withLock { $0.count } == settled, "passes keep running for a card that is gone")
+        #expect(await !fixture.supervisor.isDirty(CardName("u200")!))
+        #expect(await fixture.supervisor.state(of: CardName("u200")!) == nil)
+    }
+
     @Test("when-guest-stops = keep: a stopped guest's card stays on vfio-pci")
     func keepPolicy() async throws {
         let fixture = try await DaemonFixture.make(config: DaemonFixture.alveo + "\nwhen-guest-stops = \"keep\"\n", guest: .shutOff)

@@ -80,6 +80,52 @@ struct StatusAndCheckTests {
         #expect(report.text.contains("this host is not ready"))
     }
 
+    @Test("a card function whose driver cannot be read: status and check say the card is left alone")
+    func unreadableOwnDriver() throws {
+        let bus = readyHost()
+        bus.sysfs.addDriver("xdma\u{202e}")
+        bus.sysfs.unbind("0000:01:00.1")
+        bus.sysfs.bind("0000:01:00.1", to: "xdma\u{202e}")
+        let config = try ConfigLoader.parse(exampleConfig, path: "config.toml")
+        let u200 = try CardStatus.all(config: config, reader: bus.host.reader)[0]
+        #expect(u200.functions[1].driver == nil)
+        #expect(u200.functions[1].driverUnreadable == "xdma\u{202e}")
+        #expect(u200.problem == "0000:01:00.1 is held by an unreadable driver (\"xdma\\u{202e}\"); the card is left where it is until its driver can be read")
+        let table = StatusTable.render([u200])
+        #expect(table.contains("10ee:9038  (unreadable)"))
+        #expect(table.contains("problem: 0000:01:00.1 is held by an unreadable driver"))
+
+        let item = try #require(ReadinessCheck.run(host: bus.host, config: .success(config)).items.first { $0.name == "card u200" })
+        #expect(item.status == .problem)
+        #expect(item.detail.contains("0000:01:00.1 is held by an unreadable driver"))
+        #expect(item.fix == "see what holds it: readlink /sys/bus/pci/devices/0000:01:00.1/driver")
+    }
+
+    @Test("a group peer whose driver cannot be read: status shows it, check calls the group not viable")
+    func unreadablePeer() throws {
+        let bus = readyHost()
+        bus.sysfs.addDriver("nvme\u{7}")
+        bus.sysfs.addFunction("0000:01:01.0", id: "144d:a808", classCode: 0x010802, driver: "nvme\u{7}", iommuGroup: 5, below: "0000:00:01.0")
+        let config = try ConfigLoader.parse(exampleConfig, path: "config.toml")
+        let u200 = try CardStatus.all(config: config, reader: bus.host.reader)[0]
+        #expect(u200.groupPeers == [CardStatus.Peer(address: "0000:01:01.0", driver: nil, driverUnreadable: "nvme\u{7}")])
+        #expect(StatusTable.render([u200]).contains("group peers: 0000:01:01.0 (unreadable driver)"))
+        let item = try #require(ReadinessCheck.run(host: bus.host, config: .success(config)).items.first { $0.name == "card u200" })
+        #expect(item.status == .problem)
+        #expect(item.detail.contains("IOMMU group 5 also holds 0000:01:01.0 (an unreadable driver (\"nvme\\u{7}\")), used by the host"))
+    }
+
+    @Test("a PCI bridge configured as a card: status and check refuse it, with the fix")
+    func bridgeAsCard() throws {
+        let bus = readyHost()
+        let config = try ConfigLoader.parse("[[card]]\nname = \"port\"\naddress = \"0000:00:01\"\nguest = \"vm\"\n", path: "c")
+        let port = try CardStatus.all(config: config, reader: bus.host.reader)[0]
+        #expect(port.problem?.hasPrefix("0000:00:01.0 is a PCI bridge (class 0x060400), which is never passed through or unbound") == true)
+        let item = try #require(ReadinessCheck.run(host: bus.host, config: .success(config)).items.first { $0.name == "card port" })
+        #expect(item.status == .problem)
+        #expect(item.fix?.contains("the device behind the bridge") == true)
+    }
+
     @Test("check: a missing configuration is a readiness problem, not a config mistake")
     func missingConfig() throws {
         let bus = readyHost()
@@ -95,5 +141,21 @@ struct StatusAndCheckTests {
         let item = try #require(report.items.first { $0.name == "config" })
         #expect(item.status == .problem)
         #expect(item.fix?.contains("/nonexistent/passthrough.toml") == true)
+    }
+
+    @Test("kernel lockdown is a problem only for cards whose reflash writes config space")
+    func lockdown() throws {
+        let bus = readyHost()
+        let guarded = try ConfigLoader.parse(exampleConfig + "\nreflash-guard = true\n", path: "config.toml")
+        let plain = try ConfigLoader.parse(exampleConfig, path: "config.toml")
+        // No securityfs: nothing said.
+        #expect(!ReadinessCheck.run(host: bus.host, config: .success(guarded)).items.contains { $0.name == "lockdown" })
+        bus.sysfs.writeFileCreatingDirectories("kernel/security/lockdown", "none [integrity] confidentiality\n")
+        let item = try #require(ReadinessCheck.run(host: bus.host, config: .success(guarded)).items.first { $0.name == "lockdown" })
+        #expect(item.status == .problem)
+        #expect(item.detail.contains("integrity") && item.detail.contains("nic"))
+        #expect(!ReadinessCheck.run(host: bus.host, config: .success(plain)).items.contains { $0.name == "lockdown" })
+        bus.sysfs.writeFile("kernel/security/lockdown", "[none] integrity confidentiality\n")
+        #expect(ReadinessCheck.run(host: bus.host, config: .success(guarded)).items.first { $0.name == "lockdown" }?.status == .ok)
     }
 }

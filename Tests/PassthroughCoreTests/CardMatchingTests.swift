@@ -7,7 +7,7 @@ private func card(_ name: String, address: String? = nil, ids: [String] = []) ->
 }
 
 private func function(_ address: String, _ id: String, driver: String? = "xdma") -> PCIDeviceSnapshot {
-    PCIDeviceSnapshot(address: PCIAddress(address)!, id: PCIID(id)!, driver: driver.flatMap(DriverName.init))
+    PCIDeviceSnapshot(address: PCIAddress(address)!, id: PCIID(id)!, driver: BoundDriver(driver.flatMap(DriverName.init)))
 }
 
 @Suite("Which devices a card claims")
@@ -64,12 +64,59 @@ struct CardMatchingTests {
                                        devices: [function("0000:01:00.0", "10ee:9038")])
         #expect(reflashed.functions.map(\.id.description) == ["10ee:9038"])
     }
+
+    @Test("an ids-only card last seen in one slot is looked for there only: a look-alike elsewhere is another card",
+          arguments: [
+              // (functions on the bus, last slot, outcome, look-alikes)
+              (["0000:02:00.0"], "0000:01:00", "absent", ["0000:02:00"]),
+              (["0000:01:00.0", "0000:02:00.0"], "0000:01:00", "present 0000:01:00.0", ["0000:02:00"]),
+              (["0000:01:00.0"], "0000:01:00", "present 0000:01:00.0", []),
+              (["0000:02:00.0"], nil, "present 0000:02:00.0", []),
+              (["0000:01:00.0", "0000:02:00.0"], nil, "ambiguous", []),
+          ] as [([String], String?, String, [String])])
+    func lastSlot(on bus: [String], lastSlot: String?, outcome: String, lookalikes: [String]) {
+        let resolution = CardResolution(card: card("u200", ids: ["10ee:903f"]), devices: bus.map { function($0, "10ee:903f") },
+                                        lastSlot: lastSlot.flatMap(PCISlot.init))
+        let seen = switch resolution.outcome {
+        case .absent: "absent"
+        case .ambiguous: "ambiguous"
+        case .present(let functions): "present " + functions.map(\.address.description).joined(separator: ",")
+        }
+        #expect(seen == outcome)
+        #expect(resolution.lookalikes.map(\.description) == lookalikes)
+    }
+
+    @Test("a card with an address is found by it, wherever it was last seen")
+    func lastSlotIgnoredWithAddress() {
+        let resolution = CardResolution(card: card("u200", address: "0000:02:00"), devices: [function("0000:02:00.0", "10ee:903f")],
+                                        lastSlot: PCISlot("0000:01:00"))
+        #expect(resolution.isPresent)
+    }
+
+    @Test("a PCI bridge (or a function whose driver cannot be read) makes a present card hands off", arguments: [
+        (UInt32(0x060400), "pcieport", "bridge"), (0x060700, "yenta_cardbus", "bridge"), (0x060000, nil, "-"),
+        (0x058000, "xdma", "-"), (0x058000, "?", "unreadable"),
+    ] as [(UInt32, String?, String)])
+    func handsOff(classCode: UInt32, driver: String?, expected: String) {
+        let snapshot = PCIDeviceSnapshot(address: PCIAddress("0000:00:01.0")!, id: PCIID("8086:1901")!, classCode: classCode,
+                                         driver: driver == "?" ? .unreadable("x y") : BoundDriver(driver.flatMap(DriverName.init)))
+        let reason = CardResolution(card: card("port", address: "0000:00:01"), devices: [snapshot]).handsOff
+        let kind = switch reason {
+        case .bridge?: "bridge"
+        case .unreadableDriver?: "unreadable"
+        case nil: "-"
+        }
+        #expect(kind == expected)
+        if case .bridge? = reason {
+            #expect(reason?.description.hasPrefix("0000:00:01.0 is a PCI bridge (class 0x0\(String(classCode, radix: 16))), which is never") == true)
+        }
+    }
 }
 
 @Suite("IOMMU group interlock")
 struct GroupInterlockTests {
     private func peer(_ address: String, _ driver: String?, classCode: UInt32 = 0x020000) -> GroupPeer {
-        GroupPeer(address: PCIAddress(address)!, driver: driver.flatMap(DriverName.init), classCode: classCode)
+        GroupPeer(address: PCIAddress(address)!, driver: BoundDriver(driver.flatMap(DriverName.init)), classCode: classCode)
     }
 
     @Test("peers on host drivers block; vfio-pci, pci-stub, driverless and bridges do not")
@@ -81,6 +128,15 @@ struct GroupInterlockTests {
             peer("0000:01:00.5", "snd_hda_intel"),
         ]
         #expect(GroupInterlock.blockingPeers(of: [card]).map(\.address.description) == ["0000:01:00.5"])
+    }
+
+    @Test("a peer whose driver name cannot be read blocks: it may be a host disk as well as nothing")
+    func unreadablePeer() {
+        var card = function("0000:01:00.0", "10ee:903f")
+        card.groupPeers = [GroupPeer(address: PCIAddress("0000:01:00.6")!, driver: .unreadable("nvme\u{0}"), classCode: 0x010802)]
+        let blocking = GroupInterlock.blockingPeers(of: [card])
+        #expect(blocking.map(\.address.description) == ["0000:01:00.6"])
+        #expect(blocking.first?.driver.description == "an unreadable driver (\"nvme\\u{0}\")")
     }
 
     @Test("the card's own functions move together and do not block each other")

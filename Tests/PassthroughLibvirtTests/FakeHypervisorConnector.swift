@@ -64,6 +64,7 @@ final class FakeHypervisorSession: HypervisorSession {
 
     func guestState(_ guest: GuestName) async throws -> GuestState { guest.rawValue == "fpga-guest" ? .running : .absent }
     func hostdevs(of guest: GuestName) async throws -> [Hostdev] { [] }
+    func guestsHolding(_ functions: Set<PCIAddress>) async throws -> [GuestName: [PCIAddress]] { [:] }
     func attach(_ address: PCIAddress, to guest: GuestName) async throws { attached.withLock { $0.append(address) } }
     func detach(_ address: PCIAddress, from guest: GuestName) async throws {}
 }

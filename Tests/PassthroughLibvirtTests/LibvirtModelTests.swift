@@ -48,6 +48,20 @@ import Testing
         #expect(!GuestState.shutOff.isActive && !GuestState.absent.isActive)
     }
 
+    /// A crashed guest kept by on_crash=preserve still has its QEMU, and with it the card: it takes no live
+    /// detach (not active), but nothing may be taken from it either.
+    @Test("who may still hold devices: every state with a QEMU, crashed included, and states not understood",
+          arguments: [
+              (GuestState.running, true, true), (.blocked, true, true), (.paused, true, true),
+              (.shuttingDown, true, true), (.pmSuspended, true, true),
+              (.crashed, false, true), (.noState, false, true), (.other(77), false, true),
+              (.shutOff, false, false), (.absent, false, false),
+          ] as [(GuestState, Bool, Bool)])
+    func whoMayHoldDevices(state: GuestState, active: Bool, mayHold: Bool) {
+        #expect(state.isActive == active)
+        #expect(state.mayHoldDevices == mayHold)
+    }
+
     @Test func errorHelpersMatchLibvirtCodes() {
         func error(_ code: virErrorNumber) -> LibvirtError {
             LibvirtError(code: raw(code.rawValue), domain: 0, message: "m", operation: "op")

@@ -138,6 +138,39 @@ struct TestDriverTests {
         await harness.stop()
     }
 
+    @Test func guestsHoldingListsEveryDomainWithAProcessWhoseLiveXMLHasTheFunction() async throws {
+        let harness = try await Harness()
+        let held = try #require(PCIAddress("0000:65:00.0"))
+        let other = try #require(PCIAddress("0000:66:00.0"))
+        func define(_ name: String) throws {
+            let xml = """
+                <domain type='test'><name>\(name)</name><memory>1048576</memory>
+                <os><type>hvm</type></os><devices>\(HostdevXML.pci(held))</devices></domain>
+                """
+            let defined = try #require(virDomainDefineXML(harness.control, xml), "\(LibvirtError.last(operation: "define"))")
+            virDomainFree(defined)
+        }
+        // "holder" runs with the function; "idle" lists it too but never starts; "test" runs without it.
+        try define("holder")
+        try define("idle")
+        try harness.domain("holder") { virDomainCreate($0) }
+        let holder = try #require(GuestName("holder"))
+
+        #expect(try await harness.hypervisor.guestsHolding([held, other]) == [holder: [held]])
+        #expect(try await harness.hypervisor.guestsHolding([other]) == [:])
+        #expect(try await harness.hypervisor.guestsHolding([]) == [:])
+
+        // Paused, its QEMU still holds the card.
+        try harness.domain("holder") { virDomainSuspend($0) }
+        #expect(try await harness.hypervisor.guestsHolding([held]) == [holder: [held]])
+
+        try harness.domain("holder") { virDomainDestroy($0) }
+        #expect(try await harness.hypervisor.guestsHolding([held]) == [:])
+
+        for name in ["holder", "idle"] { try harness.domain(name) { virDomainUndefine($0) } }
+        await harness.stop()
+    }
+
     @Test func anUnopenableURIIsATypedErrorAndAnOutage() async throws {
         let connector = LibvirtConnector(uri: "test:///nonexistent/passthrough-agent-test.xml")
         let (_, signals) = AsyncStream.makeStream(of: SessionSignal.self)

@@ -185,6 +185,111 @@ struct DriverBinderTests {
         }
     }
 
+    @Test("a group peer whose driver name cannot be read blocks vfio-pci; nothing is written")
+    func unreadablePeerBlocks() throws {
+        let bus = alveoHost()
+        bus.sysfs.addDriver("nvme\u{1b}[2J")
+        bus.sysfs.addFunction("0000:01:01.0", id: "144d:a808", classCode: 0x010802, driver: "nvme\u{1b}[2J", iommuGroup: 5, below: "0000:00:01.0")
+        let u200 = card("u200", address: "0000:01:00")
+        do {
+            try binder(bus, cards: [u200]).move(card: u200, to: .vfio)
+            Issue.record("expected a refusal")
+        } catch {
+            guard case .groupInUse(_, _, let peers) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(peers.map(\.address.description) == ["0000:01:01.0"])
+            #expect(error.description.contains("0000:01:01.0 (an unreadable driver (\"nvme\\u{1b}[2J\"))"))
+        }
+        #expect(bus.writes.isEmpty)
+    }
+
+    @Test("a card function whose driver cannot be read is never moved, to vfio-pci or back", arguments: [BindTarget.vfio, .host(.auto)])
+    func unreadableOwnDriver(target: BindTarget) throws {
+        let bus = alveoHost()
+        bus.sysfs.addDriver("x\u{202e}dma")
+        bus.sysfs.unbind("0000:01:00.1")
+        bus.sysfs.bind("0000:01:00.1", to: "x\u{202e}dma")
+        try bus.write("vfio-pci", to: bus.sysfs.layout.attribute("driver_override", of: PCIAddress("0000:01:00.1")!))
+        let u200 = card("u200", address: "0000:01:00")
+        let before = bus.writes.count
+        #expect(throws: BindError.handsOff(CardName("u200")!, .unreadableDriver(PCIAddress("0000:01:00.1")!, .unreadable("x\u{202e}dma")))) {
+            try binder(bus, cards: [u200]).move(card: u200, to: target)
+        }
+        #expect(bus.writes.count == before)
+        #expect(bus.sysfs.driver(of: "0000:01:00.1") == "x\u{202e}dma")
+    }
+
+    @Test("a PCI bridge matched by a card is refused, by address or by ids: pcieport keeps it", arguments: [
+        card("port", address: "0000:00:01"), card("port", ids: ["8086:1901"]),
+    ])
+    func bridgeRefused(port: CardConfig) throws {
+        let bus = alveoHost()
+        do {
+            try binder(bus, cards: [port]).move(card: port, to: .vfio)
+            Issue.record("expected a refusal")
+        } catch {
+            guard case .handsOff(_, .bridge(let address, _)) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(address == PCIAddress("0000:00:01.0"))
+            #expect(error.description.contains("0000:00:01.0 is a PCI bridge (class 0x060400)"))
+        }
+        #expect(bus.writes.isEmpty)
+        #expect(bus.sysfs.driver(of: "0000:00:01.0") == "pcieport")
+    }
+
+    @Test("another device at the address by the time of the unbind (a reflash under the move) is not unbound")
+    func identityChangedBeforeUnbind() throws {
+        let bus = alveoHost()
+        let u200 = card("u200", address: "0000:01:00", ids: ["10ee:903f", "10ee:9038"])
+        // Claimed on the snapshot; as the override is written, the card re-enumerates with a bitstream
+        // whose ID the card does not list, and xdma grabs it at once.
+        bus.beforeWrite(to: "bus/pci/devices/0000:01:00.0/driver_override") { sysfs in
+            sysfs.removeFunction("0000:01:00.0")
+            sysfs.addFunction("0000:01:00.0", id: "10ee:5044", driver: "xdma", iommuGroup: 5, below: "0000:00:01.0")
+        }
+        do {
+            try binder(bus, cards: [u200]).move(card: u200, to: .vfio)
+            Issue.record("expected a refusal")
+        } catch {
+            guard case .stepFailed(let failure, let rollback) = error else { Issue.record("wrong error \(error)"); return }
+            #expect(failure.reason == .identityChanged(expected: PCIID("10ee:903f")!, found: PCIID("10ee:5044")!))
+            #expect(failure.step == "unbind from xdma")
+            #expect(rollback == .restored)
+            #expect(error.description.contains("it was 10ee:903f when the move was planned and is 10ee:5044 now"))
+        }
+        #expect(!bus.writes.contains { $0.path.hasSuffix("/unbind") })
+        #expect(bus.sysfs.driver(of: "0000:01:00.0") == "xdma")
+        // The override the move had just written on it is taken back: the next probe is the kernel's own.
+        #expect(bus.sysfs.driverOverride(of: "0000:01:00.0") == "(null)\n")
+        #expect(bus.sysfs.driver(of: "0000:01:00.1") == "xdma")
+    }
+
+    @Test("an ids-only card is moved in the slot the plan was made for, never a look-alike elsewhere")
+    func plannedSlotOnly() throws {
+        let bus = alveoHost()
+        // A second, identical card, which is not this one; the configured one is off the bus.
+        bus.sysfs.addFunction("0000:00:02.0", id: "8086:1901", classCode: 0x060400, driver: "pcieport", iommuGroup: 2, subsystem: nil)
+        bus.sysfs.addFunction("0000:02:00.0", id: "10ee:903f", driver: "xdma", iommuGroup: 9, below: "0000:00:02.0")
+        bus.sysfs.removeFunction("0000:01:00.0")
+        bus.sysfs.removeFunction("0000:01:00.1")
+        let u200 = card("u200", ids: ["10ee:903f", "10ee:9038"])
+        #expect(throws: BindError.cardAbsent(CardName("u200")!)) {
+            try binder(bus, cards: [u200]).move(card: u200, to: .vfio, in: PCISlot("0000:01:00"))
+        }
+        #expect(bus.writes.isEmpty)
+        #expect(bus.sysfs.driver(of: "0000:02:00.0") == "xdma")
+    }
+
+    @Test("on its host driver, but with driver_override left on vfio-pci by an interrupted move: only the override is put right")
+    func staleOverride() throws {
+        let bus = alveoHost()
+        try bus.write("vfio-pci", to: bus.sysfs.layout.attribute("driver_override", of: PCIAddress("0000:01:00.1")!))
+        let u200 = card("u200", address: "0000:01:00")
+        let before = bus.writes.count
+        #expect(try binder(bus, cards: [u200]).move(card: u200, to: .host(.auto)).isEmpty)
+        #expect(bus.writes.dropFirst(before).map { "\($0.path)=\($0.value)" } == ["bus/pci/devices/0000:01:00.1/driver_override=\n"])
+        #expect(bus.sysfs.driver(of: "0000:01:00.1") == "xdma")
+        #expect(bus.sysfs.driverOverride(of: "0000:01:00.1") == "(null)\n")
+    }
+
     @Test("an absent card is reported, not guessed")
     func absentCard() {
         let bus = alveoHost()

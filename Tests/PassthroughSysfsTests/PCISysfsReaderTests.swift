@@ -1,6 +1,7 @@
 import PassthroughCore
 import PassthroughSysfs
 import PassthroughTestSupport
+import SystemPackage
 import Testing
 
 @Suite("Reading PCI functions from sysfs")
@@ -12,13 +13,28 @@ struct PCISysfsReaderTests {
         #expect(snapshot.id == PCIID("10ee:903f"))
         #expect(snapshot.subsystemID == PCIID("10ee:0007"))
         #expect(snapshot.classCode == 0x058000)
-        #expect(snapshot.driver == DriverName("xdma"))
+        #expect(snapshot.driver == .bound(DriverName("xdma")!))
         #expect(snapshot.driverOverride == nil)
         #expect(snapshot.iommuGroup == 5)
         #expect(snapshot.groupPeers.map(\.address.description) == ["0000:01:00.1"])
-        #expect(snapshot.groupPeers.first?.driver == DriverName("xdma"))
+        #expect(snapshot.groupPeers.first?.driver == .bound(DriverName("xdma")!))
         #expect(snapshot.upstreamPort == PCIAddress("0000:00:01.0"))
         #expect(!snapshot.isBridge)
+    }
+
+    @Test("a function removed mid-scan (ENOENT or ENODEV on one of its files) is gone, not a failed scan")
+    func vanishesMidScan() throws {
+        for errno in [Errno.noSuchFileOrDirectory, .operationNotSupportedByDevice] {
+            let bus = alveoHost()
+            bus.failReads(of: "bus/pci/devices/0000:03:00.0/driver_override", with: errno)
+            let functions = try bus.reader.allFunctions().map(\.address.description)
+            #expect(!functions.contains("0000:03:00.0"), "\(errno)")
+            #expect(functions.contains("0000:01:00.0") && functions.contains("0000:01:00.1"), "\(errno)")
+        }
+        // Any other error still fails the scan: it says nothing about the device being gone.
+        let bus = alveoHost()
+        bus.failReads(of: "bus/pci/devices/0000:03:00.0/driver_override", with: .permissionDenied)
+        #expect(throws: SysfsError.self) { try bus.reader.allFunctions() }
     }
 
     @Test("an absent function is nil, not an error")
@@ -38,6 +54,22 @@ struct PCISysfsReaderTests {
         let all = try bus.reader.allFunctions()
         #expect(all.map(\.address.description) == ["0000:00:01.0", "0000:00:1c.0", "0000:00:1f.3", "0000:01:00.0", "0000:01:00.1", "0000:03:00.0"])
         #expect(all.first?.isBridge == true)
+    }
+
+    @Test("a driver link whose name is not a driver name reads as unreadable, never as no driver", arguments: [
+        "xdma\u{202e}gpj", "drv ü", ".hidden", String(repeating: "d", count: 65),
+    ])
+    func unreadableDriver(name: String) throws {
+        let bus = alveoHost()
+        bus.sysfs.addDriver(name)
+        bus.sysfs.unbind("0000:01:00.1")
+        bus.sysfs.bind("0000:01:00.1", to: name)
+        #expect(try bus.reader.driver(of: PCIAddress("0000:01:00.1")!) == .unreadable(name))
+        let card = try #require(try bus.reader.snapshot(of: PCIAddress("0000:01:00.0")!))
+        #expect(card.groupPeers.first?.driver == .unreadable(name))
+        #expect(try bus.reader.driver(of: PCIAddress("0000:01:00.0")!) == .bound(DriverName("xdma")!))
+        bus.sysfs.unbind("0000:01:00.0")
+        #expect(try bus.reader.driver(of: PCIAddress("0000:01:00.0")!) == .unbound)
     }
 
     @Test("a set driver_override is read back")

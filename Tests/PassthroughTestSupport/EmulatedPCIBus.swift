@@ -61,7 +61,7 @@ public final class EmulatedPCIBus: SysfsIO {
         }
     }
 
-    /// The next reads (string or bytes) of `relativePath` fail with `errno`.
+    /// The next reads of `relativePath` (string, bytes, directory listing, or stat) fail with `errno`.
     public func failReads(of relativePath: String, with errno: Errno) {
         state.withLock { $0.failingReads[sysfs.root.appending(relativePath)] = errno }
     }
@@ -152,7 +152,19 @@ public final class EmulatedPCIBus: SysfsIO {
         return try real.read(path)
     }
     public func readLink(_ path: FilePath) throws(SysfsError) -> FilePath? { try real.readLink(path) }
-    public func list(_ directory: FilePath) throws(SysfsError) -> [String] { try real.list(directory) }
+    public func list(_ directory: FilePath) throws(SysfsError) -> [String] {
+        if let injected = state.withLock({ $0.failingReads[directory] }) {
+            throw SysfsError(operation: .list, path: directory, errno: injected)
+        }
+        return try real.list(directory)
+    }
+
+    public func characterDevice(at path: FilePath) throws(SysfsError) -> DeviceNumber? {
+        if let injected = state.withLock({ $0.failingReads[path] }) {
+            throw SysfsError(operation: .stat, path: path, errno: injected)
+        }
+        return try real.characterDevice(at: path)
+    }
     public func exists(_ path: FilePath) -> Bool { real.exists(path) }
 
     public func write(_ value: String, to path: FilePath) throws(SysfsError) {

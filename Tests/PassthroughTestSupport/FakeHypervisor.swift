@@ -16,6 +16,7 @@ public actor FakeHypervisor: Hypervisor {
     private let bus: EmulatedPCIBus
     private var guests: [String: GuestState] = [:]
     private var live: [String: [PCIAddress]] = [:]
+    private var unreadableXML: Set<String> = []
     private var failingAttaches = 0
     private var hangingAttaches = false
     public private(set) var attachCalls: [PCIAddress] = []
@@ -28,7 +29,19 @@ public actor FakeHypervisor: Hypervisor {
 
     public func define(_ guest: String, state: GuestState) {
         guests[guest] = state
-        if !state.isActive { live[guest] = [] }
+        // A crashed guest keeps its live XML: with on_crash=preserve its QEMU, and the card, live on.
+        if !state.mayHoldDevices { live[guest] = [] }
+    }
+
+    /// Puts `address` in the live XML of `guest` as it stands, as if attached before this test began (by
+    /// hand, or by a domain the agent does not manage).
+    public func hold(_ address: PCIAddress, in guest: String) {
+        live[guest, default: []].append(address)
+    }
+
+    /// The live XML of `guest` cannot be read any more (what ``LiveHostdevParser`` throws on).
+    public func breakLiveXML(of guest: String) {
+        unreadableXML.insert(guest)
     }
 
     public func setReachable(_ value: Bool) { reachable = value }
@@ -55,7 +68,23 @@ public actor FakeHypervisor: Hypervisor {
 
     public func hostdevs(of guest: GuestName) async throws -> [Hostdev] {
         guard reachable else { throw Unreachable() }
+        guard !unreadableXML.contains(guest.rawValue) else { throw Self.unreadable(guest.rawValue) }
         return (live[guest.rawValue] ?? []).map { Hostdev(address: $0, alias: "hostdev-\($0)", managed: false) }
+    }
+
+    public func guestsHolding(_ functions: Set<PCIAddress>) async throws -> [GuestName: [PCIAddress]] {
+        guard reachable else { throw Unreachable() }
+        var holding: [GuestName: [PCIAddress]] = [:]
+        for (name, state) in guests where state.mayHoldDevices {
+            guard !unreadableXML.contains(name) else { throw Self.unreadable(name) }
+            let listed = Set(live[name] ?? []).intersection(functions)
+            if !listed.isEmpty, let guest = GuestName(name) { holding[guest] = listed.sorted() }
+        }
+        return holding
+    }
+
+    private static func unreadable(_ guest: String) -> DomainXMLError {
+        DomainXMLError("domain \(guest): PCI hostdev without a source address", at: 412)
     }
 
     public func attach(_ address: PCIAddress, to guest: GuestName) async throws {

@@ -141,6 +141,23 @@ public final class FakeSysfs: Sendable {
         writeFile(relativePath, contents)
     }
 
+    // MARK: Processes and VFIO devices
+
+    /// A process in the fake `/proc` (`proc/<pid>` in the tree): its `comm`, and fd links 0, 1, … to
+    /// `openFiles`, real paths, so that `stat` through a link finds a real device number as through the kernel's.
+    public func addProcess(_ pid: Int, command: String, openFiles: [String]) {
+        Self.makeDirectories(root.appending("proc/\(pid)/fd"))
+        writeFile("proc/\(pid)/comm", "\(command)\n")
+        for (fd, target) in openFiles.enumerated() {
+            symlink(target, at: "proc/\(pid)/fd/\(fd)")
+        }
+    }
+
+    /// A VFIO group's character device as `vfio_create_group` registers it: `class/vfio/<name>/dev`, `MAJ:MIN`.
+    public func addVFIOGroup(_ name: String, device: String) {
+        writeFileCreatingDirectories("class/vfio/\(name)/dev", "\(device)\n")
+    }
+
     // MARK: Paths
 
     private func devicePath(_ address: String, below parent: String?) -> String {

@@ -48,18 +48,30 @@ public struct AgentService: Service {
             options: options, waitingFor: [.udev, .libvirt]
         )
         logger.notice("passthrough-agent starting: \(initialConfig.cards.count) card(s), libvirt \(initialConfig.libvirtURI)\(options.dryRun ? ", dry run" : "")")
-        if !options.dryRun { await supervisor.restoreLeftoverGuards() }
+        if !options.dryRun { await supervisor.restoreLeftovers() }
         let notifier = notifier
         let logger = logger
         let control = openControlSocket()
 
-        await withTaskGroup(of: Void.self) { group in
+        // Why the daemon must end on its own (systemd restarts it), or nothing on a graceful shutdown.
+        let (endings, end) = AsyncStream.makeStream(of: AgentServiceError.self, bufferingPolicy: .bufferingNewest(1))
+        let failure: AgentServiceError? = await withTaskGroup(of: Void.self) { group in
             group.addTask { await hypervisor.run() }
             group.addTask {
                 for await event in hypervisor.events { await supervisor.handle(event) }
             }
             group.addTask {
-                for await event in uevents { await supervisor.handle(event) }
+                for await event in uevents {
+                    await supervisor.handle(event)
+                    if case .failed(let error) = event { end.yield(.udevMonitorFailed("\(error)")) }
+                }
+                // A deaf agent would keep feeding the watchdog while it misses every reflash: better
+                // to exit and let systemd start a fresh monitor.
+                if !Task.isCancelled { end.yield(.udevMonitorFailed("its event stream ended")) }
+            }
+            group.addTask {
+                try? await gracefulShutdown()
+                end.finish()
             }
             group.addTask {
                 await supervisor.run { summary, isFirst in
@@ -70,7 +82,7 @@ public struct AgentService: Service {
                     }
                 }
             }
-            if let interval = try? SystemdNotifier().watchdogInterval {
+            if let interval = try? notifier.watchdogInterval {
                 group.addTask { await feedWatchdog(every: interval, supervisor: supervisor) }
             }
             group.addTask { await reloadOnHangup(supervisor) }
@@ -83,21 +95,23 @@ public struct AgentService: Service {
                     }
                 }
             }
-            for card in initialConfig.cards {
-                guard let interval = card.linkWatch.interval else { continue }
-                guard let address = card.address.map(Self.firstFunction) else {
-                    logger.warning("\(card.name): link-watch needs an address; not watching")
-                    continue
-                }
-                group.addTask { await watchLink(of: card, at: address, every: interval, supervisor: supervisor) }
-            }
 
-            try? await gracefulShutdown()
-            logger.notice("stopping: finishing the step in flight")
+            var failure: AgentServiceError?
+            for await ending in endings {
+                failure = ending
+                break
+            }
+            if let failure {
+                logger.critical("\(failure); exiting so that systemd restarts the agent")
+            } else {
+                logger.notice("stopping: finishing the step in flight")
+            }
             Self.tell(notifier, logger) { try $0.stopping() }
             control?.shutdown()
             group.cancelAll()
+            return failure
         }
+        if let failure { throw failure }
     }
 
     private func openControlSocket() -> ControlServer? {
@@ -107,23 +121,6 @@ public struct AgentService: Service {
         } catch {
             logger.warning("no control socket at \(controlSocket): \(error); reflash and live status are unavailable")
             return nil
-        }
-    }
-
-    static func firstFunction(_ selector: PCIAddressSelector) -> PCIAddress {
-        switch selector {
-        case .function(let address): address
-        case .slot(let slot): slot.function(0)!
-        }
-    }
-
-    /// The third kind of host (no hotplug, no AER): the card stays in sysfs but reads all-ones.
-    private func watchLink(of card: CardConfig, at address: PCIAddress, every interval: Duration, supervisor: CardSupervisor) async {
-        let watcher = LinkWatcher(probe: LinkProbe(layout: host.sysfs, io: host.io))
-        await watcher.watch(address, every: interval) { result in
-            // A function removed from sysfs is udev's news (remove event), not a dead link.
-            guard case .lost(let why) = result, why != .removed else { return }
-            _ = try? await supervisor.reflash(card.name, .lost(reason: "link watch: \(address) \(why)"))
         }
     }
 
@@ -161,7 +158,7 @@ public struct AgentService: Service {
             if await supervisor.heartbeat() {
                 Self.tell(notifier, logger) { try $0.watchdog() }
             } else {
-                logger.critical("a reconcile pass is stuck; not feeding the watchdog")
+                logger.critical("stuck: \(supervisor.stuckWork().joined(separator: "; ")); not feeding the watchdog")
             }
         }
     }
@@ -181,6 +178,17 @@ public struct AgentService: Service {
             _ = try message(notifier)
         } catch {
             logger.warning("sd_notify failed: \(error)")
+        }
+    }
+}
+
+/// Why `run` ends by itself: what a restart by systemd may cure.
+public enum AgentServiceError: Error, Hashable, Sendable, CustomStringConvertible {
+    case udevMonitorFailed(String)
+
+    public var description: String {
+        switch self {
+        case .udevMonitorFailed(let why): "the udev monitor stopped (\(why)): no uevent would reach the agent"
         }
     }
 }

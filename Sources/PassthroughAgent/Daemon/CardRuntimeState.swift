@@ -10,6 +10,8 @@ public struct CardRuntimeState: Hashable, Sendable {
         case absent
         case ambiguous
         case converged(Placement)
+        /// On the bus, and left exactly as it is whatever its guest does (a bridge, a driver that cannot be read).
+        case handsOff(CardResolution.HandsOff)
         case pending(steps: Int)
         case retrying(attempt: Int, lastError: String)
     }
@@ -21,22 +23,42 @@ public struct CardRuntimeState: Hashable, Sendable {
     public var lastAddresses: Set<PCIAddress> = []
     public var failures = 0
     public var retryAt: ContinuousClock.Instant?
-    /// Taken off the bus on purpose (`reflash --prepare`): its absence is expected.
-    public var held = false
     /// Where it was when last present; after a removal sysfs no longer says.
-    var location: ReflashCoordinator.Location?
+    public var site: ReflashSite?
+    /// Functions probed for their host driver since the card last appeared (see ``CardHistory``).
+    public var probedForHost: Set<PCIAddress> = []
+    /// Where it stands around a reflash (persisted while not `placed`).
+    public var reflash: ReflashStateMachine
 
-    public init() {}
+    public init(reflash: ReflashStateMachine = ReflashStateMachine()) {
+        self.reflash = reflash
+        self.site = reflash.state.site
+        self.lastAddresses = reflash.state.site?.functions ?? []
+    }
+
+    /// What the pure reconciler is told about the card's past.
+    public var history: CardHistory {
+        CardHistory(lastSlot: site?.slot ?? lastAddresses.min()?.slot, probedForHost: probedForHost)
+    }
 
     public func summary(for card: CardConfig) -> String {
-        switch phase {
+        switch reflash.state {
+        case .takingOff: return "\(card.name): being taken off the bus for a reflash"
+        case .held: return "\(card.name): off the bus for a reflash"
+        case .bringingBack: return "\(card.name): being brought back after a reflash"
+        case .recovering: return "\(card.name): recovering (lost from the link)"
+        case .placed, .gaveUp: break
+        }
+        return switch phase {
         case .unknown: "\(card.name): starting"
-        case .absent: held ? "\(card.name): off the bus for a reflash" : "\(card.name): absent"
+        case .absent: "\(card.name): absent"
         case .ambiguous: "\(card.name): ambiguous, add an address"
         case .converged(.inGuest(let guest)): "\(card.name): attached to \(guest)"
         case .converged(.vfioIdle): "\(card.name): on vfio-pci, \(card.guest) not running"
         case .converged(.host): "\(card.name): on the host"
         case .converged(.unchanged): "\(card.name): waiting for libvirt"
+        case .converged(.heldByCrashedGuest(let guest)): "\(card.name): left where it is, \(guest) crashed and still holds it"
+        case .handsOff(let reason): "\(card.name): left where it is, \(reason)"
         case .pending(let steps): "\(card.name): \(steps) step(s) pending"
         case .retrying(let attempt, _): "\(card.name): retrying (attempt \(attempt))"
         }

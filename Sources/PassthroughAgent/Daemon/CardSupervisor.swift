@@ -23,21 +23,24 @@ public actor CardSupervisor {
         public var stuckAfter: Duration = .seconds(120)
         /// Compute and log plans, change nothing.
         public var dryRun = false
-        /// Where the reflash guard keeps the registers it saved (survives a crash of the agent).
-        public var guardStore = GuardStateStore()
+        /// Where each card's reflash state and the guard's saved registers live (survives a crash,
+        /// a restart and a stop of the agent).
+        public var reflashStore = ReflashStateStore()
         public var recoveryClock: any WaitClock = ContinuousWaitClock()
         public var recoveryPacing = RecoveryPacing()
-        /// How long a guest may take to release a card before the host removes it anyway.
+        /// How long a guest may take to release a card after a detach request; one that does not is
+        /// never removed from under it (`--prepare` is refused, a recovery waits).
         public var detachTimeout: Duration = .seconds(20)
+        /// How often a recovery waiting for a guest to let go of the card looks again.
+        public var holderRecheck: Duration = .seconds(2)
         /// How long after an AER BEGIN_RECOVERY without success the card is probed for a dead link.
         public var aerGrace: Duration = .seconds(5)
 
         public init() {}
     }
 
-    /// Around a reflash: the card was lost (AER, link watch), or a person programs it over JTAG.
+    /// A person programs the card over JTAG: take it off the bus, then bring it back.
     public enum ReflashRequest: Hashable, Sendable {
-        case lost(reason: String)
         case prepare
         case finish
     }
@@ -67,17 +70,28 @@ public actor CardSupervisor {
     /// Event sources that must have spoken before the first pass, so READY means "looked at everything".
     public enum Source: Hashable, Sendable { case udev, libvirt }
 
-    private var config: AgentConfig
-    private let host: HostEnvironment
-    private let hypervisor: any Hypervisor
-    private let logger: Logger
-    private let options: Options
+    var config: AgentConfig
+    let host: HostEnvironment
+    let hypervisor: any Hypervisor
+    let logger: Logger
+    let options: Options
+    /// What is in flight (passes, worker and libvirt calls, commands), for the watchdog.
+    let work: InFlightWork
     /// Runs driver moves, removals and rescans, so a slow driver never stalls the daemon's executor.
     private let hostWorker: WorkerThread?
 
-    private var blocking: BlockingCalls {
-        guard let hostWorker else { return .inline }
+    var blocking: BlockingCalls {
+        let work = work
+        guard let hostWorker else {
+            return BlockingCalls { call in
+                let token = work.begin("sysfs call")
+                call()
+                work.end(token)
+            }
+        }
         return BlockingCalls { call in
+            let token = work.begin("sysfs call on a worker thread")
+            defer { work.end(token) }
             do {
                 try await hostWorker.perform(call)
             } catch {
@@ -85,15 +99,21 @@ public actor CardSupervisor {
             }
         }
     }
-    private var states: [CardName: CardRuntimeState] = [:]
+    var states: [CardName: CardRuntimeState] = [:]
     private var dirty: Set<CardName> = []
     private var pendingSources: Set<Source>
-    private var passStartedAt: ContinuousClock.Instant?
     private var completedPasses = 0
     private var retryTimer: Task<Void, Never>?
     private let wakeups: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
-    private var commands: [(card: CardName, request: ReflashRequest, reply: CheckedContinuation<String, any Error>?)] = []
+    /// Recoveries in flight, one per card at most; each on a task of its own.
+    var recoveries: [CardName: Task<Void, Never>] = [:]
+    /// AER BEGIN_RECOVERY grace probes waiting to look at the link.
+    var graceProbes: [CardName: Task<Void, Never>] = [:]
+    /// `link-watch` probes, one per card that has one; restarted by a reload.
+    var linkWatches: [CardName: (interval: Duration, task: Task<Void, Never>)] = [:]
+    /// Persisted recoveries a previous process left, resumed once the sources have spoken.
+    var resumePending = true
 
     public init(
         config: AgentConfig, host: HostEnvironment, hypervisor: any Hypervisor, logger: Logger,
@@ -101,14 +121,20 @@ public actor CardSupervisor {
     ) {
         self.config = config
         self.host = host
-        self.hypervisor = hypervisor
         self.logger = logger
         self.options = options
+        let work = InFlightWork(defaultLimit: options.stuckAfter)
+        self.work = work
+        self.hypervisor = TrackedHypervisor(base: hypervisor, work: work)
         self.pendingSources = sources
         // Without the thread (the process is out of them) moves run inline: slower to shut down, still correct.
-        self.hostWorker = options.dryRun ? nil : try? WorkerThread(name: "pa-sysfs")
+        // A dry run has it too: its bus scans read every device's driver_override, which waits for that
+        // device's lock (a device mid-probe anywhere on the host).
+        self.hostWorker = try? WorkerThread(name: "pa-sysfs")
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        for card in config.cards { states[card.name] = CardRuntimeState() }
+        for card in config.cards {
+            states[card.name] = CardRuntimeState(reflash: Self.resumedReflash(of: card.name, from: options.reflashStore, logger: logger))
+        }
     }
 
     deinit {
@@ -123,6 +149,8 @@ public actor CardSupervisor {
         markAllDirty()
     }
 
+    var sourcesReady: Bool { pendingSources.isEmpty }
+
     public func markAllDirty() {
         dirty.formUnion(config.cards.map(\.name))
         wake.yield()
@@ -136,7 +164,7 @@ public actor CardSupervisor {
 
     /// The cards a uevent may concern: the function is claimed by a card, or was last seen as one
     /// of a card's functions (a `remove` carries an address but no ID).
-    public func handle(_ event: UdevMonitorEvent) {
+    public func handle(_ event: UdevMonitorEvent) async {
         switch event {
         case .device(let device):
             let concerned = config.cards.filter { card in
@@ -149,7 +177,7 @@ public actor CardSupervisor {
                     logger.warning("AER \(aer) on \(device.address)", metadata: [
                         LogMetadataKey.pciSlot: "\(device.address)", "DEVICE_ONLINE": "\(device.deviceOnline.map { $0 ? "1" : "0" } ?? "-")",
                     ])
-                    for card in concerned { handleAER(aer, online: device.deviceOnline, on: device.address, card: card.name) }
+                    for card in concerned { await handleAER(aer, online: device.deviceOnline, on: device.address, card: card.name) }
                 }
                 markDirty(concerned.map(\.name))
             }
@@ -183,104 +211,6 @@ public actor CardSupervisor {
         }
     }
 
-    /// FAILED_RECOVERY: the kernel gave up, so do we: recover. BEGIN_RECOVERY with the device
-    /// offline may still end well; look at the link after a grace period and decide then.
-    private func handleAER(_ event: AERErrorEvent, online: Bool?, on address: PCIAddress, card: CardName) {
-        switch event {
-        case .failedRecovery:
-            enqueue(card, .lost(reason: "AER recovery failed on \(address)"), reply: nil)
-        case .beginRecovery where online == false:
-            let grace = options.aerGrace
-            let probe = LinkProbe(layout: host.sysfs, io: host.io)
-            Task { [weak self] in
-                try? await Task.sleep(for: grace)
-                if case .lost(let why) = probe.probe(address) {
-                    await self?.enqueue(card, .lost(reason: "AER on \(address), then the link stayed down (\(why))"), reply: nil)
-                }
-            }
-        default:
-            break
-        }
-    }
-
-    // MARK: Reflash
-
-    /// Runs a reflash request between passes (never interleaved with a plan for the card) and
-    /// answers when it is done.
-    public func reflash(_ card: CardName, _ request: ReflashRequest) async throws -> String {
-        guard config.cards.contains(where: { $0.name == card }) else {
-            throw ReflashRefused(.unknownCard, "no card named \(card) in the configuration")
-        }
-        return try await withCheckedThrowingContinuation { reply in
-            enqueue(card, request, reply: reply)
-        }
-    }
-
-    private func enqueue(_ card: CardName, _ request: ReflashRequest, reply: CheckedContinuation<String, any Error>?) {
-        if case .lost = request {
-            // Taken off on purpose, or already being recovered: one recovery at a time.
-            let queued = commands.contains { if case .lost = $0.request { $0.card == card } else { false } }
-            if states[card]?.held == true || queued {
-                reply?.resume(returning: "\(card): recovery already under way or card held for a reflash")
-                return
-            }
-        }
-        commands.append((card, request, reply))
-        wake.yield()
-    }
-
-    private func perform(_ name: CardName, _ request: ReflashRequest) async throws -> String {
-        guard let card = config.cards.first(where: { $0.name == name }) else {
-            throw ReflashRefused(.unknownCard, "no card named \(name) in the configuration")
-        }
-        if !options.dryRun, let devices = try? host.reader.allFunctions() {
-            noteChanges(await CardObserver(reader: host.reader, hypervisor: hypervisor).observe(card, devices: devices).observed)
-        }
-        let coordinator = reflashCoordinator
-        guard let location = states[name]?.location else {
-            throw ReflashRefused(.notOnBus, "\(name) has not been seen on the bus; nothing to take off or bring back")
-        }
-        let notify = Notify(logger: logger)
-        var fields = Logger.Metadata.card(card)
-        fields[LogMetadataKey.pciSlot] = "\(location.slot)"
-        switch request {
-        case .lost(let reason):
-            notify(.cardLost, "\(name) lost: \(reason); recovering", level: .warning, card: name, fields)
-            let outcome = await coordinator.recover(card, at: location)
-            return try conclude(card, outcome, fields: fields)
-        case .prepare:
-            if states[name]?.held == true { return "\(name) is already off the bus; program it, then run reflash \(name) --finish" }
-            try await coordinator.takeOff(card, at: location)
-            states[name]?.held = true
-            states[name]?.phase = .absent
-            logger.notice("\(name) taken off the bus for a reflash", metadata: fields)
-            return "\(name) is off the bus (\(location.slot)); program the FPGA, then run: passthrough-agent reflash \(name) --finish"
-        case .finish:
-            let outcome = await coordinator.bringBack(card, at: location)
-            states[name]?.held = false
-            return try conclude(card, outcome, fields: fields)
-        }
-    }
-
-    private func conclude(_ card: CardConfig, _ outcome: RecoveryOutcome, fields: Logger.Metadata) throws -> String {
-        switch outcome {
-        case .recovered(let functions):
-            dirty.insert(card.name)
-            return "\(card.name) is back: \(functions.map { "\($0.address) \($0.id)" }.joined(separator: ", "))"
-        case .gaveUp(let elapsed, let state):
-            // Absent, and known to be: a later `add` is taken back through the ordinary path.
-            states[card.name]?.phase = .absent
-            Notify(logger: logger)(.recoveryGaveUp, "\(card.name) did not come back within \(elapsed) (\(state)); still watching for it",
-                                   level: .error, card: card.name, fields)
-            throw ReflashRefused(.failed, "\(card.name) did not come back within \(elapsed) (\(state))")
-        case .failed(let failure, _):
-            Notify(logger: logger)(.stepFailed, "\(card.name): recovery failed: \(failure)", level: .error, card: card.name, fields)
-            throw ReflashRefused(.failed, "\(failure)")
-        case .cancelled:
-            throw CancellationError()
-        }
-    }
-
     private func cards(ownedBy guest: String) -> [CardName] {
         config.cards.filter { $0.guest.rawValue == guest }.map(\.name)
     }
@@ -288,11 +218,19 @@ public actor CardSupervisor {
     // MARK: Configuration
 
     /// A new configuration (SIGHUP). Every card is looked at again; removed cards are forgotten and
-    /// left where they are.
+    /// left where they are, except that a port guarded for them is put back.
     public func reload(_ newConfig: AgentConfig) {
+        for card in config.cards where !newConfig.cards.contains(where: { $0.name == card.name }) {
+            forgetReflash(of: card)
+        }
         config = newConfig
-        states = states.filter { name, _ in newConfig.cards.contains { $0.name == name } }
+        let names = Set(newConfig.cards.map(\.name))
+        states = states.filter { names.contains($0.key) }
+        dirty.formIntersection(names)
         for card in newConfig.cards where states[card.name] == nil { states[card.name] = CardRuntimeState() }
+        // The new configuration may be the fix for what kept failing: every card is due now.
+        for name in names { states[name]?.retryAt = nil }
+        if linkWatchesStarted { startLinkWatches() }
         markAllDirty()
     }
 
@@ -304,14 +242,10 @@ public actor CardSupervisor {
         var iterator = wakeups.makeAsyncIterator()
         while !Task.isCancelled {
             collectDueRetries()
-            while pendingSources.isEmpty, !commands.isEmpty, !Task.isCancelled {
-                let command = commands.removeFirst()
-                do {
-                    let answer = try await perform(command.card, command.request)
-                    command.reply?.resume(returning: answer)
-                } catch {
-                    command.reply?.resume(throwing: error)
-                }
+            if pendingSources.isEmpty, resumePending {
+                resumePending = false
+                resumeRecoveries()
+                startLinkWatches()
             }
             if dirty.isEmpty || !pendingSources.isEmpty {
                 guard await iterator.next() != nil else { break }
@@ -326,21 +260,7 @@ public actor CardSupervisor {
             scheduleRetryTimer()
         }
         retryTimer?.cancel()
-        for command in commands { command.reply?.resume(throwing: CancellationError()) }
-        commands.removeAll()
-    }
-
-    /// Before the first pass: put back whatever a crashed run left guarded.
-    public func restoreLeftoverGuards() {
-        reflashCoordinator.restoreLeftoverGuards()
-    }
-
-    private var reflashCoordinator: ReflashCoordinator {
-        ReflashCoordinator(
-            host: host, hypervisor: hypervisor, logger: logger, guardStore: options.guardStore,
-            clock: options.recoveryClock, pacing: options.recoveryPacing, detachTimeout: options.detachTimeout,
-            blocking: blocking
-        )
+        await stopReflashWork()
     }
 
     /// The daemon's view of each card, for `status` over the control socket.
@@ -350,13 +270,26 @@ public actor CardSupervisor {
 
     /// One pass over the dirty cards, in name order.
     public func pass() async {
-        passStartedAt = .now
-        defer { passStartedAt = nil }
-        let batch = config.cards.filter { dirty.contains($0.name) }
-        dirty.subtract(batch.map(\.name))
+        let token = work.begin("reconcile pass")
+        defer { work.end(token) }
+        await passOverDirtyCards()
+    }
+
+    private func passOverDirtyCards() async {
+        // A card being taken off, brought back or recovered is the reflash path's, not the loop's; the
+        // reflash marks it dirty again when it is done. A card in backoff is due at its retry time and
+        // never earlier, whatever events say: its own failed move makes bind/unbind uevents, and
+        // answering those at once would flap the host driver several times a second.
+        let now = ContinuousClock.now
+        let batch = config.cards.filter { card in
+            guard dirty.contains(card.name), let state = states[card.name] else { return false }
+            return !state.reflash.state.excludesReconcile && (state.retryAt.map { $0 <= now } ?? true)
+        }
+        dirty.removeAll()
+        guard !batch.isEmpty else { return }
         let devices: [PCIDeviceSnapshot]
         do {
-            devices = try host.reader.allFunctions()
+            devices = try await scanBus()
         } catch {
             logger.error("cannot read the PCI bus: \(error)")
             for card in batch { recordFailure(card, "cannot read the PCI bus: \(error)") }
@@ -369,10 +302,15 @@ public actor CardSupervisor {
         }
     }
 
-    /// Feeds the watchdog only while passes make progress.
+    /// Feeds the watchdog only while nothing in flight (a pass, a worker or libvirt call, a command)
+    /// has run past its limit.
     public func heartbeat() -> Bool {
-        guard let started = passStartedAt else { return true }
-        return ContinuousClock.now - started < options.stuckAfter
+        stuckWork().isEmpty
+    }
+
+    /// What is stuck, for the log line that says why the watchdog is no longer fed.
+    public nonisolated func stuckWork() -> [String] {
+        work.stuck()
     }
 
     public var summary: String {
@@ -394,7 +332,7 @@ public actor CardSupervisor {
         var devices = initialDevices
         // A plan, its steps, and a second look to confirm; a third plan means something undoes us.
         for round in 0..<3 {
-            let observation = await observer.observe(card, devices: devices)
+            let observation = await observer.observe(card, devices: devices, history: states[card.name]?.history ?? CardHistory())
             noteChanges(observation.observed)
             let steps = Reconciler.plan(for: observation.observed)
             if steps.isEmpty {
@@ -409,6 +347,9 @@ public actor CardSupervisor {
             for step in steps {
                 do {
                     try await executor.run(step, card: card)
+                    if case .bindHost = step.action {
+                        states[card.name]?.probedForHost.formUnion(observation.observed.resolution.functions.map(\.address))
+                    }
                 } catch {
                     recordFailure(card, "\(step.actionName) failed: \(error)", step: step)
                     return
@@ -416,7 +357,7 @@ public actor CardSupervisor {
             }
             if round < 2 {
                 do {
-                    devices = try host.reader.allFunctions()
+                    devices = try await scanBus()
                 } catch {
                     recordFailure(card, "cannot read the PCI bus: \(error)")
                     return
@@ -426,11 +367,20 @@ public actor CardSupervisor {
         recordFailure(card, "did not converge after three plans")
     }
 
+    /// Every function on the bus, read on the worker: reading a device's `driver_override` waits for
+    /// its lock, and one device mid-probe or mid-remove anywhere on the host must not freeze the loop,
+    /// the watchdog and the control socket with it.
+    func scanBus() async throws(SysfsError) -> [PCIDeviceSnapshot] {
+        let reader = host.reader
+        return try await blocking.run { () throws(SysfsError) in try reader.allFunctions() }
+    }
+
     /// Appeared, vanished, ID changed: said once, when it happens, not on every pass.
-    private func noteChanges(_ observed: ObservedCard) {
+    func noteChanges(_ observed: ObservedCard) {
         let card = observed.card
         let notify = Notify(logger: logger)
-        var state = states[card.name] ?? CardRuntimeState()
+        // A card dropped by a reload while its pass was in flight is not brought back to life.
+        guard var state = states[card.name] else { return }
         switch observed.resolution.outcome {
         case .present(let functions):
             let ids = Array(Set(functions.map(\.id))).sorted()
@@ -443,8 +393,9 @@ public actor CardSupervisor {
             case .absent, .unknown, .ambiguous:
                 notify(.cardAppeared, "\(card.name) appeared at \(slot) (\(ids.map(\.description).joined(separator: ", ")))",
                        card: card.name, fields)
+                state.probedForHost = []
             default:
-                break
+                state.probedForHost.formIntersection(functions.map(\.address))
             }
             if !state.lastIDs.isEmpty, state.lastIDs != ids {
                 notify(.cardIDChanged, "\(card.name): ID changed \(state.lastIDs.map(\.description).joined(separator: ",")) -> \(ids.map(\.description).joined(separator: ","))",
@@ -453,24 +404,22 @@ public actor CardSupervisor {
             state.lastIDs = ids
             state.lastAddresses = Set(functions.map(\.address))
             if let port = functions.compactMap(\.upstreamPort).first {
-                state.location = ReflashCoordinator.Location(slot: slot, upstreamPort: port, functions: state.lastAddresses)
-            }
-            if state.held, let location = state.location {
-                // Back without `--finish` (a hotplug slot re-enumerated it): the reflash is over.
-                state.held = false
-                reflashCoordinator.releaseGuard(card, at: location)
+                state.site = ReflashSite(slot: slot, upstreamPort: port, functions: state.lastAddresses)
             }
         case .absent:
-            if state.held {
-                // Taken off on purpose: not news.
+            if state.reflash.state.expectsAbsence {
+                // Taken off on purpose, or being recovered: not news.
             } else if case .absent = state.phase {} else if case .unknown = state.phase {
                 logger.warning("\(card.name) is not on the PCI bus", metadata: .card(card))
             } else {
                 let slot = state.lastAddresses.sorted().first.map { "\($0.slot)" } ?? "the bus"
-                notify(.cardVanished, "\(card.name) vanished from \(slot); waiting for it to return",
+                let lookalikes = observed.resolution.lookalikes.isEmpty ? "" :
+                    " (\(observed.resolution.lookalikes.map(\.description).joined(separator: ", ")) shows the same IDs and is another card: not taken)"
+                notify(.cardVanished, "\(card.name) vanished from \(slot); waiting for it to return\(lookalikes)",
                        level: .warning, card: card.name, [LogMetadataKey.guest: "\(card.guest)", LogMetadataKey.pciSlot: "\(slot)"])
             }
             state.phase = .absent
+            state.probedForHost = []
         case .ambiguous(let slots):
             if state.phase != .ambiguous {
                 logger.error("\(card.name): its ids match \(slots.count) slots; give it an address", metadata: .card(card))
@@ -478,11 +427,17 @@ public actor CardSupervisor {
             state.phase = .ambiguous
         }
         states[card.name] = state
+        if observed.resolution.isPresent { sighted(card) }
     }
 
     private func settle(_ card: CardConfig, _ observation: CardObserver.Observation) {
         guard var state = states[card.name] else { return }
-        if observation.observed.resolution.isPresent {
+        if let reason = observation.observed.resolution.handsOff {
+            if state.phase != .handsOff(reason) {
+                logger.error("\(card.name): \(reason)", metadata: .card(card))
+            }
+            state.phase = .handsOff(reason)
+        } else if observation.observed.resolution.isPresent {
             state.phase = .converged(Placement(card: card, guest: observation.observed.guest))
         }
         if state.failures > 0 {
@@ -497,7 +452,7 @@ public actor CardSupervisor {
     }
 
     private func recordFailure(_ card: CardConfig, _ message: String, step: PlanStep? = nil) {
-        var state = states[card.name] ?? CardRuntimeState()
+        guard var state = states[card.name] else { return }
         state.failures += 1
         let delay = options.backoff.delay(afterFailures: state.failures)
         state.retryAt = .now + delay

@@ -42,10 +42,15 @@ public enum PlanPreview {
             if let problem = observation.guestProblem {
                 notes.append("\(card.name): state of guest \(card.guest) unknown (\(problem)); the card is left where it is")
             }
+            let placement = Placement(card: card, guest: observation.observed.guest)
+            if case .heldByCrashedGuest = placement, observation.observed.resolution.isPresent {
+                notes.append("\(card.name): \(placement)")
+            }
             switch observation.observed.resolution.outcome {
             case .absent: notes.append("\(card.name): not on the PCI bus")
             case .ambiguous(let slots): notes.append("\(card.name): ids match \(slots.count) slots; give it an address")
-            case .present: break
+            case .present:
+                if let reason = observation.observed.resolution.handsOff { notes.append("\(card.name): \(reason)") }
             }
             steps += Reconciler.plan(for: observation.observed).map(Step.init)
         }

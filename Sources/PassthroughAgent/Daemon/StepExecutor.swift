@@ -23,11 +23,11 @@ struct StepExecutor: Sendable {
         let started = ContinuousClock.now
         switch step.action {
         case .bindVFIO:
-            for move in try await moveDrivers(of: card, to: .vfio) {
+            for move in try await moveDrivers(of: card, to: .vfio, in: step.slot) {
                 notifyMove(.cardRebound, "rebound to vfio-pci", move, card: card, since: started)
             }
         case .bindHost(let policy):
-            for move in try await moveDrivers(of: card, to: .host(policy)) {
+            for move in try await moveDrivers(of: card, to: .host(policy), in: step.slot) {
                 notifyMove(.cardGivenBack, "given back to \(move.to?.rawValue ?? "no driver")", move, card: card, since: started)
             }
         case .attach(let address, let guest):
@@ -49,9 +49,9 @@ struct StepExecutor: Sendable {
         }
     }
 
-    private func moveDrivers(of card: CardConfig, to target: BindTarget) async throws -> [DriverBinder.Move] {
+    private func moveDrivers(of card: CardConfig, to target: BindTarget, in slot: PCISlot?) async throws -> [DriverBinder.Move] {
         let binder = binder
-        return try await blocking.run { () throws(BindError) in try binder.move(card: card, to: target) }
+        return try await blocking.run { () throws(BindError) in try binder.move(card: card, to: target, in: slot) }
     }
 
     private func notifyMove(_ kind: NotificationKind, _ what: String, _ move: DriverBinder.Move, card: CardConfig,

@@ -38,11 +38,23 @@ public enum RecoveryFailure: Error, Hashable, Sendable, CustomStringConvertible 
     case removal(SysfsError)
     /// Secondary Bus Reset could not be pulsed on the upstream bridge.
     case reset(ConfigSpaceError)
+    /// Going on would touch what is not the card's, or what a guest still holds.
+    case refused(String)
+    /// Secondary Bus Reset refused: it would reset `functions` too, which are below the port and not the card's.
+    case busOccupied(port: PCIAddress, functions: [PCIAddress])
+    /// What is below the upstream port (or in the slot) could not be read, so neither a Secondary Bus Reset
+    /// could be ruled safe nor the card's return be told from someone else's function.
+    case busUnreadable(SysfsError)
 
     public var description: String {
         switch self {
         case .removal(let error): "removing the card's functions failed: \(error)"
         case .reset(let error): "secondary bus reset failed: \(error)"
+        case .refused(let why): why
+        case .busOccupied(let port, let functions):
+            "secondary bus reset refused: \(functions.map(\.description).joined(separator: ", ")) below \(port) "
+                + "\(functions.count == 1 ? "is" : "are") not the card's and would be reset with it"
+        case .busUnreadable(let error): "cannot tell what is on the card's bus: \(error)"
         }
     }
 }

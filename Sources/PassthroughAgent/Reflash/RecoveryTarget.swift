@@ -1,29 +1,34 @@
 import PassthroughCore
 import PassthroughSysfs
 
-/// What the recovery procedure works on: a card's slot and the bridge above it.
+/// What the recovery procedure works on: a card's own functions, their slot and the bridge above it.
 ///
-/// The upstream port must be known before the functions are removed: afterwards sysfs no
+/// The upstream port and the functions must be known before the functions are removed: afterwards sysfs no
 /// longer shows where they were (``PCISysfsReader/upstreamPort(of:)`` finds it beforehand).
 public struct RecoveryTarget: Hashable, Sendable {
     public var card: CardName
     public var slot: PCISlot
     public var upstreamPort: PCIAddress
+    /// The card's own functions, as last seen: the only ones removed. Anything else in the slot or below the
+    /// port is someone else's (see ``RecoveryProcedure/strangers(for:)``).
+    public var functions: Set<PCIAddress>
     public var reset: CardResetMethod
     public var timeout: Duration
 
-    public init(card: CardName, slot: PCISlot, upstreamPort: PCIAddress, reset: CardResetMethod = .none,
-                timeout: Duration = RecoveryTimeout.default) {
+    public init(card: CardName, slot: PCISlot, upstreamPort: PCIAddress, functions: Set<PCIAddress>,
+                reset: CardResetMethod = .none, timeout: Duration = RecoveryTimeout.default) {
         self.card = card
         self.slot = slot
         self.upstreamPort = upstreamPort
+        self.functions = functions
         self.reset = reset
         self.timeout = timeout
     }
 
     /// The card's own `reset` and `recovery-timeout`.
-    public init(card: CardConfig, slot: PCISlot, upstreamPort: PCIAddress) {
-        self.init(card: card.name, slot: slot, upstreamPort: upstreamPort, reset: card.reset, timeout: card.recoveryTimeout)
+    package init(card: CardConfig, slot: PCISlot, upstreamPort: PCIAddress, functions: Set<PCIAddress>) {
+        self.init(card: card.name, slot: slot, upstreamPort: upstreamPort, functions: functions, reset: card.reset,
+                  timeout: card.recoveryTimeout)
     }
 }
 

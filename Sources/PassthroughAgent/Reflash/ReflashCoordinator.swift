@@ -4,113 +4,225 @@ import PassthroughLibvirt
 import PassthroughSysfs
 import PassthroughSystemd
 
-/// The mechanics of taking a card off the bus and bringing it back around a reflash: detach from
-/// the guest, guard the upstream port, remove, wait for the link, rescan, unguard. Policy (when,
-/// and what to tell) stays with the supervisor.
+/// The mechanics of taking a card off the bus and bringing it back: detach it from its guest, make
+/// sure nobody else holds it, guard the upstream port, remove the card's own functions, wait for the
+/// link, rescan, unguard. *When* each of these may happen is the ``ReflashStateMachine``'s; the
+/// supervisor runs these on a task of the card's own, so one card's reflash never stalls another.
+///
+/// Removing a function that a QEMU still holds makes the kernel wait, uninterruptibly, until the guest
+/// lets go, while it holds the locks every rescan, removal and hotplug on the host needs. So nothing is
+/// removed while any domain's live XML lists a function or its VFIO group is open: `--prepare` is
+/// refused, a recovery waits (and says so) until the guest lets go.
 struct ReflashCoordinator: Sendable {
     let host: HostEnvironment
     let hypervisor: any Hypervisor
     let logger: Logger
-    let guardStore: GuardStateStore
     let clock: any WaitClock
     let pacing: RecoveryPacing
+    /// How long the card's guest may take to release it after a detach request.
     let detachTimeout: Duration
+    /// How often a recovery that waits for a guest to let go looks again.
+    let holderRecheck: Duration
     /// Runs the removal and rescans, which wait for drivers.
     let blocking: BlockingCalls
 
-    /// Where a card sits: the slot and the port above it (gone from sysfs once the card is removed).
-    struct Location: Hashable, Sendable {
-        var slot: PCISlot
-        var upstreamPort: PCIAddress
-        /// The functions last seen in the slot: what the guest may hold.
-        var functions: Set<PCIAddress>
-    }
+    /// Writes the card's state, with the guard's saved registers, before the guard clears anything
+    /// and before anything is removed. Throws when it cannot: then nothing more is done.
+    typealias Persist = @Sendable (_ savedGuard: GuardRecord?) async throws(ReflashStateError) -> Void
 
     private var procedure: RecoveryProcedure {
         RecoveryProcedure(reader: host.reader, clock: clock, pacing: pacing, logger: logger, blocking: blocking)
     }
 
     private var reflashGuard: ReflashGuard {
-        ReflashGuard(layout: host.sysfs, io: host.io, store: guardStore, logger: logger)
+        ReflashGuard(layout: host.sysfs, io: host.io, logger: logger)
     }
 
-    /// Removes the card from its guest first, so QEMU lets go before the host pulls the device.
-    /// A guest that does not release it in time is logged; the host-side removal makes QEMU unplug it.
-    func detachFromGuest(_ card: CardConfig, _ functions: Set<PCIAddress>) async {
+    private var notify: Notify { Notify(logger: logger) }
+
+    // MARK: reflash --prepare
+
+    /// Takes the card off the bus for a reflash. Fails closed: when any step before the removal
+    /// cannot be done (a guest holds the card, its state is unknown, the guard cannot be engaged or
+    /// saved), nothing is removed and the port is as it was.
+    func takeOff(_ card: CardConfig, at site: ReflashSite, persist: Persist) async throws(CardSupervisor.ReflashRefused) {
+        if let strangers = strangers(card, at: site) {
+            throw .init(.unsafe, strangers)
+        }
+        await detachFromGuest(card, site.functions)
+        switch await HolderCheck(hypervisor: hypervisor, host: host).holders(of: site.functions) {
+        case .free:
+            break
+        case .held(let holders):
+            throw .init(.unsafe, "\(card.name) stays on the bus: \(HolderVerdict.held(holders)); nothing was removed")
+        case .unknown(let why):
+            throw .init(.unsafe, "\(card.name) stays on the bus: cannot tell who holds it (\(why)); nothing was removed")
+        }
+        if Task.isCancelled { throw .init(.failed, "\(card.name): cancelled before anything was changed") }
+
+        var engaged: GuardRecord?
+        if card.reflashGuard {
+            do throws(ReflashGuardError) {
+                let record = try reflashGuard.read(port: site.upstreamPort)
+                do { try await persist(record) } catch { throw .state(error) }
+                try reflashGuard.clear(record)
+                engaged = record
+                logger.notice("\(card.name): fatal-error reporting masked on \(site.upstreamPort) for the reflash",
+                              metadata: [LogMetadataKey.card: "\(card.name)", LogMetadataKey.pciSlot: "\(site.upstreamPort)"])
+            } catch {
+                throw .init(.failed, "\(card.name) stays on the bus: cannot mask fatal-error reporting on \(site.upstreamPort) "
+                    + "(\(error)); nothing was removed. Kernel lockdown forbids config-space writes: see `passthrough-agent check`")
+            }
+        } else {
+            do throws(ReflashStateError) {
+                try await persist(nil)
+            } catch {
+                throw .init(.failed, "\(card.name) stays on the bus: cannot record its state (\(error)); nothing was removed")
+            }
+        }
+        if Task.isCancelled {
+            release(engaged, of: card.name)
+            throw .init(.failed, "\(card.name): cancelled before anything was removed")
+        }
+        do {
+            try await procedure.remove(target(card, site))
+        } catch {
+            release(engaged, of: card.name)
+            throw .init(.failed, "\(card.name): removing it from the bus failed (\(error))")
+        }
+    }
+
+    // MARK: reflash --finish
+
+    /// Rescans until the card's functions are back (or its `recovery-timeout`), then puts the port back.
+    /// - Returns: the outcome and whether the guard was released.
+    func bringBack(_ card: CardConfig, at site: ReflashSite, guard record: GuardRecord?) async -> (RecoveryOutcome, guardReleased: Bool) {
+        let outcome = await procedure.bringBack(target(card, site))
+        guard case .recovered = outcome else { return (outcome, false) }
+        return (outcome, release(record, of: card.name))
+    }
+
+    // MARK: Lost
+
+    /// Recovers a card that fell off the link: detach, wait until no guest holds it, guard (failing
+    /// open: a recovery must go on), remove, wait for the link, rescan, unguard.
+    ///
+    /// - Parameter resuming: a previous process died mid-recovery; the card may already be gone.
+    func recover(_ card: CardConfig, at site: ReflashSite, guard saved: GuardRecord?, resuming: Bool,
+                 persist: Persist) async -> (RecoveryOutcome, guardReleased: Bool) {
+        let fields = Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 }
+        let present = site.functions.filter { (try? host.reader.snapshot(of: $0)) != nil }
+        if !present.isEmpty {
+            if let strangers = strangers(card, at: site) {
+                notify(.stepFailed, "\(card.name): not recovering: \(strangers)", level: .error, card: card.name, fields)
+                return (.failed(.refused(strangers), lastState: RecoveryState()), false)
+            }
+            guard await waitUntilReleased(card, Set(present), fields: fields) else {
+                return (.cancelled(lastState: RecoveryState()), false)
+            }
+        }
+        var engaged = saved
+        if card.reflashGuard, engaged == nil {
+            do throws(ReflashGuardError) {
+                let record = try reflashGuard.read(port: site.upstreamPort)
+                do { try await persist(record) } catch { throw .state(error) }
+                try reflashGuard.clear(record)
+                engaged = record
+                logger.notice("\(card.name): fatal-error reporting masked on \(site.upstreamPort) for the recovery", metadata: fields)
+            } catch {
+                notify(.stepFailed, "\(card.name): recovering without the reflash guard: \(error)", level: .error, card: card.name, fields)
+            }
+        } else if engaged == nil {
+            do throws(ReflashStateError) {
+                try await persist(nil)
+            } catch {
+                notify(.stepFailed, "\(card.name): recovering, but its state cannot be recorded (\(error)); "
+                    + "a restart now would not resume it", level: .error, card: card.name, fields)
+            }
+        }
+        let outcome = resuming && present.isEmpty
+            ? await procedure.bringBack(target(card, site))
+            : await procedure.recover(target(card, site))
+        if case .cancelled = outcome { return (outcome, false) }
+        return (outcome, release(engaged, of: card.name))
+    }
+
+    /// Detaches the functions from the card's guest, then waits until no domain and no process holds
+    /// them. While one does, it says so (once) with what the user can do, and looks again every
+    /// `holderRecheck`: the recovery completes once the guest lets go (destroyed, detached, resumed).
+    /// - Returns: `false` when cancelled while waiting.
+    private func waitUntilReleased(_ card: CardConfig, _ functions: Set<PCIAddress>, fields: Logger.Metadata) async -> Bool {
+        var told: HolderVerdict?
+        while !Task.isCancelled {
+            await detachFromGuest(card, functions)
+            let verdict = await HolderCheck(hypervisor: hypervisor, host: host).holders(of: functions)
+            if verdict == .free {
+                if told != nil { logger.notice("\(card.name): released; recovering", metadata: fields) }
+                return true
+            }
+            if told != verdict {
+                notify(.stepFailed, "\(card.name) is lost, but not removed while it is held: \(verdict); waiting",
+                       level: .error, card: card.name, fields)
+                told = verdict
+            }
+            do { try await clock.sleep(for: holderRecheck) } catch { return false }
+        }
+        return false
+    }
+
+    // MARK: Steps
+
+    /// Asks the card's own guest to release the functions it lists and waits (up to the detach timeout)
+    /// for its live XML to drop them. A guest that does not is left to the holder check.
+    private func detachFromGuest(_ card: CardConfig, _ functions: Set<PCIAddress>) async {
         guard let state = try? await hypervisor.guestState(card.guest), state.isActive,
               let live = try? await hypervisor.hostdevs(of: card.guest)
         else { return }
         let executor = StepExecutor(
             binder: DriverBinder(config: AgentConfig(cards: [card]), reader: host.reader, logger: logger),
-            blocking: blocking,
-            hypervisor: hypervisor, logger: logger, settleTimeout: detachTimeout
+            blocking: blocking, hypervisor: hypervisor, logger: logger, settleTimeout: detachTimeout
         )
         for address in live.map(\.address) where functions.contains(address) {
             do {
                 try await executor.run(PlanStep(card: card.name, action: .detach(address, from: card.guest), reason: "reflash"), card: card)
             } catch {
-                logger.warning("\(card.name): \(card.guest) did not release \(address) (\(error)); removing it anyway",
+                logger.warning("\(card.name): \(card.guest) did not release \(address): \(error)",
                                metadata: [LogMetadataKey.card: "\(card.name)"])
             }
         }
     }
 
-    func engageGuard(_ card: CardConfig, at location: Location) {
-        guard card.reflashGuard else { return }
+    /// Why the card cannot be taken off alone: functions in its slot or on its port's secondary bus
+    /// that are not the card's (cut off with its link, or reset with it), or a bus that cannot be read.
+    private func strangers(_ card: CardConfig, at site: ReflashSite) -> String? {
         do {
-            _ = try reflashGuard.engage(port: location.upstreamPort)
-            logger.notice("\(card.name): fatal-error reporting masked on \(location.upstreamPort) for the reflash",
-                          metadata: [LogMetadataKey.card: "\(card.name)", LogMetadataKey.pciSlot: "\(location.upstreamPort)"])
+            let strangers = try procedure.strangers(for: target(card, site))
+            guard !strangers.isEmpty else { return nil }
+            return "\(card.name) shares \(site.slot) or the bus below \(site.upstreamPort) with "
+                + "\(strangers.map(\.description).joined(separator: ", ")), which no card claims as its own; "
+                + "nothing was removed (give the card an address that covers every function it has)"
         } catch {
-            logger.error("\(card.name): cannot guard \(location.upstreamPort): \(error)", metadata: [LogMetadataKey.card: "\(card.name)"])
+            return "cannot tell what else is below \(site.upstreamPort) (\(error)); nothing was removed"
         }
     }
 
-    func releaseGuard(_ card: CardConfig, at location: Location) {
-        guard card.reflashGuard else { return }
+    /// Puts the port back; a failure is logged with the values to write by hand.
+    @discardableResult
+    func release(_ record: GuardRecord?, of card: CardName) -> Bool {
+        guard let record else { return true }
         do {
-            if try reflashGuard.release(port: location.upstreamPort) {
-                logger.notice("\(card.name): error reporting restored on \(location.upstreamPort)",
-                              metadata: [LogMetadataKey.card: "\(card.name)"])
-            }
+            try reflashGuard.restore(record)
+            logger.notice("\(card): error reporting restored on \(record.port)", metadata: [LogMetadataKey.card: "\(card)"])
+            return true
         } catch {
-            logger.error("\(card.name): cannot restore \(location.upstreamPort): \(error); it is retried at the next start",
-                         metadata: [LogMetadataKey.card: "\(card.name)"])
+            logger.critical(Logger.Message(stringLiteral: "\(card): cannot restore error reporting on \(record.port) (\(error)); it was Command "
+                + "0x\(String(record.command, radix: 16)), Device Control 0x\(String(record.deviceControl, radix: 16))"),
+                metadata: [LogMetadataKey.card: "\(card)"])
+            return false
         }
     }
 
-    /// Puts back any port a previous run guarded and never released (a crash, a kill -9).
-    func restoreLeftoverGuards() {
-        for (port, result) in reflashGuard.restoreAll() {
-            switch result {
-            case .success: logger.notice("restored error reporting on \(port), left masked by a previous run")
-            case .failure(let error): logger.error("cannot restore error reporting on \(port): \(error)")
-            }
-        }
-    }
-
-    func recover(_ card: CardConfig, at location: Location) async -> RecoveryOutcome {
-        await detachFromGuest(card, location.functions)
-        engageGuard(card, at: location)
-        let outcome = await procedure.recover(RecoveryTarget(card: card, slot: location.slot, upstreamPort: location.upstreamPort))
-        releaseGuard(card, at: location)
-        return outcome
-    }
-
-    func takeOff(_ card: CardConfig, at location: Location) async throws(SysfsError) {
-        await detachFromGuest(card, location.functions)
-        engageGuard(card, at: location)
-        do {
-            try await procedure.remove(location.slot)
-        } catch {
-            releaseGuard(card, at: location)
-            throw error
-        }
-    }
-
-    func bringBack(_ card: CardConfig, at location: Location) async -> RecoveryOutcome {
-        let outcome = await procedure.bringBack(RecoveryTarget(card: card, slot: location.slot, upstreamPort: location.upstreamPort))
-        releaseGuard(card, at: location)
-        return outcome
+    private func target(_ card: CardConfig, _ site: ReflashSite) -> RecoveryTarget {
+        RecoveryTarget(card: card, slot: site.slot, upstreamPort: site.upstreamPort, functions: site.functions)
     }
 }

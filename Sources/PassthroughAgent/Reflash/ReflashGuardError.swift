@@ -3,7 +3,7 @@ import PassthroughSysfs
 
 public enum ReflashGuardError: Error, Hashable, Sendable, CustomStringConvertible {
     case configSpace(ConfigSpaceError)
-    case state(GuardStateError)
+    case state(ReflashStateError)
 
     public var description: String {
         switch self {

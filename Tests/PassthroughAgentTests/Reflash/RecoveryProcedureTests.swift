@@ -8,8 +8,10 @@ import Testing
 private let u200 = CardName("u200")!
 private let slot = PCISlot("0000:01:00")!
 
+private let u200Functions: Set<PCIAddress> = [PCIAddress("0000:01:00.0")!, PCIAddress("0000:01:00.1")!]
+
 private func target(reset: CardResetMethod = .none, timeout: Duration = .seconds(60)) -> RecoveryTarget {
-    RecoveryTarget(card: u200, slot: slot, upstreamPort: rootPort, reset: reset, timeout: timeout)
+    RecoveryTarget(card: u200, slot: slot, upstreamPort: rootPort, functions: u200Functions, reset: reset, timeout: timeout)
 }
 
 private func procedure(_ bus: EmulatedPCIBus, _ clock: VirtualClock) -> RecoveryProcedure {
@@ -184,5 +186,127 @@ struct RecoveryProcedureTests {
             Issue.record("expected cancelled, got \(outcome)")
             return
         }
+    }
+}
+
+/// Only the card's own functions, and no bus reset with anything present below the port.
+@Suite("Recovery touches only the card")
+struct RecoveryReachTests {
+    /// The reflash host with an extra function nobody claims in the card's slot (01:00.2, no driver).
+    private func hostWithStrangerInSlot() -> (EmulatedPCIBus, VirtualClock) {
+        let (bus, clock) = reflashing(returnsAt: .seconds(1)) { sysfs in
+            addCardFunction(sysfs, "0000:01:00.0", id: "10ee:903f")
+            addCardFunction(sysfs, "0000:01:00.1", id: "10ee:9038")
+        }
+        addCardFunction(bus.sysfs, "0000:01:00.2", id: "10ee:9011", driver: nil)
+        return (bus, clock)
+    }
+
+    /// The reflash host with a second device on the port's secondary bus (01:01.0, on xdma).
+    private func hostWithNeighbour(returnsAt: Duration? = .seconds(1)) -> (EmulatedPCIBus, VirtualClock) {
+        let (bus, clock) = reflashing(returnsAt: returnsAt) { sysfs in
+            addCardFunction(sysfs, "0000:01:00.0", id: "10ee:903f")
+            addCardFunction(sysfs, "0000:01:00.1", id: "10ee:9038")
+        }
+        addCardFunction(bus.sysfs, "0000:01:01.0", id: "10ee:903f")
+        return (bus, clock)
+    }
+
+    private func removals(_ bus: EmulatedPCIBus) -> [String] {
+        bus.writes.filter { $0.path.hasSuffix("/remove") }.map(\.path)
+    }
+
+    @Test("an unclaimed extra function in the slot: listed as a stranger, never removed, not taken for the card")
+    func strangerInSlot() async throws {
+        let (bus, clock) = hostWithStrangerInSlot()
+        let procedure = procedure(bus, clock)
+        #expect(try procedure.strangers(for: target()) == [PCIAddress("0000:01:00.2")!])
+
+        let outcome = await procedure.recover(target())
+        #expect(removals(bus) == ["bus/pci/devices/0000:01:00.1/remove", "bus/pci/devices/0000:01:00.0/remove"])
+        #expect(bus.sysfs.exists("bus/pci/devices/0000:01:00.2"), "the stranger stays on the bus")
+        // Recovered when the card's functions are back, at 1 s, not at the first look (the stranger was there).
+        #expect(functions(outcome) == ["0000:01:00.0 10ee:903f", "0000:01:00.1 10ee:9038"])
+        #expect(clock.now() >= .seconds(1))
+    }
+
+    @Test("a second device on the port's secondary bus: listed as a stranger, never removed")
+    func neighbourOnTheBus() async throws {
+        let (bus, clock) = hostWithNeighbour()
+        let procedure = procedure(bus, clock)
+        #expect(try procedure.strangers(for: target()) == [PCIAddress("0000:01:01.0")!])
+
+        _ = await procedure.recover(target())
+        #expect(!removals(bus).contains("bus/pci/devices/0000:01:01.0/remove"))
+        #expect(bus.sysfs.driver(of: "0000:01:01.0") == "xdma")
+    }
+
+    @Test("the card alone below its port: no strangers")
+    func noStrangers() throws {
+        let (bus, clock) = reflashing(returnsAt: nil)
+        bus.restoreLink("0000:01:00")
+        #expect(try procedure(bus, clock).strangers(for: target()).isEmpty)
+    }
+
+    @Test("a port that is gone: strangers cannot be told, an error rather than 'none'")
+    func strangersOfAVanishedPort() {
+        let (bus, clock) = reflashing(returnsAt: nil)
+        let elsewhere = RecoveryTarget(card: u200, slot: slot, upstreamPort: PCIAddress("0000:00:02.0")!, functions: u200Functions)
+        #expect(throws: SysfsError.self) { try procedure(bus, clock).strangers(for: elsewhere) }
+    }
+
+    @Test("a secondary bus reset with a neighbour below the port: refused before anything is removed")
+    func resetRefusedBeforeRemoval() async {
+        let (bus, clock) = hostWithNeighbour()
+        let outcome = await procedure(bus, clock).recover(target(reset: .secondaryBus))
+        guard case .failed(.busOccupied(let port, let present), _) = outcome else {
+            Issue.record("expected the reset to be refused, got \(outcome)")
+            return
+        }
+        #expect(port == rootPort && present == [PCIAddress("0000:01:01.0")!])
+        #expect(bus.writes.isEmpty, "nothing removed, nothing rescanned")
+        #expect(bus.configWrites.isEmpty, "no reset")
+    }
+
+    @Test("bringing back with a neighbour below the port: the reset is refused, the bus untouched")
+    func resetRefusedOnBringBack() async throws {
+        let (bus, clock) = hostWithNeighbour()
+        let procedure = procedure(bus, clock)
+        try await procedure.remove(target())
+        #expect(bus.sysfs.exists("bus/pci/devices/0000:01:01.0"))
+
+        let outcome = await procedure.bringBack(target(reset: .secondaryBus))
+        guard case .failed(.busOccupied(_, let present), _) = outcome else {
+            Issue.record("expected the reset to be refused, got \(outcome)")
+            return
+        }
+        #expect(present == [PCIAddress("0000:01:01.0")!])
+        #expect(outcome.description.contains("0000:01:01.0 below 0000:00:01.0 is not the card's"))
+        #expect(bus.configWrites.isEmpty)
+    }
+
+    @Test("bringing back a card that never left (--finish without --prepare): no reset, the card is just found")
+    func noResetUnderAPresentCard() async {
+        let bus = reflashHost()
+        let clock = VirtualClock()
+        let outcome = await procedure(bus, clock).bringBack(target(reset: .secondaryBus))
+        #expect(functions(outcome) == ["0000:01:00.0 10ee:903f", "0000:01:00.1 10ee:9038"])
+        #expect(bus.configWrites.isEmpty, "Secondary Bus Reset must not be pulsed under present functions")
+        #expect(removals(bus).isEmpty)
+    }
+
+    @Test("the port cannot be listed: no reset, a failure that says why")
+    func resetRefusedOnAnUnreadablePort() async throws {
+        let (bus, clock) = reflashing(returnsAt: .seconds(1))
+        let procedure = procedure(bus, clock)
+        try await procedure.remove(target())
+        bus.failReads(of: "bus/pci/devices/0000:00:01.0", with: .permissionDenied)
+        let outcome = await procedure.bringBack(target(reset: .secondaryBus))
+        guard case .failed(.busUnreadable(let error), _) = outcome else {
+            Issue.record("expected busUnreadable, got \(outcome)")
+            return
+        }
+        #expect(error.errno == .permissionDenied)
+        #expect(bus.configWrites.isEmpty)
     }
 }

@@ -17,13 +17,15 @@ private struct ReflashRig {
     let hypervisor: FakeHypervisor
     let logs = InMemoryLogHandler()
     let supervisor: CardSupervisor
-    let guardStore: GuardStateStore
+    let store: ReflashStateStore
+    let options: CardSupervisor.Options
+    let config: AgentConfig
     let loop: Task<Void, Never>
 
     static let port = "0000:00:01.0"
     static let function = PCIAddress("0000:01:00.0")!
 
-    init(extraConfig: String = "") async throws {
+    init(extraConfig: String = "", dryRun: Bool = false) async throws {
         let sysfs = FakeSysfs()
         bus = EmulatedPCIBus(sysfs)
         bus.loadDriver("pcieport")
@@ -44,22 +46,50 @@ private struct ReflashRig {
             recovery-timeout = "2s"
             \(extraConfig)
             """, path: "config.toml")
-        sysfs.writeFileCreatingDirectories("run/guard/.keep", "")
-        guardStore = GuardStateStore(directory: sysfs.root.appending("run/guard"))
+        store = ReflashStateStore(directory: sysfs.root.appending("run/cards"))
         var options = CardSupervisor.Options.fast
-        options.guardStore = guardStore
+        options.reflashStore = store
+        options.holderRecheck = .milliseconds(20)
         options.recoveryPacing = RecoveryPacing(firstPoll: .milliseconds(5), maximumPoll: .milliseconds(50),
                                                 resetHold: .milliseconds(1), resetSettle: .milliseconds(1))
         options.detachTimeout = .milliseconds(200)
-        var handler = logs
-        handler.logLevel = .debug
-        let logger = Logger(label: "test") { _ in handler }
+        options.dryRun = dryRun
+        self.options = options
+        self.config = config
         let supervisor = CardSupervisor(config: config, host: HostEnvironment(sysfsRoot: sysfs.root, io: bus),
-                                        hypervisor: hypervisor, logger: logger, options: options)
+                                        hypervisor: hypervisor, logger: Self.logger(logs), options: options)
         self.supervisor = supervisor
         loop = Task { await supervisor.run() }
         await supervisor.markAllDirty()
-        try await waitUntil("attached at start") { await supervisor.summary == "u200: attached to fpga-dev" }
+        if !dryRun {
+            try await waitUntil("attached at start") { await supervisor.summary == "u200: attached to fpga-dev" }
+        }
+    }
+
+    private init(restarting previous: ReflashRig) async {
+        bus = previous.bus
+        hypervisor = previous.hypervisor
+        store = previous.store
+        options = previous.options
+        config = previous.config
+        let supervisor = CardSupervisor(config: config, host: HostEnvironment(sysfsRoot: bus.sysfs.root, io: bus),
+                                        hypervisor: hypervisor, logger: Self.logger(logs), options: options)
+        self.supervisor = supervisor
+        await supervisor.restoreLeftovers()
+        loop = Task { await supervisor.run() }
+        await supervisor.markAllDirty()
+    }
+
+    /// The agent killed (or stopped) and started again on the same host and state directory.
+    func restarted() async -> ReflashRig {
+        loop.cancel()
+        return await ReflashRig(restarting: self)
+    }
+
+    static func logger(_ logs: InMemoryLogHandler) -> Logger {
+        var handler = logs
+        handler.logLevel = .debug
+        return Logger(label: "test") { _ in handler }
     }
 
     /// The card as the kernel enumerates it: a new pci_dev, grabbed by xdma at once.
@@ -71,7 +101,8 @@ private struct ReflashRig {
 
     /// The FPGA comes back with `id` when the port is rescanned.
     func cardReturnsOnRescan(as id: String) {
-        bus.onRescan { sysfs in
+        bus.onRescan { [bus] sysfs in
+            bus.restoreLink("0000:01:00")
             if sysfs.driver(of: "0000:01:00.0") == nil, !sysfs.exists("bus/pci/devices/0000:01:00.0") {
                 Self.plugCard(sysfs, id: id)
             }
@@ -104,6 +135,7 @@ struct ReflashDaemonTests {
         let rig = try await ReflashRig()
         defer { rig.loop.cancel() }
         rig.cardReturnsOnRescan(as: "10ee:9038")
+        rig.bus.dropLink("0000:01:00")   // a real FAILED_RECOVERY: the device no longer answers
         let change = UdevEvent(action: .change, isColdplug: false, syspath: "/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0",
                                address: ReflashRig.function, id: PCIID("10ee:903f"), driver: DriverName("vfio-pci"),
                                errorEvent: .failedRecovery, deviceOnline: false, sequenceNumber: nil)
@@ -125,9 +157,9 @@ struct ReflashDaemonTests {
         rig.bus.dropLink("0000:01:00")
         #expect(LinkProbe(layout: rig.bus.sysfs.layout, io: rig.bus).probe(ReflashRig.function) == .lost(.allOnes))
         rig.cardReturnsOnRescan(as: "10ee:903f")
-        let answer = try await rig.supervisor.reflash(CardName("u200")!, .lost(reason: "link watch: all-ones"))
-        #expect(answer.hasPrefix("u200 is back"))
+        await rig.supervisor.cardLost(CardName("u200")!, reason: "link watch: all-ones")
         try await waitUntil("re-attached") { rig.notifications(.cardAttached).count >= 2 }
+        #expect(rig.notifications(.cardLost).count == 1)
         #expect(rig.bus.sysfs.driver(of: "0000:01:00.0") == "vfio-pci")
     }
 
@@ -135,9 +167,8 @@ struct ReflashDaemonTests {
     func neverReturns() async throws {
         let rig = try await ReflashRig()
         defer { rig.loop.cancel() }
-        await #expect(throws: CardSupervisor.ReflashRefused.self) {
-            try await rig.supervisor.reflash(CardName("u200")!, .lost(reason: "test"))
-        }
+        await rig.supervisor.cardLost(CardName("u200")!, reason: "test")
+        try await waitUntil("gave up") { !rig.notifications(.recoveryGaveUp).isEmpty }
         let gaveUp = try #require(rig.notifications(.recoveryGaveUp).first)
         #expect(gaveUp.metadata[LogMetadataKey.card] == "u200")
         #expect(await rig.supervisor.summary == "u200: absent")
@@ -171,17 +202,28 @@ struct ReflashDaemonTests {
         try await waitUntil("re-attached") { await rig.hypervisor.liveHostdevs(of: "fpga-dev") == [ReflashRig.function] }
     }
 
-    @Test("a guard left engaged by a killed agent is restored when the next one starts")
-    func guardSurvivesKill() async throws {
-        let rig = try await ReflashRig(extraConfig: "reflash-guard = true")
+    @Test("link-watch follows a reload: turned on by SIGHUP, the next dead link is recovered")
+    func linkWatchReload() async throws {
+        let rig = try await ReflashRig()
         defer { rig.loop.cancel() }
-        // The previous agent engaged the guard and died (kill -9) before releasing it.
-        let crashed = ReflashGuard(layout: rig.bus.sysfs.layout, io: rig.bus, store: rig.guardStore,
-                                   logger: Logger(label: "crashed") { _ in SwiftLogNoOpLogHandler() })
-        _ = try crashed.engage(port: PCIAddress(ReflashRig.port)!)
-        #expect(try rig.portBits() == (false, false))
-        await rig.supervisor.restoreLeftoverGuards()
-        #expect(try rig.portBits() == (true, true))
+        rig.bus.dropLink("0000:01:00")
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(rig.notifications(.cardLost).isEmpty)
+        rig.cardReturnsOnRescan(as: "10ee:903f")
+        let watched = try ConfigLoader.parse("""
+            [[card]]
+            name = "u200"
+            address = "0000:01:00"
+            ids = ["10ee:903f", "10ee:9038"]
+            guest = "fpga-dev"
+            recovery-timeout = "2s"
+            link-watch = "100ms"
+            """, path: "config.toml")
+        await rig.supervisor.reload(watched)
+        try await waitUntil("lost, recovered and re-attached") {
+            rig.notifications(.cardLost).count == 1 && rig.notifications(.cardAttached).count >= 2
+        }
+        #expect(rig.bus.sysfs.driver(of: "0000:01:00.0") == "vfio-pci")
     }
 
     @Test("status over the control socket's handler: the daemon's live view of each card")

@@ -1,0 +1,394 @@
+import Logging
+import PassthroughCore
+import PassthroughLibvirt
+import PassthroughSysfs
+import PassthroughSystemd
+import PassthroughUdev
+
+/// The supervisor's side of the reflash path: requests (`reflash --prepare|--finish`), losses (AER,
+/// link watch) and sightings go through each card's ``ReflashStateMachine``; what it decides runs
+/// through the ``ReflashCoordinator`` on a task of the card's own (a request on its client's task, a
+/// recovery on one the supervisor keeps), so one card's reflash never delays another card or the
+/// control socket. Every transition is persisted before its effects, so a restart resumes exactly
+/// where the last process stood.
+extension CardSupervisor {
+    // MARK: Requests
+
+    /// Carries out a reflash request and answers when it is done. Cancelling the calling task (the
+    /// client hung up, the agent is stopping) drops a request that has not started, and stops one
+    /// that has at its next safe point: before anything is guarded or removed, never half-way.
+    public func reflash(_ name: CardName, _ request: ReflashRequest) async throws -> String {
+        guard config.cards.contains(where: { $0.name == name }) else {
+            throw ReflashRefused(.unknownCard, "no card named \(name) in the configuration")
+        }
+        try await untilSourcesReady()
+        guard let card = config.cards.first(where: { $0.name == name }) else {
+            throw ReflashRefused(.unknownCard, "\(name) left the configuration")
+        }
+        let limit = options.detachTimeout * 2 + card.recoveryTimeout + options.stuckAfter
+        let token = work.begin("reflash \(name) --\(request)", limit: limit)
+        defer { work.end(token) }
+        switch request {
+        case .prepare: return try await prepare(card)
+        case .finish: return try await finish(card)
+        }
+    }
+
+    private func prepare(_ card: CardConfig) async throws -> String {
+        let sighting = try await look(at: card)
+        switch transition(card.name, { $0.prepare(sighting, dryRun: options.dryRun) }) {
+        case .refuse(let refusal):
+            throw refused(refusal, card, doing: "take it off the bus")
+        case .alreadyHeld(let site):
+            return "\(card.name) is already off the bus (\(site.slot)); program the FPGA, then run: passthrough-agent reflash \(card.name) --finish"
+        case .takeOff(let site):
+            do {
+                try await coordinator.takeOff(card, at: site) { [weak self] record throws(ReflashStateError) in
+                    try await self?.guardSaved(card.name, record)
+                }
+            } catch {
+                transition(card.name) { $0.takeOffAbandoned() }
+                persist(card.name)
+                markDirty([card.name])
+                Notify(logger: logger)(.stepFailed, "\(card.name): reflash --prepare refused: \(error)", level: .error,
+                                       card: card.name, .card(card))
+                throw error
+            }
+            transition(card.name) { $0.takenOff() }
+            persist(card.name)
+            markDirty([card.name])
+            logger.notice("\(card.name) taken off the bus for a reflash", metadata: .card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
+            return "\(card.name) is off the bus (\(site.slot)); program the FPGA, then run: passthrough-agent reflash \(card.name) --finish"
+        }
+    }
+
+    private func finish(_ card: CardConfig) async throws -> String {
+        let wasHeld = if case .held = states[card.name]?.reflash.state { true } else { false }
+        let sighting = try await look(at: card)
+        switch transition(card.name, { $0.finish(sighting, dryRun: options.dryRun) }) {
+        case .refuse(.inUse) where wasHeld:
+            return "\(card.name) came back by itself; it is being rebound and re-attached"
+        case .refuse(let refusal):
+            throw refused(refusal, card, doing: "bring it back")
+        case .bringBack(let site):
+            let record = states[card.name]?.reflash.state.guardRecord
+            let (outcome, released) = await coordinator.bringBack(card, at: site, guard: record)
+            if case .cancelled = outcome {} else {
+                transition(card.name) { $0.bringBackEnded(back: outcome.isRecovered, guardReleased: released) }
+            }
+            persist(card.name)
+            markDirty([card.name])
+            return try conclude(card, outcome, at: site)
+        }
+    }
+
+    private func conclude(_ card: CardConfig, _ outcome: RecoveryOutcome, at site: ReflashSite) throws -> String {
+        let fields = Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 }
+        switch outcome {
+        case .recovered(let functions):
+            markDirty([card.name])
+            return "\(card.name) is back: \(functions.map { "\($0.address) \($0.id)" }.joined(separator: ", "))"
+        case .gaveUp(let elapsed, let state):
+            // Absent, and known to be: a later `add` is taken back through the ordinary path.
+            states[card.name]?.phase = .absent
+            Notify(logger: logger)(.recoveryGaveUp, "\(card.name) did not come back within \(elapsed) (\(state)); still watching for it",
+                                   level: .error, card: card.name, fields)
+            throw ReflashRefused(.failed, "\(card.name) did not come back within \(elapsed) (\(state)); "
+                + "it stays held: run --finish again once the FPGA is programmed")
+        case .failed(let failure, _):
+            Notify(logger: logger)(.stepFailed, "\(card.name): \(failure)", level: .error, card: card.name, fields)
+            throw ReflashRefused(.failed, "\(failure)")
+        case .cancelled:
+            throw CancellationError()
+        }
+    }
+
+    // MARK: Losses
+
+    /// The card fell off the link (AER, link watch): recover it on a task of its own. One recovery per
+    /// loss: a loss reported while a recovery or a reflash is under way is the same loss.
+    public func cardLost(_ name: CardName, reason: String) async {
+        guard let card = config.cards.first(where: { $0.name == name }) else { return }
+        let sighting = (try? await look(at: card)) ?? .init(present: nil, last: states[name]?.site)
+        switch transition(name, { $0.lost(sighting, dryRun: options.dryRun) }) {
+        case .ignore(let why):
+            logger.notice("\(name) lost (\(reason)); not recovering: \(why)", metadata: .card(card))
+        case .recover(let site, let generation):
+            Notify(logger: logger)(.cardLost, "\(name) lost: \(reason); recovering", level: .warning, card: name,
+                                   Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
+            persist(name)
+            startRecovery(card, at: site, generation: generation, resuming: false)
+        }
+    }
+
+    /// FAILED_RECOVERY: the kernel gave up, so do we — once the link confirms it (anyone with root can
+    /// write a synthetic `change` into `uevent`). BEGIN_RECOVERY with the device offline may still end
+    /// well: look at the link after a grace period, unless a recovery has started meanwhile (its own
+    /// removal is not a new loss).
+    func handleAER(_ event: AERErrorEvent, online: Bool?, on address: PCIAddress, card: CardName) async {
+        let probe = LinkProbe(layout: host.sysfs, io: host.io)
+        switch event {
+        case .failedRecovery:
+            switch probe.probe(address) {
+            case .present:
+                logger.warning(Logger.Message(stringLiteral: "AER FAILED_RECOVERY on \(address), but the link answers; not recovering "
+                    + "(a synthetic uevent, or the kernel recovered it after all)"), metadata: [LogMetadataKey.card: "\(card)"])
+            case .lost, .inconclusive:
+                await cardLost(card, reason: "AER recovery failed on \(address)")
+            }
+        case .beginRecovery where online == false:
+            guard let generation = states[card]?.reflash.generation else { return }
+            let grace = options.aerGrace
+            graceProbes[card]?.cancel()
+            graceProbes[card] = Task { [weak self] in
+                do { try await Task.sleep(for: grace) } catch { return }
+                await self?.graceProbeFired(card, generation: generation, address: address, probe: probe)
+            }
+        default:
+            break
+        }
+    }
+
+    private func graceProbeFired(_ card: CardName, generation: Int, address: PCIAddress, probe: LinkProbe) async {
+        graceProbes[card] = nil
+        guard states[card]?.reflash.isCurrent(generation) == true else { return }
+        if case .lost(let why) = probe.probe(address), why != .removed {
+            await cardLost(card, reason: "AER on \(address), then the link stayed down (\(why))")
+        }
+    }
+
+    private func startRecovery(_ card: CardConfig, at site: ReflashSite, generation: Int, resuming: Bool) {
+        recoveries[card.name] = Task { [weak self] in
+            await self?.recover(card, at: site, generation: generation, resuming: resuming)
+        }
+    }
+
+    private func recover(_ card: CardConfig, at site: ReflashSite, generation: Int, resuming: Bool) async {
+        let record = states[card.name]?.reflash.state.guardRecord
+        let (outcome, released) = await coordinator.recover(card, at: site, guard: record, resuming: resuming) { [weak self] record throws(ReflashStateError) in
+            try await self?.guardSaved(card.name, record)
+        }
+        let result: ReflashStateMachine.RecoveryResult = switch outcome {
+        case .recovered: .back
+        case .gaveUp: .timedOut
+        case .failed: .failed
+        case .cancelled: .interrupted
+        }
+        transition(card.name) { $0.recoveryEnded(generation: generation, result, guardReleased: released) }
+        persist(card.name)
+        recoveries[card.name] = nil
+        markDirty([card.name])
+        if case .cancelled = outcome { return }
+        _ = try? conclude(card, outcome, at: site)
+    }
+
+    // MARK: Start, sightings, stop
+
+    static func resumedReflash(of card: CardName, from store: ReflashStateStore, logger: Logger) -> ReflashStateMachine {
+        do {
+            return ReflashStateMachine(resuming: try store.load(card))
+        } catch {
+            logger.critical("\(card): \(error); left in place for a person, the card is treated as placed")
+            return ReflashStateMachine()
+        }
+    }
+
+    /// Recoveries a previous process left half-done go on; held cards stay held, and say so.
+    func resumeRecoveries() {
+        for card in config.cards {
+            switch states[card.name]?.reflash.state {
+            case .recovering(let site, let generation, _)?:
+                if options.dryRun {
+                    logger.notice("\(card.name): a previous run left it recovering; dry run, not resuming", metadata: .card(card))
+                } else {
+                    logger.notice("\(card.name): resuming the recovery a previous run left", metadata: .card(card))
+                    startRecovery(card, at: site, generation: generation, resuming: true)
+                }
+            case .held(let site, let record)?:
+                let guarded = record != nil ? ", its port guarded" : ""
+                logger.notice("\(card.name) is off the bus for a reflash (\(site.slot))\(guarded); run `passthrough-agent reflash \(card.name) --finish` when the FPGA is programmed",
+                              metadata: .card(card))
+            default:
+                break
+            }
+        }
+    }
+
+    /// Before anything else at start: records of cards that are no longer configured are put right
+    /// (the port they guarded restored) and removed. Held and recovering cards that are configured
+    /// keep theirs.
+    public func restoreLeftovers() {
+        let store = options.reflashStore
+        let recorded: [CardName]
+        do {
+            recorded = try store.cards()
+        } catch {
+            logger.critical("cannot list the reflash state: \(error)")
+            return
+        }
+        for name in recorded where !config.cards.contains(where: { $0.name == name }) {
+            do {
+                let state = try store.load(name)
+                if let record = state.guardRecord, !coordinator.release(record, of: name) { continue }
+                try store.remove(name)
+                logger.warning(Logger.Message(stringLiteral: "\(name) is no longer configured; its reflash state from a previous run was removed"
+                    + (state.site.map { " (it was at \($0.slot))" } ?? "")))
+            } catch {
+                logger.critical("\(name): \(error); left in place for a person")
+            }
+        }
+    }
+
+    /// Seen on the bus: a held card that came back by itself (a hotplug slot re-enumerated it, or the
+    /// agent died mid take-off) ends its reflash, and its port is put back.
+    func sighted(_ card: CardConfig) {
+        guard let site = states[card.name]?.site, let before = states[card.name]?.reflash.state else { return }
+        let action = transition(card.name) { $0.seen(.init(present: site, last: site)) }
+        if case .releaseGuard(let record) = action, !options.dryRun {
+            logger.notice("\(card.name) is back on the bus without --finish; the reflash is over", metadata: .card(card))
+            coordinator.release(record, of: card.name)
+        }
+        if states[card.name]?.reflash.state != before { persist(card.name) }
+    }
+
+    /// A card left the configuration: its recovery stops and a port guarded for it is put back. A card
+    /// that is off the bus stays off (nothing claims it any more).
+    func forgetReflash(of card: CardConfig) {
+        recoveries.removeValue(forKey: card.name)?.cancel()
+        graceProbes.removeValue(forKey: card.name)?.cancel()
+        guard let state = states[card.name]?.reflash.state, state != .placed else { return }
+        let record = transition(card.name) { $0.forget() }
+        if let record, !options.dryRun { coordinator.release(record, of: card.name) }
+        persist(card.name)
+        if state.excludesReconcile, let site = state.site {
+            logger.warning(Logger.Message(stringLiteral: "\(card.name) left the configuration while off the bus at \(site.slot); it stays off "
+                + "(`echo 1 > /sys/bus/pci/devices/\(site.upstreamPort)/rescan` brings it back)"))
+        }
+    }
+
+    // MARK: Link watch
+
+    /// Link watches start with the first look at the world (after the sources spoke), like recoveries.
+    var linkWatchesStarted: Bool { !resumePending }
+
+    /// The third kind of host (no hotplug, no AER): the card stays in sysfs but reads all-ones. Each
+    /// card with `link-watch` gets a probe of its own; a reload starts, stops or re-paces them.
+    func startLinkWatches() {
+        var wanted: [CardName: (Duration, PCIAddress)] = [:]
+        for card in config.cards {
+            guard let interval = card.linkWatch.interval, let selector = card.address else { continue }
+            let address = switch selector {
+            case .function(let address): address
+            case .slot(let slot): slot.function(0)!
+            }
+            wanted[card.name] = (interval, address)
+        }
+        for (name, watch) in linkWatches where wanted[name]?.0 != watch.interval {
+            watch.task.cancel()
+            linkWatches[name] = nil
+        }
+        let probe = LinkProbe(layout: host.sysfs, io: host.io)
+        for (name, (interval, address)) in wanted where linkWatches[name] == nil {
+            let task = Task { [weak self] in
+                await LinkWatcher(probe: probe).watch(address, every: interval) { result in
+                    // A function removed from sysfs is udev's news (a remove event), not a dead link.
+                    guard case .lost(let why) = result, why != .removed else { return }
+                    await self?.cardLost(name, reason: "link watch: \(address) \(why)")
+                }
+            }
+            linkWatches[name] = (interval, task)
+        }
+    }
+
+    /// At shutdown: link watches and grace probes end, recoveries stop at their next safe point and
+    /// stay recorded, so the next start resumes them.
+    func stopReflashWork() async {
+        for watch in linkWatches.values { watch.task.cancel() }
+        linkWatches.removeAll()
+        for probe in graceProbes.values { probe.cancel() }
+        graceProbes.removeAll()
+        let running = recoveries.values
+        for recovery in running { recovery.cancel() }
+        for recovery in running { await recovery.value }
+    }
+
+    // MARK: Plumbing
+
+    private var coordinator: ReflashCoordinator {
+        ReflashCoordinator(
+            host: host, hypervisor: hypervisor, logger: logger, clock: options.recoveryClock,
+            pacing: options.recoveryPacing, detachTimeout: options.detachTimeout, holderRecheck: options.holderRecheck,
+            blocking: blocking
+        )
+    }
+
+    @discardableResult
+    private func transition<Action>(_ card: CardName, _ body: (inout ReflashStateMachine) -> Action) -> Action {
+        var machine = states[card]?.reflash ?? ReflashStateMachine()
+        let action = body(&machine)
+        states[card]?.reflash = machine
+        return action
+    }
+
+    /// The guard saved the port's registers (or, `nil`, a removal is next): on disk before it happens.
+    private func guardSaved(_ card: CardName, _ record: GuardRecord?) throws(ReflashStateError) {
+        if let record { transition(card) { $0.guardSaved(record) } }
+        try save(card)
+    }
+
+    private func save(_ card: CardName) throws(ReflashStateError) {
+        guard !options.dryRun, let state = states[card]?.reflash.state else { return }
+        try options.reflashStore.save(state, of: card)
+    }
+
+    private func persist(_ card: CardName) {
+        do {
+            try save(card)
+        } catch {
+            logger.error("\(card): \(error); a restart now would not know where the card stands")
+        }
+    }
+
+    /// Where the card is now (on the bus, and where it was last), read from sysfs. Unreadable is
+    /// not "absent": the request is refused.
+    private func look(at card: CardConfig) async throws(ReflashRefused) -> ReflashStateMachine.Sighting {
+        let devices: [PCIDeviceSnapshot]
+        do {
+            devices = try await scanBus()
+        } catch {
+            throw ReflashRefused(.unsafe, "cannot read the PCI bus (\(error)); nothing was changed")
+        }
+        let observed = ObservedCard(card: card, devices: devices, guest: .unknown, attached: [],
+                                    history: states[card.name]?.history ?? CardHistory())
+        noteChanges(observed)
+        let site = states[card.name]?.site
+        return .init(present: observed.resolution.isPresent ? site : nil, last: site)
+    }
+
+    private func refused(_ refusal: ReflashStateMachine.Refusal, _ card: CardConfig, doing what: String) -> ReflashRefused {
+        switch refusal {
+        case .dryRun:
+            ReflashRefused(.unsafe, "the agent runs with --dry-run and changes nothing; not going to \(what)")
+        case .notOnBus:
+            ReflashRefused(.notOnBus, "\(card.name) has not been seen on the bus; not going to \(what)")
+        case .busy(let what):
+            ReflashRefused(.busy, "\(card.name) is \(what); try again when that is done (`passthrough-agent status`)")
+        case .inUse:
+            ReflashRefused(.unsafe, "\(card.name) is on the bus (its guest \(card.guest) may be using it): --finish only follows "
+                + "--prepare, and never rescans or resets under a card that is present")
+        }
+    }
+
+    private func untilSourcesReady() async throws {
+        while !sourcesReady {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+extension RecoveryOutcome {
+    var isRecovered: Bool {
+        if case .recovered = self { return true }
+        return false
+    }
+}
