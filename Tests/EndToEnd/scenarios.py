@@ -450,7 +450,7 @@ class Suite:
         # The same domain without kernel and initrd: SeaBIOS finds nothing to boot and waits for ever.
         r.sh(f"mkdir -p /run/e2e; sed -e '/<kernel>/d' -e '/<initrd>/d' -e '/<cmdline>/d' {L2_XML} >/run/e2e/l2-no-os.xml "
              "&& virsh define /run/e2e/l2-no-os.xml >/dev/null && virsh start l2", check=True, timeout=180)
-        problems = []
+        problems, wedged = [], False
         try:
             try:
                 r.wait_for("card attached to the guest without OS", self.attached_cond(), T_ATTACH)
@@ -459,7 +459,6 @@ class Suite:
             # Whatever becomes of the harness, L1 ends a wedge by itself: the guest goes.
             r.arm_deadman("s12", T_REFLASH_ANSWER + T_RESCAN + 60, DESTROY_L2)
             r.spawn("s12-prepare", f"passthrough-agent reflash fpga0 --prepare --timeout {T_REFLASH_CLIENT}")
-            wedged = False
             while True:
                 prep = r.collect("s12-prepare", 3)
                 if prep.done or prep.seconds > T_REFLASH_ANSWER:
@@ -491,6 +490,7 @@ class Suite:
                 problems.append(f"the refusal does not name the guest l2: {prep.out[:200]}")
             for job, limit, what in probes:
                 if not (job.done and job.seconds <= limit):
+                    wedged = True
                     problems.append(f"`{what}` did not return within {limit}s")
             if not in_guest:
                 problems.append("the card is no longer in l2's live XML")
@@ -510,7 +510,7 @@ class Suite:
             after = r.run_bounded("s12-after", f"cat {DEV}/driver_override 2>/dev/null; echo 1 > /sys/bus/pci/rescan", 60)
             if not after.done:
                 self.l1_dead = f"L1's PCI layer still blocked 60 s after the guest without OS was destroyed ({r.stuck_tasks()})"
-            elif problems:
+            elif wedged:
                 problems.append(f"host usable again {time.monotonic() - t0:.1f}s after `virsh destroy l2`")
                 late = r.collect("s12-prepare", 0)
                 if late.done and not prep.done:
