@@ -368,6 +368,12 @@ class Rig:
         self.card_model = None
         return ev["_t"] - t0
 
+    def inject_aer(self, device, error):
+        """An AER error reported by `device` (a QEMU id: "rp1" is the card's root port), through HMP's
+        pcie_aer_inject_error (e.g. "MALF_TLP": uncorrectable, fatal by default severity). Returns
+        QEMU's answer ("OK id: …" or why not)."""
+        return self.qmp.command("human-monitor-command", **{"command-line": f"pcie_aer_inject_error {device} {error}"}).strip()
+
     def plug(self, model):
         t0 = time.monotonic()
         self.qmp.command("device_add", driver=model, bus="rp1", id="fpga0")

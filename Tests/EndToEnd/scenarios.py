@@ -437,27 +437,75 @@ class Suite:
             log(f"cleanup: {'; '.join(did)}")
         return did
 
+    def start_guest_without_os(self, tag):
+        """`l2` redefined without kernel and initrd and started: SeaBIOS finds nothing to boot and waits
+        for ever, so nobody acks an ACPI eject; the agent attaches the card to it as to any guest. L1
+        destroys it by itself after a while (a dead-man switch), whatever becomes of the harness."""
+        r = self.rig
+        if r.domstate() == "running":
+            r.sh("virsh destroy l2", check=True)
+        r.wait_for("card on its host driver", self.drv_is(self.host_driver_for(r.card_model)), T_ATTACH)
+        self.port_before = self.port_errors()
+        r.sh(f"mkdir -p /run/e2e; sed -e '/<kernel>/d' -e '/<initrd>/d' -e '/<cmdline>/d' {L2_XML} >/run/e2e/l2-no-os.xml "
+             "&& virsh define /run/e2e/l2-no-os.xml >/dev/null && virsh start l2", check=True, timeout=180)
+        r.arm_deadman(tag, T_ATTACH + T_REFLASH_ANSWER + T_RESCAN + 60, DESTROY_L2)
+        try:
+            r.wait_for("card attached to the guest without OS", self.attached_cond(), T_ATTACH)
+        except RigError as e:
+            raise Fail(f"precondition: {e}; card driver={r.driver()}, hostdevs={r.hostdev_count()}")
+
+    def host_usable(self, tag):
+        """Reads driver_override, rescans the bus and asks `passthrough-agent status`, all at once, each
+        with its own limit, and looks for tasks in uninterruptible sleep. Returns what is wrong, and a
+        line of timings."""
+        r = self.rig
+        probes = [("override", f"cat {DEV}/driver_override", T_OVERRIDE_READ),
+                  ("rescan", "echo 1 > /sys/bus/pci/rescan", T_RESCAN),
+                  ("status", "passthrough-agent status", T_STATUS)]
+        for name, cmd, _ in probes:
+            r.spawn(f"{tag}-{name}", cmd)
+        jobs = [(r.collect(f"{tag}-{name}", limit), cmd, limit) for name, cmd, limit in probes]
+        problems = [f"`{cmd}` did not return within {limit}s" for job, cmd, limit in jobs
+                    if not (job.done and job.seconds <= limit)]
+        stuck = r.stuck_tasks()
+        if stuck:
+            problems.append(f"tasks in uninterruptible sleep: {stuck}")
+        return problems, (f"driver_override {jobs[0][0].seconds:.1f}s, rescan {jobs[1][0].seconds:.1f}s, "
+                          f"status {jobs[2][0].seconds:.1f}s")
+
+    def destroy_guest_without_os(self, tag):
+        """Destroys the guest (L1's dead-man switch does it if the harness cannot) and waits for the PCI
+        layer to answer again; returns the seconds that took."""
+        r = self.rig
+        t0 = time.monotonic()
+        try:
+            r.sh(f"{DESTROY_L2}; true", timeout=120)
+            r.disarm_deadman(tag)
+        except RigError as e:
+            log(f"cannot destroy l2 ({e}); waiting for L1's dead-man switch to do it")
+            r.qga.wait_ready(T_ATTACH + T_REFLASH_ANSWER + T_RESCAN + 120)
+        after = r.run_bounded(f"{tag}-after", f"cat {DEV}/driver_override 2>/dev/null; echo 1 > /sys/bus/pci/rescan", 60)
+        if not after.done:
+            self.l1_dead = f"L1's PCI layer still blocked 60 s after the guest without OS was destroyed ({r.stuck_tasks()})"
+        return time.monotonic() - t0
+
+    def restore_normal_guest(self):
+        r = self.rig
+        r.sh(f"virsh define {L2_XML} >/dev/null", check=True)
+        self.restore_after_reflash()
+        # Hung-task reports of a wedge a scenario caused and ended are explained; the stall detector
+        # looks past them.
+        self.console_mark = os.path.getsize(os.path.join(WORK, "l1-console.log"))
+
     def s12_prepare_guest_without_os(self):
         """`reflash --prepare` while a guest that cannot let go holds the card (no OS: nobody acks the
         ACPI eject). It must be refused, and the host's PCI layer must stay usable: removing a function
         QEMU still holds blocks the kernel (device lock, pci_rescan_remove_lock) until the guest dies."""
         r = self.rig
         self.require_agent()
-        if r.domstate() == "running":
-            r.sh("virsh destroy l2", check=True)
-        r.wait_for("card on its host driver", self.drv_is(self.host_driver_for(r.card_model)), T_ATTACH)
-        self.port_before = self.port_errors()
-        # The same domain without kernel and initrd: SeaBIOS finds nothing to boot and waits for ever.
-        r.sh(f"mkdir -p /run/e2e; sed -e '/<kernel>/d' -e '/<initrd>/d' -e '/<cmdline>/d' {L2_XML} >/run/e2e/l2-no-os.xml "
-             "&& virsh define /run/e2e/l2-no-os.xml >/dev/null && virsh start l2", check=True, timeout=180)
         problems, wedged = [], False
         try:
-            try:
-                r.wait_for("card attached to the guest without OS", self.attached_cond(), T_ATTACH)
-            except RigError as e:
-                raise Fail(f"precondition: {e}; card driver={r.driver()}, hostdevs={r.hostdev_count()}")
-            # Whatever becomes of the harness, L1 ends a wedge by itself: the guest goes.
-            r.arm_deadman("s12", T_REFLASH_ANSWER + T_RESCAN + 60, DESTROY_L2)
+            self.start_guest_without_os("s12")
             r.spawn("s12-prepare", f"passthrough-agent reflash fpga0 --prepare --timeout {T_REFLASH_CLIENT}")
             while True:
                 prep = r.collect("s12-prepare", 3)
@@ -472,15 +520,9 @@ class Suite:
                         problems.append(f"host wedged {prep.seconds:.0f}s into --prepare, no answer yet: reading "
                                         f"driver_override did not return within {T_OVERRIDE_READ}s")
                         break
-            # Is the host usable? All three at once; each has its own limit.
-            r.spawn("s12-override", f"cat {DEV}/driver_override")
-            r.spawn("s12-rescan", "echo 1 > /sys/bus/pci/rescan")
-            r.spawn("s12-status", "passthrough-agent status")
-            probes = [(r.collect("s12-override", T_OVERRIDE_READ), T_OVERRIDE_READ, f"cat {DEV}/driver_override"),
-                      (r.collect("s12-rescan", T_RESCAN), T_RESCAN, "echo 1 > /sys/bus/pci/rescan"),
-                      (r.collect("s12-status", T_STATUS), T_STATUS, "passthrough-agent status")]
+            blocked, timings = self.host_usable("s12")
+            wedged = wedged or bool(blocked)
             in_guest = r.sh(f"grep -q '<hostdev' {STATUS_XML}")[0] == 0
-            stuck = r.stuck_tasks()
             if not prep.done:
                 if not wedged:
                     problems.append(f"--prepare did not answer within {prep.seconds:.0f}s")
@@ -488,40 +530,78 @@ class Suite:
                 problems.append(f"--prepare exited {prep.rc} after {prep.seconds:.1f}s (want 77, refused): {prep.out[:200]}")
             elif not re.search(r"\bl2\b", prep.out):
                 problems.append(f"the refusal does not name the guest l2: {prep.out[:200]}")
-            for job, limit, what in probes:
-                if not (job.done and job.seconds <= limit):
-                    wedged = True
-                    problems.append(f"`{what}` did not return within {limit}s")
+            problems += blocked
             if not in_guest:
                 problems.append("the card is no longer in l2's live XML")
-            if stuck:
-                problems.append(f"tasks in uninterruptible sleep: {stuck}")
             if prep.done:
                 self.figures["--prepare refused, guest without OS (s12)"] = [prep.seconds]
         finally:
-            t0 = time.monotonic()
-            try:
-                r.sh(f"{DESTROY_L2}; true", timeout=120)
-                r.disarm_deadman("s12")
-            except RigError as e:
-                log(f"cannot destroy l2 ({e}); waiting for L1's dead-man switch to do it")
-                r.qga.wait_ready(T_REFLASH_ANSWER + T_RESCAN + 120)
-            # Once the guest is gone, the host must be itself again (today: the blocked removal completes).
-            after = r.run_bounded("s12-after", f"cat {DEV}/driver_override 2>/dev/null; echo 1 > /sys/bus/pci/rescan", 60)
-            if not after.done:
-                self.l1_dead = f"L1's PCI layer still blocked 60 s after the guest without OS was destroyed ({r.stuck_tasks()})"
-            elif wedged:
-                problems.append(f"host usable again {time.monotonic() - t0:.1f}s after `virsh destroy l2`")
+            dt = self.destroy_guest_without_os("s12")
+            if wedged and not self.l1_dead:
+                problems.append(f"host usable again {dt:.1f}s after `virsh destroy l2`")
                 late = r.collect("s12-prepare", 0)
                 if late.done and not prep.done:
                     problems.append(f"then --prepare exited {late.rc}: {late.out[:120]}")
-            r.sh(f"virsh define {L2_XML} >/dev/null", check=True)
-            self.restore_after_reflash()
-            # Hung-task reports of this wedge are explained; the stall detector looks past them.
-            self.console_mark = os.path.getsize(os.path.join(WORK, "l1-console.log"))
+            self.restore_normal_guest()
         check(not problems, "; ".join(problems))
-        return (f"refused (77) {prep.seconds:.1f}s after --prepare, naming l2; driver_override "
-                f"{probes[0][0].seconds:.1f}s, rescan {probes[1][0].seconds:.1f}s, status answers; the card still in l2")
+        return f"refused (77) {prep.seconds:.1f}s after --prepare, naming l2; {timings}; the card still in l2"
+
+    def s17_aer_while_attached(self):
+        """A fatal AER error while the card is in a guest: QEMU's vfio error notifier pauses the guest and
+        the kernel's own recovery resets the link (and, on QEMU's root port, fails). The paused guest
+        holds the card: the agent must not wedge the host on it, must say what happened, and must bring
+        the card back once the guest is gone (once, the reset had cleared its BARs and e1000e's probe
+        failed: "given back to no driver"; a remove and rescan fixes that).
+        QEMU's e1000e has read-only error-reporting enables, so the error is reported by the root port
+        above it; the kernel recovers everything below the port, the card included."""
+        r = self.rig
+        self.require_agent()
+        problems, destroyed = [], False
+        try:
+            self.start_guest_without_os("s17")
+            model, pid0, since = r.card_model, self.agent_pid(), int(r.l1_time())
+            said = r.inject_aer("rp1", "MALF_TLP")
+            check(said.startswith("OK"), f"precondition: pcie_aer_inject_error: {said}")
+            try:
+                r.wait_for("QEMU pauses l2 (vfio error notifier)", "virsh domstate l2 | grep -q paused", 60)
+            except RigError as e:
+                raise Fail(f"precondition: {e}; the error did not reach vfio: {r.out('dmesg | grep -i aer | tail -n 3')}")
+            time.sleep(15)  # the kernel's recovery, the agent's 5 s grace probe, whatever it then does
+            blocked, timings = self.host_usable("s17")
+            problems += blocked
+            if r.sh(f"grep -q '<hostdev' {STATUS_XML}")[0] != 0:
+                problems.append("the card left the paused guest's live XML")
+            entries = [e for e in r.journal(since=since - 1) if e.get("PASSTHROUGH_CARD") == "fpga0"]
+            told = [e for e in entries if e.get("MESSAGE_ID") in self.catalog_ids() and int(e.get("PRIORITY", 6)) <= 4]
+            if not told:
+                problems.append(f"no notification (catalog MESSAGE_ID, warning or worse) for fpga0; it said: "
+                                f"{[e.get('MESSAGE') for e in entries][-3:]}")
+            destroyed = True
+            self.destroy_guest_without_os("s17")
+            t0 = time.monotonic()
+            try:
+                r.wait_for("card back on its host driver after the guest was destroyed",
+                           self.drv_is(self.host_driver_for(model)), T_ATTACH)
+                t_back = time.monotonic() - t0
+                self.figures["card on its host driver after AER + guest destroyed (s17)"] = [t_back]
+            except RigError as e:
+                problems.append(f"not converged after `virsh destroy l2`: {e}; card driver={r.driver()}; the agent said: "
+                                f"{[e.get('MESSAGE') for e in r.journal(since=since - 1)][-2:]}")
+            if self.agent_pid() != pid0:
+                problems.append(f"the agent restarted (pid {pid0} → {self.agent_pid()})")
+        finally:
+            if not destroyed:
+                self.destroy_guest_without_os("s17")
+            if r.driver() == "none":
+                r.sh(f"echo 1 > {DEV}/remove; echo 1 > /sys/bus/pci/rescan", timeout=120)
+                log("cleanup: driverless card removed and rescanned by hand")
+            self.restore_normal_guest()
+        check(not problems, "; ".join(problems))
+        return (f"l2 paused by QEMU, card kept in it; {timings}; notified; card on "
+                f"{self.host_driver_for(model)} {t_back:.1f}s after `virsh destroy l2`")
+
+    def catalog_ids(self):
+        return set(re.findall(r"^-- ([0-9a-f]{32})", open(CATALOG).read(), re.M))
 
     def prepare_gap_finish(self, gap, what):
         """`--prepare`, then `gap` (the agent killed, restarted, stopped and started), then `--finish`:
@@ -776,7 +856,7 @@ class Suite:
     def s9_journal(self):
         r = self.rig
         self.require_agent()
-        ids = re.findall(r"^-- ([0-9a-f]{32})", open(CATALOG).read(), re.M)
+        ids = self.catalog_ids()
         entries = r.journal()
         seen = {e.get("MESSAGE_ID") for e in entries if e.get("MESSAGE_ID")}
         ours = seen & set(ids)
@@ -837,6 +917,7 @@ class Suite:
             if a.tier == "full":
                 # Before L2 first boots: this one runs a guest without OS, which needs no boot.
                 self.run("12: reflash --prepare, guest without OS → refused, host not wedged", self.s12_prepare_guest_without_os)
+                self.run("17: fatal AER while attached, guest paused by QEMU → notified, no wedge, converges", self.s17_aer_while_attached)
             self.run("2: guest starts → vfio-pci, attached, L2 sees it", self.s2_guest_starts)
             self.run("3: reflash (same ID) → re-attached", self.s3_reflash_same)
             self.run("4: reflash with a new ID → re-attached, 'ID changed'", self.s4_reflash_new_id)
