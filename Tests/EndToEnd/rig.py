@@ -107,8 +107,9 @@ class QMP:
 class QGA:
     """qemu-guest-agent on one persistent connection (a new connection per call hangs in sync)."""
 
-    def __init__(self, path):
+    def __init__(self, path, qemu=None):
         self.path = path
+        self.qemu = qemu  # L1's QEMU process: no point waiting for an agent inside a machine that is gone
         self.sock = None
         self.buf = b""
         self.lock = threading.Lock()  # one request/response at a time on the one connection
@@ -127,7 +128,7 @@ class QGA:
             self.sock.settimeout(left)
             chunk = self.sock.recv(65536)
             if not chunk:
-                raise RigError("QGA connection closed")
+                raise ConnectionError("QGA connection closed")
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         line = line.strip(b"\xff").strip()
@@ -147,6 +148,8 @@ class QGA:
     def wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.qemu is not None and self.qemu.poll() is not None:
+                raise RigError(f"L1's QEMU exited (status {self.qemu.returncode}; see Tests/EndToEnd/work/qemu.log)")
             try:
                 if self.sync(timeout=3):
                     return True
@@ -250,7 +253,7 @@ class Rig:
                                      stderr=subprocess.STDOUT)
         self.card_model = model
         self.qmp = QMP(os.path.join(self.work, "qmp.sock"))
-        self.qga = QGA(os.path.join(self.work, "qga.sock"))
+        self.qga = QGA(os.path.join(self.work, "qga.sock"), qemu=self.proc)
         self.qga.wait_ready(timeout)
         t_qga = time.monotonic() - t0
         rc, out, _ = self.sh("systemctl is-system-running --wait", timeout=timeout)

@@ -180,7 +180,10 @@ class Suite:
         except (RigError, OSError) as e:
             ok, detail = False, f"rig: {e}"
             hung = self.l1_hung()
-            if hung:
+            if self.rig.proc is None or self.rig.proc.poll() is not None:
+                self.l1_dead = "L1's QEMU is gone; see Tests/EndToEnd/work/qemu.log"
+                detail = f"{self.l1_dead} (harness: {e})"
+            elif hung:
                 self.l1_dead = f"L1 kernel stalled ({hung}); see Tests/EndToEnd/work/l1-console.log"
                 detail = f"{self.l1_dead} (harness: {e})"
         except Exception as e:  # a harness bug: still report it as this scenario's failure
