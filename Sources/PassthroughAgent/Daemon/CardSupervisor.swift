@@ -43,7 +43,15 @@ public actor CardSupervisor {
     }
 
     public struct ReflashRefused: Error, CustomStringConvertible {
+        public enum Reason: String, Sendable { case unknownCard = "unknown-card", notOnBus = "not-on-bus", unsafe = "refused", failed = "failed", busy = "busy" }
+
+        public var reason: Reason
         public var description: String
+
+        public init(_ reason: Reason, _ description: String) {
+            self.reason = reason
+            self.description = description
+        }
     }
 
     /// Event sources that must have spoken before the first pass, so READY means "looked at everything".
@@ -191,7 +199,7 @@ public actor CardSupervisor {
     /// answers when it is done.
     public func reflash(_ card: CardName, _ request: ReflashRequest) async throws -> String {
         guard config.cards.contains(where: { $0.name == card }) else {
-            throw ReflashRefused(description: "no card named \(card) in the configuration")
+            throw ReflashRefused(.unknownCard, "no card named \(card) in the configuration")
         }
         return try await withCheckedThrowingContinuation { reply in
             enqueue(card, request, reply: reply)
@@ -213,14 +221,14 @@ public actor CardSupervisor {
 
     private func perform(_ name: CardName, _ request: ReflashRequest) async throws -> String {
         guard let card = config.cards.first(where: { $0.name == name }) else {
-            throw ReflashRefused(description: "no card named \(name) in the configuration")
+            throw ReflashRefused(.unknownCard, "no card named \(name) in the configuration")
         }
         if !options.dryRun, let devices = try? host.reader.allFunctions() {
             noteChanges(await CardObserver(reader: host.reader, hypervisor: hypervisor).observe(card, devices: devices).observed)
         }
         let coordinator = reflashCoordinator
         guard let location = states[name]?.location else {
-            throw ReflashRefused(description: "\(name) has not been seen on the bus; nothing to take off or bring back")
+            throw ReflashRefused(.notOnBus, "\(name) has not been seen on the bus; nothing to take off or bring back")
         }
         let notify = Notify(logger: logger)
         var fields = Logger.Metadata.card(card)
@@ -254,10 +262,10 @@ public actor CardSupervisor {
             states[card.name]?.phase = .absent
             Notify(logger: logger)(.recoveryGaveUp, "\(card.name) did not come back within \(elapsed) (\(state)); still watching for it",
                                    level: .error, card: card.name, fields)
-            throw ReflashRefused(description: "\(card.name) did not come back within \(elapsed) (\(state))")
+            throw ReflashRefused(.failed, "\(card.name) did not come back within \(elapsed) (\(state))")
         case .failed(let failure, _):
             Notify(logger: logger)(.stepFailed, "\(card.name): recovery failed: \(failure)", level: .error, card: card.name, fields)
-            throw ReflashRefused(description: "\(failure)")
+            throw ReflashRefused(.failed, "\(failure)")
         case .cancelled:
             throw CancellationError()
         }
