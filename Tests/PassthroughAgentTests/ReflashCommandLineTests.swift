@@ -72,7 +72,7 @@ struct ReflashCommandLineTests {
         try await running.stop()
     }
 
-    @Test("reflash --timeout out of range is a usage error before anything is sent, never a trap", arguments: ["99999999999", "0", "-5"])
+    @Test("reflash --timeout out of range is a usage error before anything is sent, never a trap", arguments: ["99999999999", "9223372036854775807", "0", "-5"])
     func timeoutRange(value: String) async throws {
         let running = try RunningControlServer { request in
             try? await Task.sleep(for: .milliseconds(500))
