@@ -22,6 +22,10 @@ final class ControlConnection: Sendable {
         case client(since: ContinuousClock.Instant)
         /// A request was handed to the task and is not answered yet.
         case agent
+
+        var isClient: Bool {
+            if case .client = self { true } else { false }
+        }
     }
 
     private struct State {

@@ -35,7 +35,7 @@ public final class ControlServer: Sendable {
     public typealias Handler = @Sendable (ControlRequest) async -> ControlResponse
 
     public struct Limits: Sendable {
-        /// Connections served at once; `LimitNOFILE=` in the unit leaves room for them.
+        /// Connections served at once (one fd each, far below the default `LimitNOFILE=`).
         public var maximumConnections = 16
         /// How long a connection may stay without a request.
         public var idleTimeout = Duration.seconds(10)

@@ -232,9 +232,3 @@ struct ControlThread {
         return UnixSocket.pollTimeout(deadline - .now)
     }
 }
-
-extension ControlConnection.Turn {
-    var isClient: Bool {
-        if case .client = self { true } else { false }
-    }
-}
