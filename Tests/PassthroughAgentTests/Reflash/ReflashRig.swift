@@ -176,6 +176,12 @@ struct ReflashRig {
         await supervisor.state(of: card)?.reflash.state
     }
 
+    /// The reflash path is done with u200 and fpga-dev has it again.
+    func isBackInItsGuest() async -> Bool {
+        guard await reflashState() == .placed else { return false }
+        return await hypervisor.liveHostdevs(of: "fpga-dev") == [Self.function]
+    }
+
     /// Runs a reflash request that must be refused, and returns why.
     func refusal(_ request: CardSupervisor.ReflashRequest, of card: CardName = card,
                  sourceLocation: Testing.SourceLocation = #_sourceLocation) async -> CardSupervisor.ReflashRefused? {
