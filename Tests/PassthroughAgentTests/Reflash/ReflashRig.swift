@@ -102,26 +102,29 @@ struct ReflashRig {
         }
     }
 
-    private init(restarting previous: ReflashRig, config: AgentConfig) async {
+    private init(restarting previous: ReflashRig, config: AgentConfig, dryRun: Bool) async {
         bus = previous.bus
         hypervisor = previous.hypervisor
         store = previous.store
-        options = previous.options
+        var options = previous.options
+        options.dryRun = dryRun
+        self.options = options
         self.config = config
         let supervisor = CardSupervisor(config: config, host: bus.host, hypervisor: hypervisor,
                                         logger: Self.logger(logs), options: options)
         self.supervisor = supervisor
-        await supervisor.restoreLeftovers()
+        // As `run` does: a dry run puts nothing right, not even a previous run's leftovers.
+        if !dryRun { await supervisor.restoreLeftovers() }
         loop = Task { await supervisor.run() }
         await supervisor.markAllDirty()
     }
 
     /// The agent stopped (its loop ended, its recoveries interrupted) and started again on the same
-    /// host and state directory, optionally with another configuration.
-    func restarted(with config: AgentConfig? = nil) async -> ReflashRig {
+    /// host and state directory, optionally with another configuration, or as `run --dry-run`.
+    func restarted(with config: AgentConfig? = nil, dryRun: Bool = false) async -> ReflashRig {
         loop.cancel()
         await loop.value
-        return await ReflashRig(restarting: self, config: config ?? self.config)
+        return await ReflashRig(restarting: self, config: config ?? self.config, dryRun: dryRun)
     }
 
     static func logger(_ logs: InMemoryLogHandler) -> Logger {

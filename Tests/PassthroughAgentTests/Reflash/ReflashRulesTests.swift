@@ -298,6 +298,27 @@ struct ReflashRulesTests {
         #expect(await rig.reflashState() == .placed)
     }
 
+    @Test("rule 6: a card a previous run left held, then `run --dry-run`: --finish refused, the port stays masked and the record kept; zero sysfs writes")
+    func dryRunAfterHeld() async throws {
+        let rig = try await ReflashRig(extraConfig: "reflash-guard = true")
+        _ = try await rig.supervisor.reflash(ReflashRig.card, .prepare)
+        rig.cardReturnsOnRescan(as: "10ee:903f")
+        let writes = rig.bus.writes.count
+        let configWrites = rig.bus.configWrites.count
+
+        let dry = await rig.restarted(dryRun: true)
+        defer { dry.loop.cancel() }
+        try await waitUntil("first pass") { await dry.supervisor.state(of: ReflashRig.card)?.phase == .absent }
+        let finish = try #require(await dry.refusal(.finish))
+        #expect(finish.reason == .unsafe)
+        #expect(finish.description.contains("--dry-run"))
+        #expect(dry.bus.writes.count == writes)
+        #expect(dry.bus.configWrites.count == configWrites)
+        #expect(try dry.portBits() == (false, false))
+        #expect(dry.hasStateFile())
+        #expect(!dry.onBus())
+    }
+
     // MARK: 7. One recovery per loss
 
     @Test("rule 7: BEGIN_RECOVERY, FAILED_RECOVERY and the link watch for one loss → one cardLost, one recovery; the grace probe, firing while the recovery has the card off the bus, starts nothing")
