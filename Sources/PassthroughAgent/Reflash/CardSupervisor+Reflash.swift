@@ -318,7 +318,7 @@ extension CardSupervisor {
         ReflashCoordinator(
             host: host, hypervisor: hypervisor, logger: logger, clock: options.recoveryClock,
             pacing: options.recoveryPacing, detachTimeout: options.detachTimeout, holderRecheck: options.holderRecheck,
-            blocking: blocking
+            blocking: reflashBlocking
         )
     }
 
