@@ -159,7 +159,8 @@ struct ReflashRulesTests {
 
         try await waitUntil("told it waits") { !rig.notifications(.stepFailed).isEmpty }
         try await Task.sleep(for: .milliseconds(100))
-        #expect("\(rig.notifications(.stepFailed)[0].message)".contains("cannot tell who holds them"))
+        let waiting = try #require(rig.notifications(.stepFailed).first)
+        #expect("\(waiting.message)".contains("cannot tell who holds them"))
         #expect(rig.removals.isEmpty)
         #expect(rig.onBus())
 
