@@ -159,7 +159,8 @@ struct ReflashRulesTests {
 
         try await waitUntil("told it waits") { !rig.notifications(.stepFailed).isEmpty }
         try await Task.sleep(for: .milliseconds(100))
-        #expect("\(rig.notifications(.stepFailed)[0].message)".contains("cannot tell who holds them"))
+        let waiting = try #require(rig.notifications(.stepFailed).first)
+        #expect("\(waiting.message)".contains("cannot tell who holds them"))
         #expect(rig.removals.isEmpty)
         #expect(rig.onBus())
 
@@ -509,6 +510,27 @@ struct ReflashPersistenceTests {
         _ = try await rig.supervisor.reflash(ReflashRig.card, .finish)
         #expect(try rig.portBits() == (true, true))
         #expect(!rig.hasStateFile())
+    }
+
+    @Test("a --finish cancelled while it waits for the card (the client hung up): still held with its guard, and the next --finish brings it back")
+    func finishCancelledWhileWaiting() async throws {
+        let rig = try await ReflashRig(extraConfig: "reflash-guard = true")
+        defer { rig.loop.cancel() }
+        _ = try await rig.supervisor.reflash(ReflashRig.card, .prepare)
+        let finish = Task { try await rig.supervisor.reflash(ReflashRig.card, .finish) }
+        try await waitUntil("rescanning") { rig.bus.rescanCount > 0 }
+        finish.cancel()
+        _ = await finish.result
+
+        #expect(await rig.supervisor.summary == "u200: off the bus for a reflash")
+        #expect(try rig.portBits() == (false, false))
+        #expect(rig.hasStateFile())
+        rig.cardReturnsOnRescan(as: "10ee:903f")
+        let finished = try await rig.supervisor.reflash(ReflashRig.card, .finish)
+        #expect(finished.hasPrefix("u200 is back"))
+        #expect(try rig.portBits() == (true, true))
+        #expect(!rig.hasStateFile())
+        try await waitUntil("back in its guest") { await rig.isBackInItsGuest() }
     }
 
     @Test("a held card that comes back by itself (a hotplug slot re-enumerated it) ends its reflash: port restored, record removed, back in its guest")
