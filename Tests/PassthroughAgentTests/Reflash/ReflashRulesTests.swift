@@ -375,8 +375,10 @@ struct ReflashRulesTests {
 
         await rig.hypervisor.define("fpga-test", state: .running)
         await rig.supervisor.handle(.lifecycle(guest: "fpga-test", .started))
-        try await waitUntil("B attached while A waits", timeout: .seconds(5)) {
-            await rig.hypervisor.liveHostdevs(of: "fpga-test") == [ReflashRig.secondFunction]
+        try await waitUntil("B attached (and its pass settled) while A waits", timeout: .seconds(10)) {
+            let attached = await rig.hypervisor.liveHostdevs(of: "fpga-test") == [ReflashRig.secondFunction]
+            let summary = await rig.supervisor.summary
+            return attached && summary.contains("u250: attached to fpga-test")
         }
 
         let asked = ContinuousClock.now
@@ -398,7 +400,8 @@ struct ReflashRulesTests {
 
     @Test("rule 9: a recovery's removal stuck in the kernel (not a pass) stops the watchdog, naming it; fed again once it returns")
     func stuckWorkerCall() async throws {
-        let rig = try await ReflashRig { $0.stuckAfter = .milliseconds(300) }
+        // Long enough that an ordinary pass on a loaded test machine is not "stuck".
+        let rig = try await ReflashRig { $0.stuckAfter = .seconds(1) }
         defer { rig.loop.cancel() }
         let kernel = Gate()
         defer { kernel.open() }
@@ -409,7 +412,7 @@ struct ReflashRulesTests {
         await rig.supervisor.cardLost(ReflashRig.card, reason: "link watch: all-ones")
         try await waitUntil("removal under way") { !rig.removals.isEmpty }
         try await waitUntil("watchdog starved", timeout: .seconds(5)) { await !rig.supervisor.heartbeat() }
-        #expect(rig.supervisor.stuckWork().contains { $0.hasPrefix("sysfs call on a worker thread for ") })
+        #expect(rig.supervisor.stuckWork().contains { $0.hasPrefix("reflash sysfs call on a worker thread for ") })
 
         kernel.open()
         try await waitUntil("fed again") { await rig.supervisor.heartbeat() }
