@@ -89,6 +89,13 @@ cp "$WORK/l2.xml" "$ROOT/etc/libvirt/qemu/l2.xml"
 cp "$HERE/baseline/baseline-reattach" "$ROOT/usr/local/sbin/baseline-reattach"
 cp "$HERE/baseline/90-baseline-reattach.rules" "$HERE/baseline/hostdev.xml" "$ROOT/var/lib/e2e/baseline/"
 
+# qemu-ga syslogs every guest-exec and every status poll. A scenario that blocks the PCI layer blocks
+# journald too (reading a device's uevent); once /dev/log's queue is full, qemu-ga blocks in syslog() and
+# the harness loses its command channel. Without /dev/log its messages are dropped instead.
+mkdir -p "$ROOT/etc/systemd/system/qemu-guest-agent.service.d"
+printf '[Service]\nInaccessiblePaths=/run/systemd/journal/dev-log\n' \
+    >"$ROOT/etc/systemd/system/qemu-guest-agent.service.d/e2e-no-syslog.conf"
+
 # Rig self-test only (scenarios.py --mock-agent): a stand-in daemon, enabled by a runtime drop-in.
 mkdir -p "$ROOT/var/lib/e2e/mock"
 cp "$HERE/mock/mock-agent.sh" "$HERE/mock/mock.conf" "$ROOT/var/lib/e2e/mock/"

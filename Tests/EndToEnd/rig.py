@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import random
+import shlex
 import socket
 import subprocess
 import threading
@@ -23,6 +24,18 @@ def log(msg):
 
 class RigError(Exception):
     pass
+
+
+class Job:
+    """A command run detached in L1: `done` (it returned within the wait), `rc`, `out`, and `seconds`
+    since it started (when last looked at)."""
+
+    def __init__(self, tag, done, rc, out, seconds):
+        self.tag, self.done, self.rc, self.out, self.seconds = tag, done, rc, out, seconds
+
+    def __repr__(self):
+        state = f"exit {self.rc}" if self.done else "still running"
+        return f"{self.tag}: {state} after {self.seconds:.1f}s"
 
 
 class QMP:
@@ -152,15 +165,26 @@ class QGA:
         if args:
             msg["arguments"] = args
         with self.lock:
-            self.sock.sendall(json.dumps(msg).encode() + b"\n")
-            while True:
-                reply = self._readmsg(timeout)
-                if reply is None:
-                    continue
-                if "error" in reply:
-                    raise RigError(f"QGA {name}: {reply['error'].get('desc')}")
-                if "return" in reply:
-                    return reply["return"]
+            if self.sock is None:
+                self.wait_ready(60)
+            try:
+                self.sock.sendall(json.dumps(msg).encode() + b"\n")
+                while True:
+                    reply = self._readmsg(timeout)
+                    if reply is None:
+                        continue
+                    if "error" in reply:
+                        raise RigError(f"QGA {name}: {reply['error'].get('desc')}")
+                    if "return" in reply:
+                        return reply["return"]
+            except (OSError, ValueError) as e:
+                # A late reply would answer the next request: start over on a fresh, synced connection.
+                try:
+                    self.sock.close()
+                except OSError:
+                    pass
+                self.sock = None
+                raise RigError(f"QGA {name}: no answer ({e or 'timed out'} after {timeout}s)")
 
     def exec(self, cmd, timeout=60):
         pid = self.call("guest-exec", path="/bin/sh", arg=["-c", cmd], **{"capture-output": True})["pid"]
@@ -265,6 +289,62 @@ class Rig:
         if rc != 0:
             raise RigError(f"timed out after {timeout}s waiting for {what}")
         return time.monotonic() - t0
+
+    # ---- commands that may hang in the kernel ----------------------------------------------
+    # A process stuck in uninterruptible sleep (a PCI removal waiting for a guest) cannot be killed,
+    # and a guest-exec waiting for it would take the harness's only command channel with it. These
+    # run detached in L1 (own session, output to a file) and are looked at with bounded waits.
+    JOBS = "/run/e2e/jobs"
+
+    def spawn(self, tag, cmd):
+        """Starts `cmd` detached in L1; its output, exit status and start time go to JOBS/tag."""
+        d = f"{self.JOBS}/{tag}"
+        inner = shlex.quote(f"echo $$ >{d}/pid; exec sh -c {shlex.quote(cmd)}")
+        self.sh(f"rm -rf {d}; mkdir -p {d}; date +%s%N >{d}/start; "
+                f"(setsid -w sh -c {inner} >{d}/out 2>&1 </dev/null; echo $? >{d}/rc) >/dev/null 2>&1 </dev/null &",
+                check=True)
+
+    def collect(self, tag, wait):
+        """Waits up to `wait` seconds (in L1) for the job to end: a Job, `done` False if it has not."""
+        d = f"{self.JOBS}/{tag}"
+        _, out, _ = self.sh(
+            f"end=$(( $(date +%s%N) + {int(wait * 1e9)} )); "
+            f"until [ -e {d}/rc ] || [ $(date +%s%N) -ge $end ]; do sleep 0.1; done; "
+            f"now=$(date +%s%N); echo $(( (now - $(cat {d}/start)) / 1000000 )) $(cat {d}/rc 2>/dev/null); "
+            f"cat {d}/out 2>/dev/null", timeout=wait + 60)
+        head, _, output = out.partition("\n")
+        fields = head.split()
+        rc = int(fields[1]) if len(fields) > 1 else None
+        return Job(tag, rc is not None, rc, output.strip(), int(fields[0]) / 1000 if fields else None)
+
+    def run_bounded(self, tag, cmd, wait):
+        """`cmd` in L1, given `wait` seconds; a Job whose `done` says whether it returned in time."""
+        self.spawn(tag, cmd)
+        return self.collect(tag, wait)
+
+    def kill_job(self, tag):
+        """Ends a job's whole process group (a process in uninterruptible sleep stays until it wakes)."""
+        self.sh(f"kill -9 -$(cat {self.JOBS}/{tag}/pid) 2>/dev/null; true")
+
+    def stuck_tasks(self):
+        """Tasks in uninterruptible sleep in L1, as 'command (kernel function)', or ''."""
+        seen = {}
+        for line in self.out("ps -eo stat=,wchan:40=,comm=").splitlines():
+            f = line.split(None, 2)
+            if len(f) == 3 and f[0].startswith("D"):
+                key = f"{f[2]} ({f[1]})"
+                seen[key] = seen.get(key, 0) + 1
+        return "; ".join(f"{n}x {k}" if n > 1 else k for k, n in seen.items())
+
+    def arm_deadman(self, tag, seconds, cmd):
+        """L1 runs `cmd` by itself after `seconds` unless disarmed: a wedge the harness cannot reach
+        (its command channel stuck) still ends."""
+        self.sh(f"mkdir -p {self.JOBS}; rm -f {self.JOBS}/{tag}.disarmed; "
+                f"(sleep {int(seconds)}; [ -e {self.JOBS}/{tag}.disarmed ] || {{ {cmd}; }}) "
+                f">{self.JOBS}/{tag}.deadman 2>&1 </dev/null &", check=True)
+
+    def disarm_deadman(self, tag):
+        self.sh(f"touch {self.JOBS}/{tag}.disarmed")
 
     # ---- the card --------------------------------------------------------------------
     def driver(self, bdf=None):

@@ -36,11 +36,40 @@ MID_VANISHED = {"5b329c87f0e74fd7aa5972e86a441a25",                          # c
                 "34f612af286d42afa749b52c63a45398",                          # cardLost
                 "c6b6c5e68c224cbba84baf4bda067ba5"}                          # recoveryGaveUp
 # Generous: TCG L1, nested TCG L2.
-T_ATTACH, T_L2_BOOT, T_L2_SEES, T_DETACH, T_READY = 150, 400, 120, 120, 120
+T_ATTACH, T_L2_BOOT, T_L2_SEES, T_DETACH, T_READY = 150, 900, 120, 120, 120
+# The reflash safety scenarios (12–16). The agent waits 20 s for a guest to release a card; the client
+# is given 120 s, the harness a little more before it calls an answer missing.
+T_REFLASH_CLIENT, T_REFLASH_ANSWER = 120, 150
+# "The host is not wedged": reading driver_override, a bus rescan, `passthrough-agent status`.
+T_OVERRIDE_READ, T_RESCAN, T_STATUS = 5, 30, 30
+L2_XML = "/var/lib/e2e/l2/l2.xml"  # the normal L2 (build-image.sh)
+DROPIN = "/run/systemd/system/passthrough-agent.service.d"
+DESTROY_L2 = "timeout 60 virsh destroy l2 || kill -9 $(cat /run/libvirt/qemu/l2.pid)"
 
 
 class Fail(Exception):
     pass
+
+
+class PortErrors:
+    """What the reflash guard masks on the card's root port, read with setpci in L1: SERR# Enable
+    (Command bit 8) and Fatal Error Reporting Enable (Device Control bit 2)."""
+    SERR, FATAL = 0x100, 0x4
+
+    def __init__(self, command, devctl):
+        self.command, self.devctl = command, devctl
+        self.serr, self.fatal = bool(command & self.SERR), bool(devctl & self.FATAL)
+
+    @property
+    def masked(self):
+        return not self.serr and not self.fatal
+
+    def __eq__(self, other):
+        return (self.serr, self.fatal) == (other.serr, other.fatal)
+
+    def __str__(self):
+        return (f"SERR# {'on' if self.serr else 'off'} (Command {self.command:#06x}), Fatal Error Reporting "
+                f"{'on' if self.fatal else 'off'} (Device Control {self.devctl:#06x})")
 
 
 def check(cond, msg):
@@ -57,6 +86,9 @@ class Suite:
         self.agent_ready = False
         self.agent_why = ""
         self.l1_dead = None
+        self.console_mark = 0  # l1_hung reads the console from here (after a wedge a scenario caused and ended)
+        self.port = None  # the card's root port, found while the card is on the bus
+        self.port_before = None  # its error reporting when the running reflash scenario began
 
     # ---- helpers ---------------------------------------------------------------------
     def drv_is(self, name):
@@ -162,7 +194,9 @@ class Suite:
         """A stalled L1 kernel (seen once under TCG: a vCPU stops taking timer interrupts) is the rig's
         problem, not the agent's: say so instead of blaming the scenario."""
         try:
-            con = open(os.path.join(WORK, "l1-console.log"), errors="replace").read()
+            with open(os.path.join(WORK, "l1-console.log"), errors="replace") as f:
+                f.seek(self.console_mark)
+                con = f.read()
         except OSError:
             return None
         for pat in ("rcu_preempt detected stalls", "blocked for more than", "soft lockup", "Kernel panic"):
@@ -320,6 +354,326 @@ class Suite:
         check(masked and restored, f"reflash guard: masked={masked}, restored={restored}; agent said: {msgs[-6:]}")
         return (f"--prepare: off the bus and out of the guest; --finish → back on vfio-pci and attached "
                 f"{t_att:.1f}s later; guard masked and restored on the root port")
+
+    # ---- reflash safety (issue 9): never wedge the host, the held state outlives the process --------
+    def ensure_attached(self):
+        """Where a reflash scenario starts: L2 running, the card on vfio-pci, attached, and seen by L2."""
+        r = self.rig
+        self.require_agent()
+        if r.domstate() != "running":
+            self.start_guest()
+        try:
+            r.wait_for("card attached", self.attached_cond(), T_ATTACH)
+            r.wait_for("L2 sees the card", self.l2_sees_cond(Rig.MODELS[r.card_model]), T_L2_SEES)
+        except RigError as e:
+            raise Fail(f"precondition: {e}; card driver={r.driver()}, hostdevs={r.hostdev_count()}")
+
+    def root_port(self):
+        if self.port is None:
+            port = self.rig.out(f'basename "$(dirname "$(readlink -f {DEV})")"')
+            check(re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", port),
+                  f"cannot find the root port above {BDF} (got '{port}')")
+            self.port = port
+        return self.port
+
+    def port_errors(self):
+        regs = self.rig.out(f"setpci -s {self.root_port()} COMMAND CAP_EXP+8.w").split()
+        check(len(regs) == 2, f"setpci cannot read root port {self.port}: {regs}")
+        return PortErrors(int(regs[0], 16), int(regs[1], 16))
+
+    def unmasked_port(self):
+        """Both bits on (as Linux's AER driver leaves a root port), so the guard has something to mask
+        and a premature restore shows; remembered as what `--finish` must bring back."""
+        e = self.port_errors()
+        if not (e.serr and e.fatal):
+            log(f"root port {self.port}: {e}; turning both on so the guard has something to mask")
+            self.rig.sh(f"setpci -s {self.port} COMMAND=0100:0100 CAP_EXP+8.w=0004:0004", check=True)
+            e = self.port_errors()
+        self.port_before = e
+        return e
+
+    def l2_pci_lines(self):
+        """How many times L2 has reported a change of its PCI devices."""
+        return int(self.rig.out("grep -c L2-PCI /var/log/l2-console.log || true") or 0)
+
+    def wait_agent_back(self, old_pid):
+        try:
+            self.rig.wait_for("agent running again", f'[ "$(systemctl show -p MainPID --value passthrough-agent)" != {old_pid} ] '
+                              "&& systemctl is-active -q passthrough-agent", T_READY)
+        except RigError as e:
+            raise Fail(f"{e}; agent={self.agent_state()[1]}")
+
+    def restore_after_reflash(self):
+        """Cleanup of a reflash scenario, whatever the agent did: the normal service running, the card
+        on the bus, the root port as the scenario found it. Returns what the harness had to do itself."""
+        r = self.rig
+        did = []
+        if r.sh(f"[ -e {DROPIN}/e2e-dry-run.conf ]")[0] == 0:
+            r.sh(f"rm -f {DROPIN}/e2e-dry-run.conf && systemctl daemon-reload", check=True)
+            r.sh("systemctl reset-failed passthrough-agent; systemctl restart passthrough-agent", timeout=150)
+        if r.out("systemctl is-active passthrough-agent") != "active":
+            r.sh("systemctl reset-failed passthrough-agent; systemctl start passthrough-agent", timeout=150)
+            did.append("agent started again")
+        try:
+            r.wait_for("agent active", "systemctl is-active -q passthrough-agent", T_READY)
+        except RigError as e:
+            did.append(f"agent not active: {self.agent_state()[1]}")
+        if r.sh(f"[ -e {DEV} ]")[0] != 0:
+            rc, out, err = r.sh(f"passthrough-agent reflash fpga0 --finish --timeout {T_REFLASH_CLIENT}",
+                                timeout=T_REFLASH_ANSWER + 30)
+            if r.sh(f"[ -e {DEV} ]")[0] != 0:
+                r.sh("echo 1 > /sys/bus/pci/rescan", timeout=120)
+                did.append(f"card rescanned by hand (--finish exited {rc}: {(err or out).strip()[:120]})")
+            try:
+                r.wait_for("card back with a driver", f"[ -e {DEV}/driver ]", 60)
+            except RigError as e:
+                did.append(f"card not back: {e}")
+        if self.port_before is not None and self.port_errors() != self.port_before:
+            b = self.port_before
+            r.sh(f"setpci -s {self.port} COMMAND={b.command & b.SERR:04x}:0100 CAP_EXP+8.w={b.devctl & b.FATAL:04x}:0004",
+                 check=True)
+            did.append(f"root port restored by hand to {b}")
+        if did:
+            log(f"cleanup: {'; '.join(did)}")
+        return did
+
+    def s12_prepare_guest_without_os(self):
+        """`reflash --prepare` while a guest that cannot let go holds the card (no OS: nobody acks the
+        ACPI eject). It must be refused, and the host's PCI layer must stay usable: removing a function
+        QEMU still holds blocks the kernel (device lock, pci_rescan_remove_lock) until the guest dies."""
+        r = self.rig
+        self.require_agent()
+        if r.domstate() == "running":
+            r.sh("virsh destroy l2", check=True)
+        r.wait_for("card on its host driver", self.drv_is(self.host_driver_for(r.card_model)), T_ATTACH)
+        self.port_before = self.port_errors()
+        # The same domain without kernel and initrd: SeaBIOS finds nothing to boot and waits for ever.
+        r.sh(f"mkdir -p /run/e2e; sed -e '/<kernel>/d' -e '/<initrd>/d' -e '/<cmdline>/d' {L2_XML} >/run/e2e/l2-no-os.xml "
+             "&& virsh define /run/e2e/l2-no-os.xml >/dev/null && virsh start l2", check=True, timeout=180)
+        problems = []
+        try:
+            try:
+                r.wait_for("card attached to the guest without OS", self.attached_cond(), T_ATTACH)
+            except RigError as e:
+                raise Fail(f"precondition: {e}; card driver={r.driver()}, hostdevs={r.hostdev_count()}")
+            # Whatever becomes of the harness, L1 ends a wedge by itself: the guest goes.
+            r.arm_deadman("s12", T_REFLASH_ANSWER + T_RESCAN + 60, DESTROY_L2)
+            r.spawn("s12-prepare", f"passthrough-agent reflash fpga0 --prepare --timeout {T_REFLASH_CLIENT}")
+            wedged = False
+            while True:
+                prep = r.collect("s12-prepare", 3)
+                if prep.done or prep.seconds > T_REFLASH_ANSWER:
+                    break
+                if prep.seconds > 30:
+                    # Past the agent's 20 s detach wait: a removal the guest blocks shows already; no
+                    # need to wait out the client's timeout in a wedged host.
+                    early = r.run_bounded("s12-early", f"cat {DEV}/driver_override", T_OVERRIDE_READ)
+                    if not early.done:
+                        wedged = True
+                        problems.append(f"host wedged {prep.seconds:.0f}s into --prepare, no answer yet: reading "
+                                        f"driver_override did not return within {T_OVERRIDE_READ}s")
+                        break
+            # Is the host usable? All three at once; each has its own limit.
+            r.spawn("s12-override", f"cat {DEV}/driver_override")
+            r.spawn("s12-rescan", "echo 1 > /sys/bus/pci/rescan")
+            r.spawn("s12-status", "passthrough-agent status")
+            probes = [(r.collect("s12-override", T_OVERRIDE_READ), T_OVERRIDE_READ, f"cat {DEV}/driver_override"),
+                      (r.collect("s12-rescan", T_RESCAN), T_RESCAN, "echo 1 > /sys/bus/pci/rescan"),
+                      (r.collect("s12-status", T_STATUS), T_STATUS, "passthrough-agent status")]
+            in_guest = r.sh(f"grep -q '<hostdev' {STATUS_XML}")[0] == 0
+            stuck = r.stuck_tasks()
+            if not prep.done:
+                if not wedged:
+                    problems.append(f"--prepare did not answer within {prep.seconds:.0f}s")
+            elif prep.rc != 77:
+                problems.append(f"--prepare exited {prep.rc} after {prep.seconds:.1f}s (want 77, refused): {prep.out[:200]}")
+            elif not re.search(r"\bl2\b", prep.out):
+                problems.append(f"the refusal does not name the guest l2: {prep.out[:200]}")
+            for job, limit, what in probes:
+                if not (job.done and job.seconds <= limit):
+                    problems.append(f"`{what}` did not return within {limit}s")
+            if not in_guest:
+                problems.append("the card is no longer in l2's live XML")
+            if stuck:
+                problems.append(f"tasks in uninterruptible sleep: {stuck}")
+            if prep.done:
+                self.figures["--prepare refused, guest without OS (s12)"] = [prep.seconds]
+        finally:
+            t0 = time.monotonic()
+            try:
+                r.sh(f"{DESTROY_L2}; true", timeout=120)
+                r.disarm_deadman("s12")
+            except RigError as e:
+                log(f"cannot destroy l2 ({e}); waiting for L1's dead-man switch to do it")
+                r.qga.wait_ready(T_REFLASH_ANSWER + T_RESCAN + 120)
+            # Once the guest is gone, the host must be itself again (today: the blocked removal completes).
+            after = r.run_bounded("s12-after", f"cat {DEV}/driver_override 2>/dev/null; echo 1 > /sys/bus/pci/rescan", 60)
+            if not after.done:
+                self.l1_dead = f"L1's PCI layer still blocked 60 s after the guest without OS was destroyed ({r.stuck_tasks()})"
+            elif problems:
+                problems.append(f"host usable again {time.monotonic() - t0:.1f}s after `virsh destroy l2`")
+                late = r.collect("s12-prepare", 0)
+                if late.done and not prep.done:
+                    problems.append(f"then --prepare exited {late.rc}: {late.out[:120]}")
+            r.sh(f"virsh define {L2_XML} >/dev/null", check=True)
+            self.restore_after_reflash()
+            # Hung-task reports of this wedge are explained; the stall detector looks past them.
+            self.console_mark = os.path.getsize(os.path.join(WORK, "l1-console.log"))
+        check(not problems, "; ".join(problems))
+        return (f"refused (77) {prep.seconds:.1f}s after --prepare, naming l2; driver_override "
+                f"{probes[0][0].seconds:.1f}s, rescan {probes[1][0].seconds:.1f}s, status answers; the card still in l2")
+
+    def prepare_gap_finish(self, gap, what):
+        """`--prepare`, then `gap` (the agent killed, restarted, stopped and started), then `--finish`:
+        the held card and the guard outlive the process. Returns seconds from --finish to attached."""
+        r = self.rig
+        self.ensure_attached()
+        before = self.unmasked_port()
+        model = r.card_model
+        rc, out, err = r.sh(f"passthrough-agent reflash fpga0 --prepare --timeout {T_REFLASH_CLIENT}", timeout=T_REFLASH_ANSWER)
+        check(rc == 0, f"precondition: `reflash fpga0 --prepare` exited {rc}: {(err or out).strip()[:300]}")
+        problems = []
+        try:
+            r.wait_for("card off the bus", f"[ ! -e {DEV} ]", 30)
+            held = self.port_errors()
+            check(held.masked, f"precondition: after --prepare the root port should be masked, is {held}")
+            problems += gap() or []
+            time.sleep(5)  # what a restarted agent does by itself, it has done by now
+            after = self.port_errors()
+            if not after.masked:
+                problems.append(f"guard released after {what} with the card still off the bus ({after})")
+            if r.sh(f"[ -e {DEV} ]")[0] == 0:
+                problems.append(f"the card came back after {what}, before --finish")
+            t0 = time.monotonic()
+            rc, out, err = r.sh(f"passthrough-agent reflash fpga0 --finish --timeout {T_REFLASH_CLIENT}", timeout=T_REFLASH_ANSWER)
+            t_att = None
+            if rc != 0:
+                problems.append(f"--finish after {what} exited {rc}: {(err or out).strip()[:200]}")
+            else:
+                try:
+                    r.wait_for("re-attached after --finish", self.attached_cond(), T_ATTACH)
+                    t_att = time.monotonic() - t0
+                    r.wait_for("L2 sees the card", self.l2_sees_cond(Rig.MODELS[model]), T_L2_SEES)
+                except RigError as e:
+                    problems.append(f"not back in l2 after --finish: {e}; card driver={r.driver()}, hostdevs={r.hostdev_count()}")
+                restored = self.port_errors()
+                if restored != before:
+                    problems.append(f"root port not restored by --finish: {restored} (before --prepare: {before})")
+        finally:
+            self.restore_after_reflash()
+        check(not problems, "; ".join(problems))
+        return t_att
+
+    def kill9_agent(self):
+        pid = self.agent_pid()
+        self.rig.sh(f"kill -9 {pid}", check=True)
+        self.wait_agent_back(pid)
+
+    def restart_agent(self):
+        pid = self.agent_pid()
+        self.rig.sh("systemctl restart passthrough-agent", check=True, timeout=150)
+        self.wait_agent_back(pid)
+
+    def stop_start_agent(self):
+        r = self.rig
+        pid = self.agent_pid()
+        r.sh("systemctl stop passthrough-agent", check=True, timeout=150)
+        problems = []
+        stopped = self.port_errors()
+        if not stopped.masked:
+            problems.append(f"`systemctl stop` released the guard with the card off the bus ({stopped})")
+        if r.sh("[ -d /run/passthrough-agent ]")[0] != 0:
+            problems.append("`systemctl stop` removed /run/passthrough-agent (the held state with it)")
+        r.sh("systemctl start passthrough-agent", check=True, timeout=150)
+        self.wait_agent_back(pid)
+        return problems
+
+    def s13_kill9_while_held(self):
+        t_att = self.prepare_gap_finish(self.kill9_agent, "kill -9")
+        self.figures.setdefault("--finish after the agent was killed/restarted → attached (s13/s14)", []).append(t_att)
+        return f"guard held and card off the bus after kill -9 and systemd's restart; --finish → attached {t_att:.1f}s, port restored"
+
+    def s14_restart_while_held(self):
+        done, failed = [], []
+        for what, gap in (("systemctl restart", self.restart_agent), ("systemctl stop + start", self.stop_start_agent)):
+            try:
+                t_att = self.prepare_gap_finish(gap, what)
+                self.figures.setdefault("--finish after the agent was killed/restarted → attached (s13/s14)", []).append(t_att)
+                done.append(f"{what}: guard held, --finish → attached {t_att:.1f}s")
+            except Fail as e:
+                failed.append(f"{what}: {e}")
+        check(not failed, " | ".join(failed))
+        return "; ".join(done) + "; port restored"
+
+    def s15_finish_without_prepare(self):
+        """`--finish` on a card a guest is using: refused; no reset, no re-enumeration, the guest keeps it."""
+        r = self.rig
+        self.ensure_attached()
+        card_regs = lambda: r.out(f"setpci -s {BDF} COMMAND BASE_ADDRESS_0").split()
+        regs0, lines0 = card_regs(), self.l2_pci_lines()
+        r.spawn("s15-uevents", "exec udevadm monitor --kernel --subsystem-match=pci")
+        try:
+            time.sleep(1)
+            t0 = time.monotonic()
+            rc, out, err = r.sh(f"passthrough-agent reflash fpga0 --finish --timeout {T_REFLASH_CLIENT}", timeout=T_REFLASH_ANSWER)
+            dt = time.monotonic() - t0
+            time.sleep(5)  # a detach, reset or re-enumeration would show by now
+        finally:
+            r.kill_job("s15-uevents")
+        uevents = [l.split()[1] for l in r.collect("s15-uevents", 5).out.splitlines() if BDF in l]
+        problems = []
+        if rc != 77:
+            problems.append(f"--finish without --prepare exited {rc} (want 77, refused): {(err or out).strip()[:200]}")
+        if r.sh(self.attached_cond())[0] != 0:
+            problems.append(f"the card left l2: driver={r.driver()}, hostdevs={r.hostdev_count()}")
+        if r.sh(self.l2_sees_cond(Rig.MODELS[r.card_model]))[0] != 0 or self.l2_pci_lines() != lines0:
+            problems.append(f"L2 saw its PCI devices change ({lines0} → {self.l2_pci_lines()} reports)")
+        if uevents:
+            problems.append(f"kernel uevents for the card: {', '.join(uevents[:6])}")
+        regs1 = card_regs()
+        if regs1 != regs0:
+            problems.append(f"the card's Command/BAR0 changed {regs0} → {regs1} (reset)")
+        if problems:
+            self.restore_after_reflash()
+        check(not problems, "; ".join(problems))
+        self.figures["--finish without --prepare refused (s15)"] = [dt]
+        return f"refused (77) in {dt:.1f}s; still attached, L2 saw no change, no uevent, Command/BAR0 unchanged"
+
+    def s16_dry_run_refuses(self):
+        """`run --dry-run` changes nothing, a reflash request included: refused, nothing moved."""
+        r = self.rig
+        self.ensure_attached()
+        port0, lines0 = self.port_errors(), self.l2_pci_lines()
+        pid = self.agent_pid()
+        r.sh(f"mkdir -p {DROPIN} && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/passthrough-agent run --dry-run\\n' "
+             f">{DROPIN}/e2e-dry-run.conf && systemctl daemon-reload && systemctl restart passthrough-agent",
+             check=True, timeout=150)
+        problems = []
+        try:
+            self.wait_agent_back(pid)
+            cmdline = r.out("tr '\\0' ' ' </proc/$(systemctl show -p MainPID --value passthrough-agent)/cmdline")
+            check("--dry-run" in cmdline, f"precondition: the agent runs `{cmdline}`, not `run --dry-run`")
+            t0 = time.monotonic()
+            rc, out, err = r.sh(f"passthrough-agent reflash fpga0 --prepare --timeout {T_REFLASH_CLIENT}", timeout=T_REFLASH_ANSWER)
+            dt = time.monotonic() - t0
+            time.sleep(3)
+            if rc != 77:
+                problems.append(f"--prepare to a dry-run agent exited {rc} (want 77, refused): {(err or out).strip()[:200]}")
+            if r.sh(f"[ -e {DEV} ]")[0] != 0:
+                problems.append("the card was taken off the bus")
+            elif r.sh(self.attached_cond())[0] != 0:
+                problems.append(f"the card left l2: driver={r.driver()}, hostdevs={r.hostdev_count()}")
+            if self.l2_pci_lines() != lines0:
+                problems.append(f"L2 saw its PCI devices change ({lines0} → {self.l2_pci_lines()} reports)")
+            port1 = self.port_errors()
+            if port1 != port0:
+                problems.append(f"root port changed: {port0} → {port1}")
+        finally:
+            self.port_before = port0
+            self.restore_after_reflash()
+        check(not problems, "; ".join(problems))
+        self.figures["--prepare to run --dry-run refused (s16)"] = [dt]
+        return f"refused (77) in {dt:.1f}s; card still on vfio-pci in l2, port untouched"
 
     def proc_figures(self):
         """(pid, VmRSS KiB, open fds, threads, RssAnon KiB) of the agent."""
@@ -480,6 +834,9 @@ class Suite:
             if a.demo:
                 return self.demo()
             self.run("1: boot, guest stopped → card on host driver", self.s1_boot_stopped)
+            if a.tier == "full":
+                # Before L2 first boots: this one runs a guest without OS, which needs no boot.
+                self.run("12: reflash --prepare, guest without OS → refused, host not wedged", self.s12_prepare_guest_without_os)
             self.run("2: guest starts → vfio-pci, attached, L2 sees it", self.s2_guest_starts)
             self.run("3: reflash (same ID) → re-attached", self.s3_reflash_same)
             self.run("4: reflash with a new ID → re-attached, 'ID changed'", self.s4_reflash_new_id)
@@ -490,6 +847,10 @@ class Suite:
             if a.tier == "full":
                 self.run("5: guest stops → host driver; starts → re-attached", self.s5_guest_stop_start)
                 self.run("11: reflash --prepare / --finish (JTAG) → re-attached, guard restored", self.s11_reflash_prepare_finish)
+                self.run("15: reflash --finish without --prepare → refused, guest keeps the card", self.s15_finish_without_prepare)
+                self.run("16: run --dry-run + reflash --prepare → refused, nothing moved", self.s16_dry_run_refuses)
+                self.run("13: kill -9 between --prepare and --finish → guard held, --finish works", self.s13_kill9_while_held)
+                self.run("14: restart, stop + start between --prepare and --finish → guard held, --finish works", self.s14_restart_while_held)
             self.run(f"baseline: udev RUN+= script, {a.baseline_cycles} cycles", self.baseline)
             if self.args.only is None or "10" in self.args.only or "9" in self.args.only:
                 self.wait_agent_ready()
