@@ -87,15 +87,7 @@ struct ReflashDaemonTests {
         try await Task.sleep(for: .milliseconds(200))
         #expect(rig.notifications(.cardLost).isEmpty)
         rig.cardReturnsOnRescan(as: "10ee:903f")
-        let watched = try ConfigLoader.parse("""
-            [[card]]
-            name = "u200"
-            address = "0000:01:00"
-            ids = ["10ee:903f", "10ee:9038"]
-            guest = "fpga-dev"
-            recovery-timeout = "2s"
-            link-watch = "100ms"
-            """, path: "config.toml")
+        let watched = try ReflashRig.config("link-watch = \"100ms\"")
         await rig.supervisor.reload(watched)
         try await waitUntil("lost, recovered and re-attached") {
             rig.notifications(.cardLost).count == 1 && rig.notifications(.cardAttached).count >= 2

@@ -66,16 +66,7 @@ struct ReflashRig {
             Self.plugCard(sysfs, id: "10ee:903f", at: Self.secondFunction, below: Self.secondPort, iommuGroup: 6)
             await hypervisor.define("fpga-test", state: .shutOff)
         }
-        let config = try ConfigLoader.parse("""
-            [[card]]
-            name = "u200"
-            address = "0000:01:00"
-            ids = ["10ee:903f", "10ee:9038"]
-            guest = "fpga-dev"
-            recovery-timeout = "2s"
-            \(extraConfig)
-            \(secondCard ? Self.secondCardConfig : "")
-            """, path: "config.toml")
+        let config = try Self.config(extraConfig, secondCard: secondCard)
         store = ReflashStateStore(directory: sysfs.root.appending("run/cards"))
         var options = CardSupervisor.Options.fast
         options.reflashStore = store
@@ -125,6 +116,20 @@ struct ReflashRig {
         loop.cancel()
         await loop.value
         return await ReflashRig(restarting: self, config: config ?? self.config, dryRun: dryRun)
+    }
+
+    /// The rig's configuration: the Alveo at 01:00 lent to fpga-dev, plus `extra` keys for it.
+    static func config(_ extra: String = "", secondCard: Bool = false) throws -> AgentConfig {
+        try ConfigLoader.parse("""
+            [[card]]
+            name = "u200"
+            address = "0000:01:00"
+            ids = ["10ee:903f", "10ee:9038"]
+            guest = "fpga-dev"
+            recovery-timeout = "2s"
+            \(extra)
+            \(secondCard ? secondCardConfig : "")
+            """, path: "config.toml")
     }
 
     static func logger(_ logs: InMemoryLogHandler) -> Logger {
