@@ -24,9 +24,27 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The root-only control socket for reflash and live status.", valueName: "path"))
     var controlSocket: String = ControlServer.defaultPath.string
 
+    @Option(name: .long, help: ArgumentHelp("The instance lock: one agent per host.", valueName: "path", visibility: .hidden))
+    var lockFile: String = InstanceLock.defaultPath.string
+
     func run() async throws {
         // First, while this is the only thread (see SignalledServiceGroup).
-        let signalled = try SignalledServiceGroup()
+        let signalled: SignalledServiceGroup
+        do {
+            signalled = try SignalledServiceGroup()
+        } catch {
+            throw cannotStart(error)
+        }
+        // Before anything on the host is touched: a second agent must not restore the first one's
+        // guards, take its control socket over, or reconcile against it.
+        let lock: InstanceLock
+        do {
+            lock = try InstanceLock(path: FilePath(lockFile))
+        } catch {
+            Output.error(error.description)
+            throw ExitCode(ExitStatus.alreadyRunning)
+        }
+        defer { withExtendedLifetime(lock) {} }
         let config = try host.loadConfig()
         LoggingSystem.bootstrap { LogHandlers.make(label: $0) }
         let logger = Logger(label: "passthrough-agent")
@@ -37,6 +55,17 @@ struct RunCommand: AsyncParsableCommand {
                                    controlSocket: FilePath(controlSocket), reloadRequests: hangups)
         let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: logger))
         // SIGTERM, SIGINT: finish the step in flight, then exit 0; SIGHUP: re-read the configuration.
-        try await signalled.run(group) { hangup.yield() }
+        do {
+            try await signalled.run(group) { hangup.yield() }
+        } catch {
+            throw cannotStart(error)
+        }
+    }
+
+    /// What the daemon throws is a facility of the host it could not set up (udev's netlink
+    /// socket, libvirt's library): a status of its own, not ArgumentParser's generic 1.
+    private func cannotStart(_ error: any Error) -> ExitCode {
+        Output.error("passthrough-agent cannot run: \(error)")
+        return ExitCode(ExitStatus.osError)
     }
 }

@@ -240,7 +240,7 @@ struct CardSupervisorTests {
         var options = CardSupervisor.Options.fast
         options.stuckAfter = .milliseconds(50)
         let fixture = try await DaemonFixture.make(guest: .running, options: options)
-        await fixture.hypervisor.hangAttaches()
+        await fixture.hypervisor.hang(.attach)
         #expect(await fixture.supervisor.heartbeat())
         let loop = Task { await fixture.supervisor.run() }
         await fixture.supervisor.markAllDirty()

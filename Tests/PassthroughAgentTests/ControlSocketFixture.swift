@@ -18,11 +18,11 @@ final class RunningControlServer: Sendable {
     var path: FilePath { server.path }
     var handled: [ControlRequest] { requests.all }
 
-    init(allowedUID: UInt32 = getuid(), respond: @escaping @Sendable (ControlRequest) async -> ControlResponse = { request in
-        .success("did \(request)")
-    }) throws {
+    init(allowedUID: UInt32 = getuid(), limits: ControlServer.Limits = .init(),
+         respond: @escaping @Sendable (ControlRequest) async -> ControlResponse = { request in .success("did \(request)") }) throws {
         let path = sysfs.root.appending("run/passthrough-agent/control")
-        server = try ControlServer(path: path, allowedUID: allowedUID, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        server = try ControlServer(path: path, allowedUID: allowedUID, limits: limits,
+                                   logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let requests = self.requests
         let server = self.server
         task = Task {
@@ -71,6 +71,59 @@ final class RunningControlServer: Sendable {
             return String(decoding: received, as: UTF8.self)
         }
     }
+}
+
+/// One client connection driven by hand, for what ``ControlClient`` never does: pipelining, hanging
+/// up mid-request, staying silent. Blocking calls: use it from ``offPool(_:)``.
+final class RawConnection: Sendable {
+    let fd: CInt
+
+    init(to path: FilePath) throws(Errno) {
+        fd = try UnixSocket.streamSocket()
+        guard UnixSocket.withAddress(path, { connect(fd, $0, $1) }) == 0 else {
+            let error = Errno(rawValue: errno)
+            UnixSocket.close(fd)
+            throw error
+        }
+        try UnixSocket.makeNonBlockingCloseOnExec(fd)
+    }
+
+    deinit { UnixSocket.close(fd) }
+
+    func send(_ text: String, timeout: Duration = .seconds(5)) throws(Errno) {
+        try UnixSocket.sendAll(fd, Array(text.utf8), timeout: timeout)
+    }
+
+    /// The end of this side's input to the server: what a client does after its last request.
+    func halfClose() { shutdown(fd, CInt(SHUT_WR)) }
+
+    /// Both directions shut, as a close would (the fd stays valid until `deinit`).
+    func hangUp() { shutdown(fd, CInt(SHUT_RDWR)) }
+
+    /// Everything received until `lines` newlines, end of file, or `timeout`.
+    func receive(lines: Int = .max, timeout: Duration = .seconds(10)) -> (text: String, endOfFile: Bool) {
+        let deadline = ContinuousClock.now + timeout
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while received.count(where: { $0 == 0x0A }) < lines {
+            do throws(Errno) {
+                try UnixSocket.wait(fd, for: CInt(POLLIN), until: deadline)
+            } catch {
+                break
+            }
+            let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count == 0 { return (String(decoding: received, as: UTF8.self), true) }
+            if count > 0 { received.append(contentsOf: chunk[..<count]) }
+        }
+        return (String(decoding: received, as: UTF8.self), false)
+    }
+}
+
+/// Set once from any task or thread: "it happened".
+final class Flag: Sendable {
+    private let state = Mutex(false)
+    var isRaised: Bool { state.withLock { $0 } }
+    func raise() { state.withLock { $0 = true } }
 }
 
 final class RequestLog: Sendable {

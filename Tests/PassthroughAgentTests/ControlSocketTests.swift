@@ -43,7 +43,8 @@ struct ControlSocketTests {
     func refused() async throws {
         let running = try RunningControlServer(allowedUID: getuid() &+ 1)
         #expect(try await running.send(.reflashPrepare(card: u200)).get() == .permissionDenied)
-        #expect(await running.exchange(Array("{\"command\":\"status\"}\n".utf8)) == "{\"ok\":false,\"error\":\"permission denied\"}\n")
+        #expect(await running.exchange(Array("{\"command\":\"status\"}\n".utf8))
+                == "{\"ok\":false,\"code\":\"permission-denied\",\"error\":\"permission denied\"}\n")
         #expect(running.handled.isEmpty)
         try await running.stop()
     }
@@ -64,13 +65,13 @@ struct ControlSocketTests {
         ]
         let answer = await running.exchange(Array((lines.joined(separator: "\n") + "\n").utf8))
         #expect(answer.split(separator: "\n") == [
-            #"{"ok":false,"error":"malformed request: expected one JSON object per line"}"#,
-            #"{"ok":false,"error":"malformed request: expected one JSON object per line"}"#,
-            #"{"ok":false,"error":"unknown command \"dance\" (expected one of: status, reflash-prepare, reflash-finish)"}"#,
-            #"{"ok":false,"error":"missing \"command\""}"#,
-            #"{"ok":false,"error":"\"reflash-prepare\" needs a \"card\""}"#,
-            #"{"ok":false,"error":"invalid card name \"../x\""}"#,
-            #"{"ok":false,"error":"malformed request: expected one JSON object per line"}"#,
+            #"{"ok":false,"code":"bad-request","error":"malformed request: expected one JSON object per line"}"#,
+            #"{"ok":false,"code":"bad-request","error":"malformed request: expected one JSON object per line"}"#,
+            #"{"ok":false,"code":"bad-request","error":"unknown command \"dance\" (expected one of: status, reflash-prepare, reflash-finish)"}"#,
+            #"{"ok":false,"code":"bad-request","error":"missing \"command\""}"#,
+            #"{"ok":false,"code":"bad-request","error":"\"reflash-prepare\" needs a \"card\""}"#,
+            #"{"ok":false,"code":"bad-request","error":"invalid card name \"../x\""}"#,
+            #"{"ok":false,"code":"bad-request","error":"malformed request: expected one JSON object per line"}"#,
             #"{"ok":true,"message":"did status"}"#,
         ])
         #expect(running.handled == [.status(card: nil)])
@@ -81,7 +82,7 @@ struct ControlSocketTests {
     func tooLong() async throws {
         let running = try RunningControlServer()
         let huge = Array("{\"command\":\"status\",\"card\":\"".utf8) + [UInt8](repeating: 0x61, count: 70_000) + Array("\"}\n{\"command\":\"status\"}\n".utf8)
-        #expect(await running.exchange(huge) == "{\"ok\":false,\"error\":\"request longer than 65536 bytes\"}\n")
+        #expect(await running.exchange(huge) == "{\"ok\":false,\"code\":\"bad-request\",\"error\":\"request longer than 65536 bytes\"}\n")
         #expect(running.handled.isEmpty)
         #expect(try await running.send(.status(card: u200)).get() == .success("did status u200"))
         try await running.stop()
@@ -143,7 +144,8 @@ struct ControlSocketTests {
     @Test("wire forms: the request line, and ok first in responses")
     func wire() {
         #expect(String(decoding: ControlRequest.reflashPrepare(card: u200).line, as: UTF8.self) == "{\"card\":\"u200\",\"command\":\"reflash-prepare\"}\n")
-        #expect(String(decoding: ControlResponse.permissionDenied.line, as: UTF8.self) == "{\"ok\":false,\"error\":\"permission denied\"}\n")
+        #expect(String(decoding: ControlResponse.permissionDenied.line, as: UTF8.self)
+                == "{\"ok\":false,\"code\":\"permission-denied\",\"error\":\"permission denied\"}\n")
         #expect(ControlRequest.parse(ControlRequest.status(card: nil).line.dropLast()) == .success(.status(card: nil)))
     }
 }

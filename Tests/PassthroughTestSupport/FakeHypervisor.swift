@@ -18,7 +18,9 @@ public actor FakeHypervisor: Hypervisor {
     private var live: [String: [PCIAddress]] = [:]
     private var unreadableXML: Set<String> = []
     private var failingAttaches = 0
-    private var hangingAttaches = false
+    private var hanging: Set<Call> = []
+    private var ignoringDetaches: Set<String> = []
+    private var nextDetachHook: (@Sendable () -> Void)?
     public private(set) var attachCalls: [PCIAddress] = []
     public private(set) var detachCalls: [PCIAddress] = []
     public var reachable = true
@@ -49,8 +51,28 @@ public actor FakeHypervisor: Hypervisor {
     /// The next `count` attaches fail as libvirt does when QEMU refuses.
     public func failAttaches(_ count: Int) { failingAttaches = count }
 
-    /// Attaches never return (a wedged libvirtd).
-    public func hangAttaches() { hangingAttaches = true }
+    /// The libvirt calls that can be made to hang, as an RPC does when libvirtd or QEMU never answers.
+    public enum Call: Hashable, Sendable {
+        case attach
+        case detach
+    }
+
+    /// Calls of this kind do not return until ``unhang(_:)`` (a wedged libvirtd); cancelling the caller ends them.
+    public func hang(_ call: Call) { hanging.insert(call) }
+
+    public func unhang(_ call: Call) { hanging.remove(call) }
+
+    private func waitWhileHanging(_ call: Call) async throws {
+        while hanging.contains(call) { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    /// `guest` never acks an eject: it has no OS, or it is paused (by `virsh suspend`, or by QEMU itself on
+    /// an uncorrectable AER error). Detach requests are recorded and its live XML keeps the device.
+    public func ignoreDetaches(in guest: String) { ignoringDetaches.insert(guest) }
+
+    /// Runs `hook` inside the next detach call, on the caller's task, before the guest answers: the moment
+    /// a client hangs up or the agent is told to stop while a detach is in flight.
+    public func onNextDetach(_ hook: @escaping @Sendable () -> Void) { nextDetachHook = hook }
 
     /// What QEMU does when the host removes a vfio device: the guest unplugs it.
     public func unplug(_ address: PCIAddress, from guest: String) {
@@ -90,9 +112,7 @@ public actor FakeHypervisor: Hypervisor {
     public func attach(_ address: PCIAddress, to guest: GuestName) async throws {
         guard reachable else { throw Unreachable() }
         attachCalls.append(address)
-        if hangingAttaches {
-            while true { try await Task.sleep(for: .seconds(3600)) }
-        }
+        try await waitWhileHanging(.attach)
         if failingAttaches > 0 {
             failingAttaches -= 1
             throw Refused(description: "internal error: unable to execute QEMU command 'device_add'")
@@ -110,6 +130,9 @@ public actor FakeHypervisor: Hypervisor {
     public func detach(_ address: PCIAddress, from guest: GuestName) async throws {
         guard reachable else { throw Unreachable() }
         detachCalls.append(address)
+        nextDetachHook.take()?()
+        try await waitWhileHanging(.detach)
+        guard !ignoringDetaches.contains(guest.rawValue) else { return }
         live[guest.rawValue]?.removeAll { $0 == address }
     }
 }

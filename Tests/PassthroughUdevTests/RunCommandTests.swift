@@ -21,8 +21,10 @@ extension UdevMonitorTests {
         let listener = try NotifySocket(path: bus.sysfs.root.string + "/notify")
         let process = Process()
         process.executableURL = agent
-        process.arguments = ["run", "--dry-run", "--config", bus.sysfs.root.appending("etc/config.toml").string,
-                             "--sysfs-root", bus.sysfs.root.string, "--control-socket", bus.sysfs.root.appending("control").string]
+        let arguments = ["run", "--dry-run", "--config", bus.sysfs.root.appending("etc/config.toml").string,
+                         "--sysfs-root", bus.sysfs.root.string, "--control-socket", bus.sysfs.root.appending("control").string,
+                         "--lock-file", bus.sysfs.root.appending("agent.lock").string]
+        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["UMOCKDEV_DIR"] = testbed.rootDirectory
         environment["NOTIFY_SOCKET"] = listener.path
@@ -46,6 +48,14 @@ extension UdevMonitorTests {
         #expect(reload.first?.contains("RELOADING=1") == true)
         #expect(reload.first?.contains("MONOTONIC_USEC=") == true)
 
+        // A second agent on the same host stops at once, before it touches anything: the first
+        // keeps its control socket.
+        let second = try await Self.runToEnd(agent, arguments, environment: environment)
+        #expect(second.status == 73, "\(second.stderr)")
+        #expect(second.stderr.contains("pid \(process.processIdentifier) holds \(bus.sysfs.root.appending("agent.lock"))"),
+                "\(second.stderr)")
+        #expect(FileManager.default.fileExists(atPath: bus.sysfs.root.appending("control").string))
+
         // Asleep when idle: libdispatch's pool (whose monitor ticks every second) was never started;
         // the blocking libvirt calls have their own thread.
         let threads = Self.threadNames(of: process.processIdentifier)
@@ -66,6 +76,49 @@ extension UdevMonitorTests {
         // A dry run touches nothing (the child writes sysfs directly: look at the files).
         #expect(bus.sysfs.driver(of: "0000:01:00.0") == "xdma")
         #expect(bus.sysfs.driverOverride(of: "0000:01:00.0") == "(null)\n")
+    }
+
+    @Test("run: when udev's netlink socket cannot be opened, it exits 71 with the reason, not 1")
+    func runCannotStart() async throws {
+        let agent = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("passthrough-agent")
+        try #require(FileManager.default.isExecutableFile(atPath: agent.path), "build the passthrough-agent product first")
+        let bus = alveoHost()
+        bus.sysfs.writeFileCreatingDirectories("etc/config.toml", alveoOnTestDriverConfig)
+        // umockdev's netlink stand-in binds a socket under UMOCKDEV_DIR: a regular file there makes
+        // the bind, and so udev_monitor_new_from_netlink, fail.
+        bus.sysfs.writeFileCreatingDirectories("not-a-testbed", "")
+        var environment = ProcessInfo.processInfo.environment
+        environment["UMOCKDEV_DIR"] = bus.sysfs.root.appending("not-a-testbed").string
+        let result = try await Self.runToEnd(agent, [
+            "run", "--dry-run", "--config", bus.sysfs.root.appending("etc/config.toml").string,
+            "--sysfs-root", bus.sysfs.root.string, "--control-socket", bus.sysfs.root.appending("control").string,
+            "--lock-file", bus.sysfs.root.appending("agent.lock").string,
+        ], environment: environment)
+        #expect(result.status == 71, "\(result.stderr)")
+        #expect(result.stderr.contains("passthrough-agent cannot run: "), "\(result.stderr)")
+    }
+
+    /// Runs the agent to its end (within 30 s): its exit status and stderr.
+    private static func runToEnd(_ agent: URL, _ arguments: [String], environment: [String: String]) async throws -> (status: Int32, stderr: String) {
+        try await onOwnThread {
+            let process = Process()
+            process.executableURL = agent
+            process.arguments = arguments
+            process.environment = environment
+            let stderr = Pipe()
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = stderr
+            try process.run()
+            let deadline = ContinuousClock.now + .seconds(30)
+            while process.isRunning, ContinuousClock.now < deadline { usleep(10_000) }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+            let text = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            return (process.terminationStatus, text)
+        }
     }
 
     /// The kernel's name of every thread of `pid` (libdispatch names its workers after their queues).

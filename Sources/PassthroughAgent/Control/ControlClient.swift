@@ -36,7 +36,7 @@ public struct ControlClient: Sendable {
             try UnixSocket.makeNonBlockingCloseOnExec(fd)
             try UnixSocket.sendAll(fd, request.line, timeout: max(deadline - ContinuousClock.now, .zero))
         } catch .timedOut {
-            throw .timedOut(after: timeout)
+            throw .notTaken(after: timeout)
         } catch .brokenPipe, .connectionReset {
             throw .connectionClosed
         } catch {

@@ -13,10 +13,19 @@ import SystemPackage
 ///
 /// `init` binds and listens, so "cannot create the socket" and "another agent is running" are
 /// startup errors. ``run(_:)`` starts one dedicated thread that polls the listening socket, the
-/// clients and a shutdown pipe (blocking calls never run on the cooperative pool), and serves each
-/// connection in its own child task, requests in order. Every peer's uid is checked with
-/// `SO_PEERCRED` before a byte is read; any other uid gets `{"ok":false,"error":"permission
-/// denied"}` and is closed.
+/// clients and a wake-up pipe (blocking calls never run on the cooperative pool), and serves each
+/// connection in its own child task. Every peer's uid is checked with `SO_PEERCRED` before a byte
+/// is read; any other uid gets `{"ok":false,"code":"permission-denied",...}` and is closed.
+///
+/// Limits, so that no client can hold the daemon's attention or memory:
+/// - One request in flight per connection: the next line is read only after the answer to the
+///   last (a client may pipeline; what it sends meanwhile waits in the socket).
+/// - A client that hangs up cancels the request it is waiting for: the handler's task is
+///   cancelled, and nothing it sent afterwards is read. A half-close (`shutdown(SHUT_WR)` after
+///   the last request) is not a hang-up.
+/// - At most ``Limits/maximumConnections`` connections; one more gets `"code":"busy"` and is closed.
+/// - A connection that sends no request within ``Limits/idleTimeout`` (of opening, or of its
+///   last answer) gets `"code":"bad-request"` and is closed.
 ///
 /// ```swift
 /// let server = try ControlServer(logger: logger)
@@ -24,6 +33,15 @@ import SystemPackage
 /// ```
 public final class ControlServer: Sendable {
     public typealias Handler = @Sendable (ControlRequest) async -> ControlResponse
+
+    public struct Limits: Sendable {
+        /// Connections served at once (one fd each, far below the default `LimitNOFILE=`).
+        public var maximumConnections = 16
+        /// How long a connection may stay without a request.
+        public var idleTimeout = Duration.seconds(10)
+
+        public init() {}
+    }
 
     public static let defaultPath: FilePath = "/run/passthrough-agent/control"
     /// The longest request line accepted; longer ones get an error and the connection is closed.
@@ -39,16 +57,19 @@ public final class ControlServer: Sendable {
     public let path: FilePath
     /// The only uid let in: 0 in the daemon; tests pass their own.
     public let allowedUID: UInt32
+    public let limits: Limits
     private let logger: Logger
-    private let wakeup: ShutdownPipe
+    private let wakeup: WakeupPipe
     private let state: Mutex<State>
 
-    public init(path: FilePath = ControlServer.defaultPath, allowedUID: UInt32 = 0, logger: Logger) throws(ControlSocketError) {
+    public init(path: FilePath = ControlServer.defaultPath, allowedUID: UInt32 = 0, limits: Limits = Limits(),
+                logger: Logger) throws(ControlSocketError) {
         self.path = path
         self.allowedUID = allowedUID
+        self.limits = limits
         self.logger = logger
         do {
-            wakeup = try ShutdownPipe()
+            wakeup = try WakeupPipe()
         } catch {
             throw ControlSocketError(.wakeup, path: path, errno: error)
         }
@@ -70,8 +91,8 @@ public final class ControlServer: Sendable {
         let (accepted, continuation) = AsyncStream.makeStream(of: AcceptedConnection.self, bufferingPolicy: .unbounded)
         try state.withLock { (state) throws(ControlSocketError) in
             guard case .bound(let listenFD) = state else { throw ControlSocketError(.alreadyStarted, path: path) }
-            let context = ControlThreadContext(listenFD: listenFD, wakeup: wakeup, allowedUID: allowedUID, logger: logger,
-                                               accepted: continuation)
+            let context = ControlThreadContext(listenFD: listenFD, wakeup: wakeup, allowedUID: allowedUID, limits: limits,
+                                               logger: logger, accepted: continuation)
             do throws(Errno) {
                 state = .running(thread: try Self.spawn(context), listenFD: listenFD)
             } catch {
@@ -89,7 +110,7 @@ public final class ControlServer: Sendable {
                 }
             }
         } onCancel: {
-            shutdownPipe.signal()
+            shutdownPipe.shutdown()
         }
         state.withLock { state in
             guard case .running(let thread, let listenFD) = state else { return }
@@ -103,13 +124,14 @@ public final class ControlServer: Sendable {
 
     /// Stops accepting and reading; idempotent, from any thread.
     public func shutdown() {
-        wakeup.signal()
+        wakeup.shutdown()
     }
 
     // MARK: Serving one connection
 
-    private static func serve(_ accepted: AcceptedConnection, handler: Handler, logger: Logger) async {
+    private static func serve(_ accepted: AcceptedConnection, handler: @escaping Handler, logger: Logger) async {
         let connection = accepted.connection
+        defer { connection.finish() }
         let peer: Logger.Metadata = ["peer-pid": "\(connection.peer.pid)", "peer-uid": "\(connection.peer.uid)"]
         for await input in accepted.input {
             let response: ControlResponse
@@ -117,19 +139,58 @@ public final class ControlServer: Sendable {
             case .tooLong:
                 let error = ControlRequestError.tooLong(limit: maximumRequestBytes)
                 logger.warning("control: refused a request", metadata: peer.merging(["error": "\(error)"]) { $1 })
-                connection.send(ControlResponse.failure(error.description).line, logger: logger)
+                connection.send(ControlResponse.failure(error.description, code: .badRequest).line, logger: logger)
+                return
+            case .idle(let timeout):
+                connection.send(ControlResponse.idle(after: timeout).line, logger: logger)
                 return
             case .line(let bytes):
                 switch ControlRequest.parse(bytes) {
                 case .failure(let error):
                     logger.warning("control: refused a request", metadata: peer.merging(["error": "\(error)"]) { $1 })
-                    response = .failure(error.description)
+                    response = .failure(error.description, code: .badRequest)
                 case .success(let request):
                     logger.info("control: \(request)", metadata: peer)
-                    response = await handler(request)
+                    guard let answer = await answer(request, handler: handler, unlessHangUpOn: connection) else {
+                        logger.notice("control: \(request) cancelled: the client hung up", metadata: peer)
+                        return
+                    }
+                    response = answer
                 }
             }
             guard connection.send(response.line, logger: logger) else { return }
+            connection.answered()
+        }
+    }
+
+    /// Runs the handler in a child task that is cancelled when the client hangs up meanwhile (a
+    /// client that gave up must not have its reflash go on without it). `nil` when it hung up: the
+    /// handler has then finished its cancellation, and its answer has nobody to go to.
+    private static func answer(_ request: ControlRequest, handler: @escaping Handler,
+                               unlessHangUpOn connection: ControlConnection) async -> ControlResponse? {
+        enum Outcome: Sendable {
+            case answered(ControlResponse)
+            case hungUp
+            /// The watch was cancelled (the answer came, or the server stops).
+            case watchEnded
+        }
+        return await withTaskGroup(of: Outcome.self) { group in
+            group.addTask { .answered(await handler(request)) }
+            group.addTask { await connection.waitForHangUp() ? .hungUp : .watchEnded }
+            var hungUp = false
+            while let outcome = await group.next() {
+                switch outcome {
+                case .answered(let response):
+                    group.cancelAll()
+                    return hungUp ? nil : response
+                case .hungUp:
+                    hungUp = true
+                    group.cancelAll()
+                case .watchEnded:
+                    continue
+                }
+            }
+            return nil
         }
     }
 
@@ -189,14 +250,8 @@ public final class ControlServer: Sendable {
     }
 
     private static func makeParentDirectory(of path: FilePath) throws(ControlSocketError) {
-        var parent = path
-        parent.removeLastComponent()
-        var current = FilePath(root: parent.root)
-        for component in parent.components {
-            current.append(component)
-            if current.withPlatformString({ mkdir($0, 0o755) }) != 0, errno != EEXIST {
-                throw ControlSocketError(.directory, path: current, errno: Errno(rawValue: errno))
-            }
+        if let (directory, errno) = UnixSocket.makeParentDirectories(of: path) {
+            throw ControlSocketError(.directory, path: directory, errno: errno)
         }
     }
 

@@ -61,6 +61,10 @@ public enum ControlClientError: Error, Hashable, Sendable, CustomStringConvertib
     case noDaemon(FilePath, Errno)
     /// The socket is root-only (`EACCES`, `EPERM`).
     case permissionDenied(FilePath, Errno)
+    /// The agent did not take the whole request within the timeout; it never runs a partial line.
+    case notTaken(after: Duration)
+    /// The request was sent and no answer came within the timeout. Closing the connection (as the
+    /// client then does) cancels the request in the agent, but it may have done part of it.
     case timedOut(after: Duration)
     /// The agent closed the connection before a whole response line.
     case connectionClosed
@@ -71,6 +75,7 @@ public enum ControlClientError: Error, Hashable, Sendable, CustomStringConvertib
         switch self {
         case .noDaemon(let path, let errno): "no agent is running (\(path): \(errno))"
         case .permissionDenied(let path, _): "permission denied on \(path): the control socket is for root only"
+        case .notTaken(let after): "the agent did not take the request within \(after)"
         case .timedOut(let after): "the agent did not answer within \(after)"
         case .connectionClosed: "the agent closed the connection without an answer"
         case .malformedResponse(let text): "the agent sent an answer that is not a response: \(text.prefix(200))"

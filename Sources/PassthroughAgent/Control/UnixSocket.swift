@@ -88,9 +88,33 @@ enum UnixSocket {
             let remaining = deadline - ContinuousClock.now
             guard remaining > .zero else { throw Errno.timedOut }
             var entry = pollfd(fd: fd, events: Int16(events), revents: 0)
-            let milliseconds = remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000 + 1
-            if try call({ poll(&entry, 1, CInt(min(milliseconds, Int64(CInt.max)))) }) > 0 { return }
+            if try call({ poll(&entry, 1, pollTimeout(remaining)) }) > 0 { return }
         }
+    }
+
+    /// `poll`'s timeout for `remaining`: whole milliseconds rounded up (never early), at most
+    /// `CInt.max` (a longer wait wakes up once and polls again), 0 for a time already past.
+    static func pollTimeout(_ remaining: Duration) -> CInt {
+        guard remaining > .zero else { return 0 }
+        let (seconds, attoseconds) = remaining.components
+        guard seconds < Int64(CInt.max / 1000) else { return CInt.max }
+        return CInt(seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+    }
+
+    /// Creates every missing directory above `path` with mode 0755, as systemd's
+    /// `RuntimeDirectory=` would have.
+    /// - Returns: the directory that could not be created and why, or `nil` when they all exist.
+    static func makeParentDirectories(of path: FilePath) -> (directory: FilePath, errno: Errno)? {
+        var parent = path
+        parent.removeLastComponent()
+        var current = FilePath(root: parent.root)
+        for component in parent.components {
+            current.append(component)
+            if current.withPlatformString({ mkdir($0, 0o755) }) != 0, errno != EEXIST {
+                return (current, Errno(rawValue: errno))
+            }
+        }
+        return nil
     }
 }
 

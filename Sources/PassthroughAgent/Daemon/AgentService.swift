@@ -147,7 +147,7 @@ public struct AgentService: Service {
         do {
             return .success(try await supervisor.reflash(card, request))
         } catch {
-            return .failure("\(error)")
+            return .failure(for: error)
         }
     }
 

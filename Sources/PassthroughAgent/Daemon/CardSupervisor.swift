@@ -77,23 +77,29 @@ public actor CardSupervisor {
     let options: Options
     /// What is in flight (passes, worker and libvirt calls, commands), for the watchdog.
     let work: InFlightWork
-    /// Runs driver moves, removals and rescans, so a slow driver never stalls the daemon's executor.
+    /// Runs bus scans and driver moves, so a slow driver never stalls the daemon's executor.
     private let hostWorker: WorkerThread?
+    /// Runs reflash removals and rescans: a removal waiting for a driver must not hold up every other
+    /// card's passes behind it.
+    private let reflashWorker: WorkerThread?
 
-    var blocking: BlockingCalls {
-        let work = work
-        guard let hostWorker else {
+    var blocking: BlockingCalls { Self.blockingCalls(on: hostWorker, "sysfs call", work) }
+
+    var reflashBlocking: BlockingCalls { Self.blockingCalls(on: reflashWorker, "reflash sysfs call", work) }
+
+    private static func blockingCalls(on worker: WorkerThread?, _ what: String, _ work: InFlightWork) -> BlockingCalls {
+        guard let worker else {
             return BlockingCalls { call in
-                let token = work.begin("sysfs call")
+                let token = work.begin(what)
                 call()
                 work.end(token)
             }
         }
         return BlockingCalls { call in
-            let token = work.begin("sysfs call on a worker thread")
+            let token = work.begin("\(what) on a worker thread")
             defer { work.end(token) }
             do {
-                try await hostWorker.perform(call)
+                try await worker.perform(call)
             } catch {
                 call()  // stopped at shutdown: the last step still runs, in place
             }
@@ -131,6 +137,7 @@ public actor CardSupervisor {
         // A dry run has it too: its bus scans read every device's driver_override, which waits for that
         // device's lock (a device mid-probe anywhere on the host).
         self.hostWorker = try? WorkerThread(name: "pa-sysfs")
+        self.reflashWorker = options.dryRun ? nil : try? WorkerThread(name: "pa-reflash")
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         for card in config.cards {
             states[card.name] = CardRuntimeState(reflash: Self.resumedReflash(of: card.name, from: options.reflashStore, logger: logger))
@@ -139,6 +146,7 @@ public actor CardSupervisor {
 
     deinit {
         hostWorker?.stop()
+        reflashWorker?.stop()
     }
 
     // MARK: Events in

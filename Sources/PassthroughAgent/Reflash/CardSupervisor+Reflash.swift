@@ -73,9 +73,9 @@ extension CardSupervisor {
         case .bringBack(let site):
             let record = states[card.name]?.reflash.state.guardRecord
             let (outcome, released) = await coordinator.bringBack(card, at: site, guard: record)
-            if case .cancelled = outcome {} else {
-                transition(card.name) { $0.bringBackEnded(back: outcome.isRecovered, guardReleased: released) }
-            }
+            // Cancelled too (the client hung up): held again, or the card would stay "being brought back",
+            // refusing every later --finish, until the agent restarts.
+            transition(card.name) { $0.bringBackEnded(back: outcome.isRecovered, guardReleased: released) }
             persist(card.name)
             markDirty([card.name])
             return try conclude(card, outcome, at: site)
@@ -318,7 +318,7 @@ extension CardSupervisor {
         ReflashCoordinator(
             host: host, hypervisor: hypervisor, logger: logger, clock: options.recoveryClock,
             pacing: options.recoveryPacing, detachTimeout: options.detachTimeout, holderRecheck: options.holderRecheck,
-            blocking: blocking
+            blocking: reflashBlocking
         )
     }
 

@@ -10,124 +10,6 @@ import PassthroughTestSupport
 import PassthroughUdev
 import Testing
 
-/// An Alveo below a root port whose config space has a PCI Express capability, the guest running,
-/// and the supervisor's loop going: what a reflash looks like from the daemon's side.
-private struct ReflashRig {
-    let bus: EmulatedPCIBus
-    let hypervisor: FakeHypervisor
-    let logs = InMemoryLogHandler()
-    let supervisor: CardSupervisor
-    let store: ReflashStateStore
-    let options: CardSupervisor.Options
-    let config: AgentConfig
-    let loop: Task<Void, Never>
-
-    static let port = "0000:00:01.0"
-    static let function = PCIAddress("0000:01:00.0")!
-
-    init(extraConfig: String = "", dryRun: Bool = false) async throws {
-        let sysfs = FakeSysfs()
-        bus = EmulatedPCIBus(sysfs)
-        bus.loadDriver("pcieport")
-        bus.loadDriver("xdma", claiming: ["10ee:903f", "10ee:9038"])
-        bus.loadDriver("vfio-pci")
-        sysfs.addFunction(Self.port, id: "8086:1901", classCode: 0x060400, driver: "pcieport", iommuGroup: 1,
-                          subsystem: nil, config: ConfigSpaceImage.rootPort().bytes)
-        bus.setLinkActive(Self.port, true)
-        Self.plugCard(sysfs, id: "10ee:903f")
-        hypervisor = FakeHypervisor(bus: bus)
-        await hypervisor.define("fpga-dev", state: .running)
-        let config = try ConfigLoader.parse("""
-            [[card]]
-            name = "u200"
-            address = "0000:01:00"
-            ids = ["10ee:903f", "10ee:9038"]
-            guest = "fpga-dev"
-            recovery-timeout = "2s"
-            \(extraConfig)
-            """, path: "config.toml")
-        store = ReflashStateStore(directory: sysfs.root.appending("run/cards"))
-        var options = CardSupervisor.Options.fast
-        options.reflashStore = store
-        options.holderRecheck = .milliseconds(20)
-        options.recoveryPacing = RecoveryPacing(firstPoll: .milliseconds(5), maximumPoll: .milliseconds(50),
-                                                resetHold: .milliseconds(1), resetSettle: .milliseconds(1))
-        options.detachTimeout = .milliseconds(200)
-        options.dryRun = dryRun
-        self.options = options
-        self.config = config
-        let supervisor = CardSupervisor(config: config, host: HostEnvironment(sysfsRoot: sysfs.root, io: bus),
-                                        hypervisor: hypervisor, logger: Self.logger(logs), options: options)
-        self.supervisor = supervisor
-        loop = Task { await supervisor.run() }
-        await supervisor.markAllDirty()
-        if !dryRun {
-            try await waitUntil("attached at start") { await supervisor.summary == "u200: attached to fpga-dev" }
-        }
-    }
-
-    private init(restarting previous: ReflashRig) async {
-        bus = previous.bus
-        hypervisor = previous.hypervisor
-        store = previous.store
-        options = previous.options
-        config = previous.config
-        let supervisor = CardSupervisor(config: config, host: HostEnvironment(sysfsRoot: bus.sysfs.root, io: bus),
-                                        hypervisor: hypervisor, logger: Self.logger(logs), options: options)
-        self.supervisor = supervisor
-        await supervisor.restoreLeftovers()
-        loop = Task { await supervisor.run() }
-        await supervisor.markAllDirty()
-    }
-
-    /// The agent killed (or stopped) and started again on the same host and state directory.
-    func restarted() async -> ReflashRig {
-        loop.cancel()
-        return await ReflashRig(restarting: self)
-    }
-
-    static func logger(_ logs: InMemoryLogHandler) -> Logger {
-        var handler = logs
-        handler.logLevel = .debug
-        return Logger(label: "test") { _ in handler }
-    }
-
-    /// The card as the kernel enumerates it: a new pci_dev, grabbed by xdma at once.
-    static func plugCard(_ sysfs: FakeSysfs, id: String) {
-        let pciID = PCIID(id)!
-        sysfs.addFunction("0000:01:00.0", id: id, driver: "xdma", iommuGroup: 5, below: port,
-                          config: ConfigSpaceImage.endpoint(vendor: pciID.vendor, device: pciID.device).bytes)
-    }
-
-    /// The FPGA comes back with `id` when the port is rescanned.
-    func cardReturnsOnRescan(as id: String) {
-        bus.onRescan { [bus] sysfs in
-            bus.restoreLink("0000:01:00")
-            if sysfs.driver(of: "0000:01:00.0") == nil, !sysfs.exists("bus/pci/devices/0000:01:00.0") {
-                Self.plugCard(sysfs, id: id)
-            }
-        }
-    }
-
-    func notifications(_ kind: NotificationKind) -> [InMemoryLogHandler.Entry] {
-        logs.entries.filter { $0.metadata[LogMetadataKey.messageID] == .string(kind.messageID.rawValue) }
-    }
-
-    func portBits() throws -> (serr: Bool, fatal: Bool) {
-        let port = ConfigSpace(address: PCIAddress(Self.port)!, layout: bus.sysfs.layout, io: bus)
-        return (try port.isSet(.serrEnable), try port.isSet(.fatalErrorReporting))
-    }
-}
-
-private func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: () async -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if await condition() { return }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    Issue.record("timed out waiting: \(what)")
-}
-
 @Suite("Reflash survival in the daemon")
 struct ReflashDaemonTests {
     @Test("AER FAILED_RECOVERY (no hotplug): detach, remove, rescan, rebind and re-attach, no human action")
@@ -136,10 +18,7 @@ struct ReflashDaemonTests {
         defer { rig.loop.cancel() }
         rig.cardReturnsOnRescan(as: "10ee:9038")
         rig.bus.dropLink("0000:01:00")   // a real FAILED_RECOVERY: the device no longer answers
-        let change = UdevEvent(action: .change, isColdplug: false, syspath: "/sys/devices/pci0000:00/0000:00:01.0/0000:01:00.0",
-                               address: ReflashRig.function, id: PCIID("10ee:903f"), driver: DriverName("vfio-pci"),
-                               errorEvent: .failedRecovery, deviceOnline: false, sequenceNumber: nil)
-        await rig.supervisor.handle(.device(change))
+        await rig.aer(.failedRecovery)
         try await waitUntil("re-attached with the new ID") {
             rig.bus.sysfs.driver(of: "0000:01:00.0") == "vfio-pci" && rig.notifications(.cardAttached).count >= 2
         }
@@ -174,9 +53,7 @@ struct ReflashDaemonTests {
         #expect(await rig.supervisor.summary == "u200: absent")
         // Still watching: the card coming back later (a hotplug add) is taken back as usual.
         ReflashRig.plugCard(rig.bus.sysfs, id: "10ee:903f")
-        await rig.supervisor.handle(.device(UdevEvent(action: .add, isColdplug: false, syspath: "/x", address: ReflashRig.function,
-                                                      id: PCIID("10ee:903f"), driver: nil, errorEvent: nil, deviceOnline: nil,
-                                                      sequenceNumber: nil)))
+        await rig.added()
         try await waitUntil("re-attached after it returned") {
             await rig.hypervisor.liveHostdevs(of: "fpga-dev") == [ReflashRig.function]
         }
@@ -210,15 +87,7 @@ struct ReflashDaemonTests {
         try await Task.sleep(for: .milliseconds(200))
         #expect(rig.notifications(.cardLost).isEmpty)
         rig.cardReturnsOnRescan(as: "10ee:903f")
-        let watched = try ConfigLoader.parse("""
-            [[card]]
-            name = "u200"
-            address = "0000:01:00"
-            ids = ["10ee:903f", "10ee:9038"]
-            guest = "fpga-dev"
-            recovery-timeout = "2s"
-            link-watch = "100ms"
-            """, path: "config.toml")
+        let watched = try ReflashRig.config("link-watch = \"100ms\"")
         await rig.supervisor.reload(watched)
         try await waitUntil("lost, recovered and re-attached") {
             rig.notifications(.cardLost).count == 1 && rig.notifications(.cardAttached).count >= 2
