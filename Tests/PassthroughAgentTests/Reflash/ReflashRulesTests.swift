@@ -102,6 +102,10 @@ struct ReflashRulesTests {
         #expect(await rig.hypervisor.liveHostdevs(of: "fpga-dev") == [ReflashRig.function])
         #expect(await rig.supervisor.summary == "u200: recovering (lost from the link)")
         #expect(rig.hasStateFile())
+        // Meanwhile a person's requests are told why not, and change nothing.
+        #expect(await rig.refusal(.prepare)?.reason == .busy)
+        #expect(await rig.refusal(.finish)?.description.contains("u200 is being recovered") == true)
+        #expect(rig.removals.isEmpty)
 
         switch letGo {
         case .destroyed: await rig.hypervisor.define("fpga-dev", state: .shutOff)
@@ -234,6 +238,24 @@ struct ReflashRulesTests {
         #expect(rig.removals == ["bus/pci/devices/0000:01:00.0/remove"])
         #expect(try rig.portBits() == (true, true))
         #expect(!rig.hasStateFile())
+    }
+
+    @Test("rule 4: the state cannot be recorded (/run full or read-only) → --prepare refused as failed, nothing removed, the port as it was",
+          arguments: [false, true])
+    func stateUnrecordable(guarded: Bool) async throws {
+        let rig = try await ReflashRig(extraConfig: guarded ? "reflash-guard = true" : "")
+        defer { rig.loop.cancel() }
+        rig.bus.sysfs.writeFile("run", "")   // the state directory cannot be made: ENOTDIR
+        let port = rig.bus.sysfs.configBytes(of: ReflashRig.port)
+
+        let refused = try #require(await rig.refusal(.prepare))
+        #expect(refused.reason == .failed)
+        #expect(refused.description.contains("cannot create reflash state \(rig.bus.sysfs.root)/run/cards"))
+        #expect(refused.description.contains("nothing was removed"))
+        #expect(rig.removals.isEmpty)
+        #expect(rig.onBus())
+        #expect(rig.bus.sysfs.configBytes(of: ReflashRig.port) == port)
+        try await waitUntil("back in its guest") { await rig.isBackInItsGuest() }
     }
 
     // MARK: 5. --finish only for a held or absent card
