@@ -45,8 +45,9 @@ struct ReflashRig {
 
     /// - Parameters:
     ///   - extraConfig: more keys for u200's `[[card]]` table.
+    ///   - recoveryTimeout: u200's `recovery-timeout`: short, so a card that never returns is given up soon.
     ///   - tune: options on top of the rig's fast ones (small `aerGrace`, `stuckAfter`, …).
-    init(extraConfig: String = "", dryRun: Bool = false, secondCard: Bool = false,
+    init(extraConfig: String = "", recoveryTimeout: String = "2s", dryRun: Bool = false, secondCard: Bool = false,
          tune: (inout CardSupervisor.Options) -> Void = { _ in }) async throws {
         let sysfs = FakeSysfs()
         bus = EmulatedPCIBus(sysfs)
@@ -72,7 +73,7 @@ struct ReflashRig {
             address = "0000:01:00"
             ids = ["10ee:903f", "10ee:9038"]
             guest = "fpga-dev"
-            recovery-timeout = "2s"
+            recovery-timeout = "\(recoveryTimeout)"
             \(extraConfig)
             \(secondCard ? Self.secondCardConfig : "")
             """, path: "config.toml")
