@@ -217,7 +217,8 @@ struct ReflashRig {
 }
 
 /// Polls `condition` until it holds; records an issue (and returns) when it does not within `timeout`.
-func waitUntil(_ what: String, timeout: Duration = .seconds(20), sourceLocation: Testing.SourceLocation = #_sourceLocation,
+/// Generous: every test of the package starts at once, and a debug build's sysfs walks share two cores.
+func waitUntil(_ what: String, timeout: Duration = .seconds(60), sourceLocation: Testing.SourceLocation = #_sourceLocation,
                _ condition: () async -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {

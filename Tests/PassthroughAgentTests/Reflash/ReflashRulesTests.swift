@@ -400,7 +400,7 @@ struct ReflashRulesTests {
 
         await rig.hypervisor.define("fpga-test", state: .running)
         await rig.supervisor.handle(.lifecycle(guest: "fpga-test", .started))
-        try await waitUntil("B attached while A waits", timeout: .seconds(10)) {
+        try await waitUntil("B attached while A waits") {
             await rig.supervisor.summary.hasSuffix("u250: attached to fpga-test")
         }
 
