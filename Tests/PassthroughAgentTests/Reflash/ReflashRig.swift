@@ -36,7 +36,7 @@ struct ReflashRig {
     static let secondFunction = PCIAddress("0000:02:00.0")!
     static let secondCard = CardName("u250")!
 
-    static let secondCardConfig = """
+    private static let secondCardConfig = """
         [[card]]
         name = "u250"
         address = "0000:02:00"
