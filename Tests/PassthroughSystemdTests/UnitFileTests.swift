@@ -43,6 +43,14 @@ struct UnitFileTests {
         #expect(service["ProcSubset"] != "pid", "/proc/cmdline must stay readable")
     }
 
+    /// A card held for a reflash stays held across `systemctl stop` and `start`: its record, with the
+    /// upstream port's saved registers, is in /run/passthrough-agent/cards. `restart` would delete it on
+    /// a stop, and the next start would know neither that the card is off the bus nor how to unmask the port.
+    @Test func reflashStateSurvivesAStop() throws {
+        let service = Dictionary(try unitDirectives().filter { $0.section == "Service" }.map { ($0.key, $0.value) }) { _, last in last }
+        #expect(service["RuntimeDirectoryPreserve"] == "yes")
+    }
+
     /// Who holds a card: another user's /proc/PID/fd must be listable (CAP_DAC_READ_SEARCH) and its links
     /// followable (CAP_SYS_PTRACE), and no process may be hidden, or a QEMU holding a card looks like none.
     @Test func otherProcessesOpenFilesAreVisible() throws {

@@ -70,8 +70,12 @@ struct ReflashCoordinator: Sendable {
                 logger.notice("\(card.name): fatal-error reporting masked on \(site.upstreamPort) for the reflash",
                               metadata: [LogMetadataKey.card: "\(card.name)", LogMetadataKey.pciSlot: "\(site.upstreamPort)"])
             } catch {
+                // The lockdown hint only where config space refused: a full /run is not fixed by reading `check`.
+                let hint = if case .configSpace = error {
+                    " Kernel lockdown forbids config-space writes: see `passthrough-agent check`"
+                } else { "" }
                 throw .init(.failed, "\(card.name) stays on the bus: cannot mask fatal-error reporting on \(site.upstreamPort) "
-                    + "(\(error)); nothing was removed. Kernel lockdown forbids config-space writes: see `passthrough-agent check`")
+                    + "(\(error)); nothing was removed.\(hint)")
             }
         } else {
             do throws(ReflashStateError) {

@@ -36,7 +36,7 @@ struct ReflashRig {
     static let secondFunction = PCIAddress("0000:02:00.0")!
     static let secondCard = CardName("u250")!
 
-    static let secondCardConfig = """
+    private static let secondCardConfig = """
         [[card]]
         name = "u250"
         address = "0000:02:00"
@@ -45,8 +45,9 @@ struct ReflashRig {
 
     /// - Parameters:
     ///   - extraConfig: more keys for u200's `[[card]]` table.
+    ///   - recoveryTimeout: u200's `recovery-timeout`: short, so a card that never returns is given up soon.
     ///   - tune: options on top of the rig's fast ones (small `aerGrace`, `stuckAfter`, …).
-    init(extraConfig: String = "", dryRun: Bool = false, secondCard: Bool = false,
+    init(extraConfig: String = "", recoveryTimeout: String = "2s", dryRun: Bool = false, secondCard: Bool = false,
          tune: (inout CardSupervisor.Options) -> Void = { _ in }) async throws {
         let sysfs = FakeSysfs()
         bus = EmulatedPCIBus(sysfs)
@@ -66,7 +67,7 @@ struct ReflashRig {
             Self.plugCard(sysfs, id: "10ee:903f", at: Self.secondFunction, below: Self.secondPort, iommuGroup: 6)
             await hypervisor.define("fpga-test", state: .shutOff)
         }
-        let config = try Self.config(extraConfig, secondCard: secondCard)
+        let config = try Self.config(extraConfig, secondCard: secondCard, recoveryTimeout: recoveryTimeout)
         store = ReflashStateStore(directory: sysfs.root.appending("run/cards"))
         var options = CardSupervisor.Options.fast
         options.reflashStore = store
@@ -119,14 +120,14 @@ struct ReflashRig {
     }
 
     /// The rig's configuration: the Alveo at 01:00 lent to fpga-dev, plus `extra` keys for it.
-    static func config(_ extra: String = "", secondCard: Bool = false) throws -> AgentConfig {
+    static func config(_ extra: String = "", secondCard: Bool = false, recoveryTimeout: String = "2s") throws -> AgentConfig {
         try ConfigLoader.parse("""
             [[card]]
             name = "u200"
             address = "0000:01:00"
             ids = ["10ee:903f", "10ee:9038"]
             guest = "fpga-dev"
-            recovery-timeout = "2s"
+            recovery-timeout = "\(recoveryTimeout)"
             \(extra)
             \(secondCard ? secondCardConfig : "")
             """, path: "config.toml")
@@ -221,7 +222,8 @@ struct ReflashRig {
 }
 
 /// Polls `condition` until it holds; records an issue (and returns) when it does not within `timeout`.
-func waitUntil(_ what: String, timeout: Duration = .seconds(20), sourceLocation: Testing.SourceLocation = #_sourceLocation,
+/// Generous: every test of the package starts at once, and a debug build's sysfs walks share two cores.
+func waitUntil(_ what: String, timeout: Duration = .seconds(60), sourceLocation: Testing.SourceLocation = #_sourceLocation,
                _ condition: () async -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
