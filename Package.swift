@@ -84,7 +84,9 @@ let package = Package(
 
         .testTarget(name: "PassthroughCoreTests", dependencies: ["PassthroughCore"]),
         .testTarget(name: "PassthroughThreadsTests", dependencies: ["PassthroughThreads"]),
-        .testTarget(name: "PassthroughConfigTests", dependencies: ["PassthroughConfig", "PassthroughCore"]),
+        .testTarget(name: "PassthroughConfigTests", dependencies: [
+            "PassthroughConfig", "PassthroughCore", "PassthroughTestSupport",
+        ]),
         .testTarget(name: "PassthroughSysfsTests", dependencies: [
             "PassthroughSysfs", "PassthroughCore", "PassthroughTestSupport",
             .product(name: "SystemPackage", package: "swift-system"),

@@ -6,9 +6,9 @@ import TOMLKit
 public enum ConfigLoader {
     /// Loads and validates the file at `path`.
     public static func load(path: String) throws(ConfigError) -> AgentConfig {
-        let text: String
+        let contents: Data
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            contents = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
             let reason = (error as NSError).userInfo[NSUnderlyingErrorKey].map { "\($0)" } ?? "\(error.localizedDescription)"
             throw ConfigError(kind: .unreadable, diagnostics: [
@@ -18,11 +18,17 @@ public enum ConfigLoader {
                 ),
             ])
         }
-        return try parse(text, path: path)
+        return try parse(contents: contents, path: path)
+    }
+
+    /// Validates the file's bytes: UTF-8 text first, then TOML, then the configuration.
+    public static func parse(contents: some Collection<UInt8>, path: String) throws(ConfigError) -> AgentConfig {
+        try parse(ConfigText.decode(contents, path: path), path: path)
     }
 
     /// Validates configuration text; `path` only names the file in diagnostics.
     public static func parse(_ text: String, path: String) throws(ConfigError) -> AgentConfig {
+        try ConfigText.rejectNUL(in: text, path: path)
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)

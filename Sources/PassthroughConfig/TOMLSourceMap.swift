@@ -6,6 +6,9 @@
 ///
 /// Paths look like `libvirt.uri`, `card[1].ids[0]`; a table header is recorded under its path
 /// (`card[1]`).
+///
+/// Whatever the text, the scan ends: each loop either consumes a scalar or stops, and a scalar no rule
+/// expects is skipped (positions after it may then be off, but only for text TOMLKit refused anyway).
 struct TOMLSourceMap {
     struct Position: Hashable {
         var line: Int
@@ -90,6 +93,7 @@ private struct Scanner {
         while true {
             skipTrivia()
             guard let scalar = current else { return }
+            let start = index
             if scalar == "[" {
                 table = scanHeader(into: &map)
             } else {
@@ -97,7 +101,13 @@ private struct Scanner {
             }
             skipBlanks()
             skipComment()
+            skipIfStuck(since: start)
         }
+    }
+
+    /// Consumes one scalar when an iteration consumed none: the guarantee that every loop ends.
+    private mutating func skipIfStuck(since start: Int) {
+        if index == start { advance() }
     }
 
     private mutating func scanHeader(into map: inout TOMLSourceMap) -> String {
@@ -181,10 +191,12 @@ private struct Scanner {
             while true {
                 skipTrivia()
                 guard let scalar = current, scalar != "]" else { break }
+                let start = index
                 scanValue(path: "\(path)[\(element)]", into: &map)
                 element += 1
                 skipTrivia()
                 if current == "," { advance() }
+                skipIfStuck(since: start)
             }
             advance()
         case "{":
@@ -192,9 +204,11 @@ private struct Scanner {
             while true {
                 skipTrivia()
                 guard let scalar = current, scalar != "}" else { break }
+                let start = index
                 scanKeyValue(prefix: path, into: &map)
                 skipTrivia()
                 if current == "," { advance() }
+                skipIfStuck(since: start)
             }
             advance()
         default:

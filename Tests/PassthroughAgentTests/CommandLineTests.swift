@@ -56,6 +56,22 @@ struct CommandLineTests {
         #expect(bus.sysfs.driverOverride(of: "0000:01:00.0") == "(null)\n")
     }
 
+    @Test("a zero-filled or non-UTF-8 config is invalid (78) at its place, not 'no cards' or 'missing'")
+    func configBytes() async throws {
+        let bus = readyHost()
+        let path = writeConfig("", in: bus)
+        let cases: [(bytes: [UInt8], place: String)] = [
+            ([UInt8](repeating: 0, count: 512), "1:1: NUL byte"),
+            (Array("# u200 in the caf".utf8) + [0xE9], "1:18: not UTF-8 text (byte 0xe9)"),
+        ]
+        for (bytes, place) in cases {
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let result = try await AgentProcess.run(["check", "--config", path, "--sysfs-root", bus.sysfs.root.string])
+            #expect(result.status == 78, "\(place): \(result.stdout) \(result.stderr)")
+            #expect(result.stderr.contains("\(path):\(place)"), "\(result.stderr)")
+        }
+    }
+
     @Test("status --json describes a hand-made sysfs tree")
     func statusJSON() async throws {
         let bus = readyHost()
