@@ -113,6 +113,21 @@ let package = Package(
     ]
 )
 
+// libFuzzer on every parser of untrusted bytes (`make fuzz`, Tests/Fuzz). Declared only with PASSTHROUGH_FUZZ=1,
+// which run.sh sets for its build with -sanitize=fuzzer,address in a scratch path of its own: a normal build
+// neither compiles the harnesses nor links libFuzzer.
+if Context.environment["PASSTHROUGH_FUZZ"] == "1" {
+    package.targets += [
+        .target(name: "PassthroughFuzzTargets", dependencies: [
+            "PassthroughCore", "PassthroughConfig", "PassthroughUdev", "PassthroughLibvirt", "PassthroughAgent",
+        ], path: "Tests/Fuzz/Harnesses/PassthroughFuzzTargets"),
+        // C, so that main() is libFuzzer's (see select.c).
+        .executableTarget(name: "passthrough-fuzz", dependencies: ["PassthroughFuzzTargets"],
+                          path: "Tests/Fuzz/Harnesses/passthrough-fuzz"),
+    ]
+    package.products.append(.executable(name: "passthrough-fuzz", targets: ["passthrough-fuzz"]))
+}
+
 for target in package.targets where target.type != .system {
     target.swiftSettings = (target.swiftSettings ?? []) + [
         .swiftLanguageMode(.v6),
