@@ -29,6 +29,15 @@ public enum ConfigLoader {
     /// Validates configuration text; `path` only names the file in diagnostics.
     public static func parse(_ text: String, path: String) throws(ConfigError) -> AgentConfig {
         try ConfigText.rejectNUL(in: text, path: path)
+        let sourceMap = TOMLSourceMap(text)
+        if let trap = sourceMap.parserTrap {
+            throw ConfigError(diagnostics: [
+                ConfigDiagnostic(
+                    location: SourceLocation(path: path, line: trap.position.line, column: trap.position.column),
+                    message: "invalid TOML: expected \(trap.expected)"
+                ),
+            ])
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -44,7 +53,7 @@ public enum ConfigLoader {
                 ConfigDiagnostic(location: SourceLocation(path: path, line: 1, column: 1), message: "invalid TOML: \(error)"),
             ])
         }
-        var decoder = ConfigDecoder(path: path, sourceMap: TOMLSourceMap(text))
+        var decoder = ConfigDecoder(path: path, sourceMap: sourceMap)
         let config = decoder.decode(table)
         guard decoder.diagnostics.isEmpty, let config else {
             throw ConfigError(diagnostics: decoder.diagnostics)

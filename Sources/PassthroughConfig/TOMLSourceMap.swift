@@ -1,8 +1,12 @@
 /// Where each key and value of a TOML document starts.
 ///
 /// TOMLKit reports positions only for syntax errors; a wrong value needs its own `line:col`
-/// too. This scanner runs only on documents TOMLKit has already accepted, so it can stay small:
-/// it follows table headers, keys, strings, arrays and inline tables, nothing more.
+/// too. The scanner follows table headers, keys, strings, arrays and inline tables, nothing more:
+/// it is exact on valid TOML and only has to end on anything else.
+///
+/// It also runs before TOMLKit, to find what TOMLKit's parser (toml++ 3.4.0) would abort the whole
+/// process on instead of reporting (``parserTrap``). toml++ stops at its first error, so it only gets
+/// there after a valid prefix, where this scanner agrees with it on what is a header or an array.
 ///
 /// Paths look like `libvirt.uri`, `card[1].ids[0]`; a table header is recorded under its path
 /// (`card[1]`).
@@ -17,6 +21,11 @@ struct TOMLSourceMap {
 
     private(set) var keys: [String: Position] = [:]
     private(set) var values: [String: Position] = [:]
+    /// The first place where toml++ 3.4.0 would call one of its parsing functions against that function's
+    /// assertion, and what TOML expects there. Without NDEBUG, as SwiftPM builds it even in release, the
+    /// assertion aborts the process: `[# comment` (a table header without a key, marzer/tomlplusplus#301),
+    /// `x = [1, }` (an array element that is a value terminator). Found by `make fuzz`.
+    private(set) var parserTrap: (position: Position, expected: String)?
 
     init(_ text: String) {
         var scanner = Scanner(Array(text.unicodeScalars))
@@ -29,6 +38,10 @@ struct TOMLSourceMap {
 
     fileprivate mutating func recordValue(_ path: String, at position: Position) {
         if values[path] == nil { values[path] = position }
+    }
+
+    fileprivate mutating func recordParserTrap(at position: Position, expected: String) {
+        if parserTrap == nil { parserTrap = (position, expected) }
     }
 }
 
@@ -115,6 +128,9 @@ private struct Scanner {
         let isArrayTable = peek(1) == "["
         advance(by: isArrayTable ? 2 : 1)
         skipBlanks()
+        if let scalar = current, !Self.isBareKeyScalar(scalar), scalar != "\"", scalar != "'", scalar != "]" {
+            map.recordParserTrap(at: position, expected: "a key (bare or quoted) in the table header")
+        }
         let name = scanDottedKey().joined(separator: ".")
         skipBlanks()
         advance(by: isArrayTable ? 2 : 1)
@@ -191,6 +207,12 @@ private struct Scanner {
             while true {
                 skipTrivia()
                 guard let scalar = current, scalar != "]" else { break }
+                // toml++ skips blanks, line breaks and comments here, takes ',' and ']', and parses anything
+                // else as a value, asserting that it does not end one: '}' and the line separators it counts
+                // as whitespace but does not skip (U+0085, U+2028, U+2029).
+                if scalar == "}" || scalar == "\u{85}" || scalar == "\u{2028}" || scalar == "\u{2029}" {
+                    map.recordParserTrap(at: position, expected: "a value, ',' or ']' in the array")
+                }
                 let start = index
                 scanValue(path: "\(path)[\(element)]", into: &map)
                 element += 1

@@ -72,6 +72,33 @@ struct ConfigBadInputTests {
         }
     }
 
+    // Found by `make fuzz`: toml++ 3.4.0 asserts on these (marzer/tomlplusplus#301) and the assertion is
+    // compiled in, so `check` died of SIGABRT and the daemon would have died on SIGHUP, then at every restart.
+    @Test("a table header without a key is invalid TOML at its place, not an abort", arguments: [
+        ("[# passthr[", "1:2"), ("[[[1]]]", "1:3"), ("[[=", "1:3"), ("[ \t#c]", "1:4"), ("[\nkey]\n", "1:2"),
+        ("[[card]]\nname = \"u200\"\n\n[[ {", "4:4"),
+    ])
+    func keylessHeader(text: String, place: String) {
+        #expect(diagnostics(text) == ["config.toml:\(place): invalid TOML: expected a key (bare or quoted) in the table header"])
+    }
+
+    @Test("an array element that ends a value before it starts is invalid TOML at its place, not an abort", arguments: [
+        ("ids = [\n  \"10ee:903f\", # a comment\n  '10ee:9038',}}}\n", "3:15"), ("x = [}", "1:6"), ("x = [1, [ }]]", "1:11"),
+        ("x = [\u{2028}]", "1:6"), ("x = [\u{85}1]", "1:6"), ("t = { a = [ \u{2029} ] }", "1:13"),
+    ])
+    func arrayElementTerminator(text: String, place: String) {
+        #expect(diagnostics(text) == ["config.toml:\(place): invalid TOML: expected a value, ',' or ']' in the array"])
+    }
+
+    @Test("brackets that are not table headers are left to TOML")
+    func bracketsInValues() throws {
+        // A nested array on a line of its own, with a comment after its '[': valid TOML, not a header.
+        #expect(diagnostics("x = [\n[ # inner\n1]]\n").first?.contains("unknown key \"x\"") == true)
+        #expect(diagnostics("[ ]\n").first?.hasPrefix("config.toml:1:3: invalid TOML") == true)
+        let quoted = "[ \"libvirt\" ]\nuri = \"test:///default\"\n"
+        #expect(try ConfigLoader.parse(quoted, path: "config.toml").libvirtURI == "test:///default")
+    }
+
     @Test("the source map ends on any text, even text TOMLKit never accepted", arguments: [
         "x = [}", "x = {]}", "]", "}", ",", "a.=", "[a", "[[", "x = [1, }", "x = { a = ] }", "\"unterminated", "x = '''", "=",
     ])
