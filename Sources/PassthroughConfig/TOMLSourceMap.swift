@@ -51,6 +51,11 @@ private struct Scanner {
     private var line = 1
     private var column = 1
     private var arrayTableCounts: [String: Int] = [:]
+    /// Arrays and inline tables the scan is inside of; each is a frame of recursion.
+    private var depth = 0
+    /// Deeper than toml++ goes (it refuses more than 256 nested values with an error of its own): the scan
+    /// stops there rather than overflow the stack on `x = [[[[…`, which now reaches it before TOMLKit.
+    private static let maximumDepth = 300
 
     init(_ scalars: [Unicode.Scalar]) {
         self.scalars = scalars
@@ -202,6 +207,8 @@ private struct Scanner {
         case "\"", "'":
             scanString()
         case "[":
+            guard enterContainer() else { return }
+            defer { depth -= 1 }
             advance()
             var element = 0
             while true {
@@ -222,6 +229,8 @@ private struct Scanner {
             }
             advance()
         case "{":
+            guard enterContainer() else { return }
+            defer { depth -= 1 }
             advance()
             while true {
                 skipTrivia()
@@ -236,6 +245,16 @@ private struct Scanner {
         default:
             while let scalar = current, !Self.endsScalarToken(scalar) { advance() }
         }
+    }
+
+    /// Enters an array or inline table; at the depth limit the scan ends instead.
+    private mutating func enterContainer() -> Bool {
+        guard depth < Self.maximumDepth else {
+            index = scalars.count
+            return false
+        }
+        depth += 1
+        return true
     }
 
     private static func endsScalarToken(_ scalar: Unicode.Scalar) -> Bool {

@@ -90,6 +90,14 @@ struct ConfigBadInputTests {
         #expect(diagnostics(text) == ["config.toml:\(place): invalid TOML: expected a value, ',' or ']' in the array"])
     }
 
+    @Test("arrays nested past toml++'s limit are its error, not a stack overflow in the source map")
+    func deepNesting() {
+        let found = diagnostics("x = " + String(repeating: "[", count: 100_000))
+        #expect(found.count == 1 && found[0].hasPrefix("config.toml:1:") && found[0].contains("invalid TOML"), "got \(found)")
+        let inline = diagnostics("x = " + String(repeating: "{ a = [", count: 20_000))
+        #expect(inline.count == 1 && inline[0].contains("invalid TOML"), "got \(inline)")
+    }
+
     @Test("brackets that are not table headers are left to TOML")
     func bracketsInValues() throws {
         // A nested array on a line of its own, with a comment after its '[': valid TOML, not a header.
