@@ -26,6 +26,9 @@ echo "passthrough-fuzz built in $(( $(date +%s) - start )) s"
 
 # Leak checking stays on, except for the known leaks of a dependency (see the file).
 export LSAN_OPTIONS="suppressions=$here/lsan-suppressions.txt:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+# Swift's own crash backtracer reads memory that AddressSanitizer then reports instead of the crash;
+# libFuzzer's handler prints the stack and saves the input.
+export SWIFT_BACKTRACE=enable=no
 
 summary=""
 failed=""
@@ -38,8 +41,8 @@ for target in "$@"; do
     status=0
     "$scratch/release/passthrough-fuzz" "$target" -max_total_time="$seconds" -timeout="$timeout" -print_final_stats=1 \
         -artifact_prefix="$artifacts/" "$corpus" "Tests/Fuzz/$target" >"$log" 2>&1 || status=$?
-    # The last status line: "#1234 DONE cov: 345 ft: 678 corp: 90/3Kb …"; then "Done 1234 runs in 60 second(s)".
-    runs=$(sed -n 's/^Done \([0-9]*\) runs in .*/\1/p' "$log" | tail -n 1)
+    # The last status line, "#1234 DONE cov: 345 ft: 678 corp: 90/3Kb …", and -print_final_stats's lines.
+    runs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\)/\1/p' "$log" | tail -n 1)
     stats=$(grep -E '^#[0-9]+' "$log" | tail -n 1)
     cov=$(printf '%s\n' "$stats" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
     ft=$(printf '%s\n' "$stats" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
@@ -47,6 +50,9 @@ for target in "$@"; do
     rate=$(sed -n 's/^stat::average_exec_per_sec: *\([0-9]*\)/\1/p' "$log" | tail -n 1)
     if [ "$status" -eq 0 ]; then
         result=ok
+    elif grep -q 'libFuzzer: run interrupted' "$log"; then
+        result="INTERRUPTED (exit $status)"
+        failed="$failed $target"
     else
         result="FAILED (exit $status)"
         failed="$failed $target"
