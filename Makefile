@@ -2,6 +2,7 @@
 #   make build     release binary, Swift runtime linked in statically
 #   make test      every test (udev tests under umockdev-wrapper)
 #   make report    build, then `check` and `status` of this host
+#   make fuzz      libFuzzer on every parser of untrusted bytes, FUZZ_SECONDS (600) each
 #   make install   PREFIX=/usr/local DESTDIR=
 
 SWIFT ?= swift
@@ -18,7 +19,7 @@ CONFIG ?= $(SYSCONFDIR)/passthrough-agent/config.toml
 RELEASE_BIN = .build/release/passthrough-agent
 DEBUG_BIN = .build/debug/passthrough-agent
 
-.PHONY: all deps build test report bench install uninstall clean
+.PHONY: all deps build test report bench fuzz fuzz-short install uninstall clean
 
 all: build
 
@@ -55,6 +56,19 @@ bench: deps
 	$(SWIFT) build -c release --static-swift-stdlib --product passthrough-agent
 	$(SWIFT) build -c release --static-swift-stdlib --product passthrough-benchmarks
 	umockdev-wrapper .build/release/passthrough-benchmarks
+
+# Coverage-guided fuzzing (libFuzzer + AddressSanitizer) of the config loader, the uevent decoder, the
+# live-XML scanner and the control-request decoder, one after another, one core; prints executions
+# and coverage per target and fails on any crash (Tests/Fuzz/run.sh). FUZZ_TARGETS picks some.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= config uevent live-xml control
+
+fuzz: deps
+	SWIFT=$(SWIFT) Tests/Fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The CI pass: a minute each.
+fuzz-short: deps
+	SWIFT=$(SWIFT) Tests/Fuzz/run.sh 60 $(FUZZ_TARGETS)
 
 # The main job for now: is this host ready, and where are the configured cards?
 report: build
@@ -95,7 +109,7 @@ uninstall:
 		$(DESTDIR)$(MODULESLOADDIR)/passthrough-agent.conf
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz
 
 # ---- End-to-end rig (Tests/EndToEnd): a real kernel in QEMU TCG, libvirt, a nested L2 guest ----
 #   make e2e-image   L1 disk image (cached Debian base + `make install DESTDIR=`), Tests/EndToEnd/work/l1.img
@@ -106,9 +120,11 @@ clean:
 #                    --mock-agent (rig self-test with a shell stand-in, NOT a test of the agent)
 .PHONY: e2e e2e-short demo e2e-image e2e-deps test-all
 
-# Everything CI runs: the unit tests, then the end-to-end suite. TCG emulation has stalled an L1
-# CPU once in many runs; a failed e2e run is tried once more, and a real failure fails twice.
+# Everything CI runs: the unit tests, a short fuzzing pass, then the end-to-end suite. TCG emulation
+# has stalled an L1 CPU once in many runs; a failed e2e run is tried once more, and a real failure
+# fails twice.
 test-all: test
+	$(MAKE) fuzz-short
 	$(MAKE) e2e || { echo "e2e failed; running it once more (TCG stalls happen)"; $(MAKE) e2e; }
 
 e2e-deps:

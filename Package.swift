@@ -84,7 +84,9 @@ let package = Package(
 
         .testTarget(name: "PassthroughCoreTests", dependencies: ["PassthroughCore"]),
         .testTarget(name: "PassthroughThreadsTests", dependencies: ["PassthroughThreads"]),
-        .testTarget(name: "PassthroughConfigTests", dependencies: ["PassthroughConfig", "PassthroughCore"]),
+        .testTarget(name: "PassthroughConfigTests", dependencies: [
+            "PassthroughConfig", "PassthroughCore", "PassthroughTestSupport",
+        ]),
         .testTarget(name: "PassthroughSysfsTests", dependencies: [
             "PassthroughSysfs", "PassthroughCore", "PassthroughTestSupport",
             .product(name: "SystemPackage", package: "swift-system"),
@@ -110,6 +112,21 @@ let package = Package(
         ]),
     ]
 )
+
+// libFuzzer on every parser of untrusted bytes (`make fuzz`, Tests/Fuzz). Declared only with PASSTHROUGH_FUZZ=1,
+// which run.sh sets for its build with -sanitize=fuzzer,address in a scratch path of its own: a normal build
+// neither compiles the harnesses nor links libFuzzer.
+if Context.environment["PASSTHROUGH_FUZZ"] == "1" {
+    package.targets += [
+        .target(name: "PassthroughFuzzTargets", dependencies: [
+            "PassthroughCore", "PassthroughConfig", "PassthroughUdev", "PassthroughLibvirt", "PassthroughAgent",
+        ], path: "Tests/Fuzz/Harnesses/PassthroughFuzzTargets"),
+        // C, so that main() is libFuzzer's (see select.c).
+        .executableTarget(name: "passthrough-fuzz", dependencies: ["PassthroughFuzzTargets"],
+                          path: "Tests/Fuzz/Harnesses/passthrough-fuzz"),
+    ]
+    package.products.append(.executable(name: "passthrough-fuzz", targets: ["passthrough-fuzz"]))
+}
 
 for target in package.targets where target.type != .system {
     target.swiftSettings = (target.swiftSettings ?? []) + [

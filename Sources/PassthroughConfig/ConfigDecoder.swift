@@ -26,10 +26,13 @@ struct ConfigDecoder {
             if let table = libvirt.table {
                 rejectUnknownKeys(in: table, allowed: Self.libvirtKeys, tablePath: "libvirt")
                 if let uri = string(table, "uri", in: "libvirt") {
-                    if uri.isEmpty || uri.unicodeScalars.contains(where: { $0.value < 0x20 }) {
-                        report(valueAt: "libvirt.uri", "'uri' must be a libvirt connection URI such as \"qemu:///system\"")
-                    } else {
+                    switch LibvirtURIRule.check(uri) {
+                    case .local:
                         config.libvirtURI = uri
+                    case .malformed:
+                        report(valueAt: "libvirt.uri", "'uri' must be a libvirt connection URI such as \"qemu:///system\", not \(Self.quoted(uri))")
+                    case .remote(let why):
+                        report(valueAt: "libvirt.uri", "remote libvirt URI \(Self.quoted(uri)) (\(why)): the agent must run on the libvirt host, as the service's RestrictAddressFamilies=AF_UNIX AF_NETLINK forbids network sockets; use a local URI such as \"qemu:///system\"")
                     }
                 }
             } else {
@@ -110,7 +113,7 @@ struct ConfigDecoder {
         if let text = string(table, "guest", in: cardPath) {
             guest = GuestName(text)
             if guest == nil {
-                report(valueAt: "\(cardPath).guest", "invalid guest name \(Self.quoted(text)): a libvirt domain name has no '/' and no control characters")
+                report(valueAt: "\(cardPath).guest", "invalid guest name \(Self.quoted(text)): a libvirt domain name has no '/', no control characters and no bidirectional-text controls")
             }
         } else if table["guest"] == nil {
             report(keyAt: cardPath, "card has no 'guest' (the libvirt domain that owns it)")
@@ -142,6 +145,11 @@ struct ConfigDecoder {
            let interval = duration(table, "link-watch", in: cardPath,
                                    within: LinkWatch.minimumInterval...LinkWatch.maximumInterval, orElse: "off") {
             linkWatch = .every(interval)
+            // The watch reads one function's config space by its address; an ids-only card has none to read
+            // until it is found, and a watch that silently never runs is worse than none.
+            if table["address"] == nil {
+                report(keyAt: "\(cardPath).link-watch", "'link-watch' needs the card's 'address' (the function whose config space it reads); add one or remove 'link-watch'")
+            }
         }
 
         var reflashGuard = false
@@ -248,7 +256,7 @@ struct ConfigDecoder {
             switch scalar {
             case "\"": escaped += "\\\""
             case "\\": escaped += "\\\\"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7f:
+            case _ where scalar.isControlOrBidiControl:
                 escaped += "\\u{\(String(scalar.value, radix: 16))}"
             default: escaped.unicodeScalars.append(scalar)
             }

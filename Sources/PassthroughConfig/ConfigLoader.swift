@@ -6,9 +6,9 @@ import TOMLKit
 public enum ConfigLoader {
     /// Loads and validates the file at `path`.
     public static func load(path: String) throws(ConfigError) -> AgentConfig {
-        let text: String
+        let contents: Data
         do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
+            contents = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
             let reason = (error as NSError).userInfo[NSUnderlyingErrorKey].map { "\($0)" } ?? "\(error.localizedDescription)"
             throw ConfigError(kind: .unreadable, diagnostics: [
@@ -18,11 +18,26 @@ public enum ConfigLoader {
                 ),
             ])
         }
-        return try parse(text, path: path)
+        return try parse(contents: contents, path: path)
+    }
+
+    /// Validates the file's bytes: UTF-8 text first, then TOML, then the configuration.
+    public static func parse(contents: some Collection<UInt8>, path: String) throws(ConfigError) -> AgentConfig {
+        try parse(ConfigText.decode(contents, path: path), path: path)
     }
 
     /// Validates configuration text; `path` only names the file in diagnostics.
     public static func parse(_ text: String, path: String) throws(ConfigError) -> AgentConfig {
+        try ConfigText.rejectNUL(in: text, path: path)
+        let sourceMap = TOMLSourceMap(text)
+        if let trap = sourceMap.parserTrap {
+            throw ConfigError(diagnostics: [
+                ConfigDiagnostic(
+                    location: SourceLocation(path: path, line: trap.position.line, column: trap.position.column),
+                    message: "invalid TOML: expected \(trap.expected)"
+                ),
+            ])
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -38,7 +53,7 @@ public enum ConfigLoader {
                 ConfigDiagnostic(location: SourceLocation(path: path, line: 1, column: 1), message: "invalid TOML: \(error)"),
             ])
         }
-        var decoder = ConfigDecoder(path: path, sourceMap: TOMLSourceMap(text))
+        var decoder = ConfigDecoder(path: path, sourceMap: sourceMap)
         let config = decoder.decode(table)
         guard decoder.diagnostics.isEmpty, let config else {
             throw ConfigError(diagnostics: decoder.diagnostics)

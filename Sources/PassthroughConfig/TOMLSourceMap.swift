@@ -1,11 +1,18 @@
 /// Where each key and value of a TOML document starts.
 ///
 /// TOMLKit reports positions only for syntax errors; a wrong value needs its own `line:col`
-/// too. This scanner runs only on documents TOMLKit has already accepted, so it can stay small:
-/// it follows table headers, keys, strings, arrays and inline tables, nothing more.
+/// too. The scanner follows table headers, keys, strings, arrays and inline tables, nothing more:
+/// it is exact on valid TOML and only has to end on anything else.
+///
+/// It also runs before TOMLKit, to find what TOMLKit's parser (toml++ 3.4.0) would abort the whole
+/// process on instead of reporting (``parserTrap``). toml++ stops at its first error, so it only gets
+/// there after a valid prefix, where this scanner agrees with it on what is a header or an array.
 ///
 /// Paths look like `libvirt.uri`, `card[1].ids[0]`; a table header is recorded under its path
 /// (`card[1]`).
+///
+/// Whatever the text, the scan ends: each loop either consumes a scalar or stops, and a scalar no rule
+/// expects is skipped (positions after it may then be off, but only for text TOMLKit refused anyway).
 struct TOMLSourceMap {
     struct Position: Hashable {
         var line: Int
@@ -14,6 +21,11 @@ struct TOMLSourceMap {
 
     private(set) var keys: [String: Position] = [:]
     private(set) var values: [String: Position] = [:]
+    /// The first place where toml++ 3.4.0 would call one of its parsing functions against that function's
+    /// assertion, and what TOML expects there. Without NDEBUG, as SwiftPM builds it even in release, the
+    /// assertion aborts the process: `[# comment` (a table header without a key, marzer/tomlplusplus#301),
+    /// `x = [1, }` (an array element that is a value terminator). Found by `make fuzz`.
+    private(set) var parserTrap: (position: Position, expected: String)?
 
     init(_ text: String) {
         var scanner = Scanner(Array(text.unicodeScalars))
@@ -27,6 +39,10 @@ struct TOMLSourceMap {
     fileprivate mutating func recordValue(_ path: String, at position: Position) {
         if values[path] == nil { values[path] = position }
     }
+
+    fileprivate mutating func recordParserTrap(at position: Position, expected: String) {
+        if parserTrap == nil { parserTrap = (position, expected) }
+    }
 }
 
 private struct Scanner {
@@ -35,6 +51,11 @@ private struct Scanner {
     private var line = 1
     private var column = 1
     private var arrayTableCounts: [String: Int] = [:]
+    /// Arrays and inline tables the scan is inside of; each is a frame of recursion.
+    private var depth = 0
+    /// Deeper than toml++ goes (it refuses more than 256 nested values with an error of its own): the scan
+    /// stops there rather than overflow the stack on `x = [[[[…`, which now reaches it before TOMLKit.
+    private static let maximumDepth = 300
 
     init(_ scalars: [Unicode.Scalar]) {
         self.scalars = scalars
@@ -90,6 +111,7 @@ private struct Scanner {
         while true {
             skipTrivia()
             guard let scalar = current else { return }
+            let start = index
             if scalar == "[" {
                 table = scanHeader(into: &map)
             } else {
@@ -97,7 +119,13 @@ private struct Scanner {
             }
             skipBlanks()
             skipComment()
+            skipIfStuck(since: start)
         }
+    }
+
+    /// Consumes one scalar when an iteration consumed none: the guarantee that every loop ends.
+    private mutating func skipIfStuck(since start: Int) {
+        if index == start { advance() }
     }
 
     private mutating func scanHeader(into map: inout TOMLSourceMap) -> String {
@@ -105,6 +133,9 @@ private struct Scanner {
         let isArrayTable = peek(1) == "["
         advance(by: isArrayTable ? 2 : 1)
         skipBlanks()
+        if let scalar = current, !Self.isBareKeyScalar(scalar), scalar != "\"", scalar != "'", scalar != "]" {
+            map.recordParserTrap(at: position, expected: "a key (bare or quoted) in the table header")
+        }
         let name = scanDottedKey().joined(separator: ".")
         skipBlanks()
         advance(by: isArrayTable ? 2 : 1)
@@ -176,30 +207,54 @@ private struct Scanner {
         case "\"", "'":
             scanString()
         case "[":
+            guard enterContainer() else { return }
+            defer { depth -= 1 }
             advance()
             var element = 0
             while true {
                 skipTrivia()
                 guard let scalar = current, scalar != "]" else { break }
+                // toml++ skips blanks, line breaks and comments here, takes ',' and ']', and parses anything
+                // else as a value, asserting that it does not end one: '}' and the line separators it counts
+                // as whitespace but does not skip (U+0085, U+2028, U+2029).
+                if scalar == "}" || scalar == "\u{85}" || scalar == "\u{2028}" || scalar == "\u{2029}" {
+                    map.recordParserTrap(at: position, expected: "a value, ',' or ']' in the array")
+                }
+                let start = index
                 scanValue(path: "\(path)[\(element)]", into: &map)
                 element += 1
                 skipTrivia()
                 if current == "," { advance() }
+                skipIfStuck(since: start)
             }
             advance()
         case "{":
+            guard enterContainer() else { return }
+            defer { depth -= 1 }
             advance()
             while true {
                 skipTrivia()
                 guard let scalar = current, scalar != "}" else { break }
+                let start = index
                 scanKeyValue(prefix: path, into: &map)
                 skipTrivia()
                 if current == "," { advance() }
+                skipIfStuck(since: start)
             }
             advance()
         default:
             while let scalar = current, !Self.endsScalarToken(scalar) { advance() }
         }
+    }
+
+    /// Enters an array or inline table; at the depth limit the scan ends instead.
+    private mutating func enterContainer() -> Bool {
+        guard depth < Self.maximumDepth else {
+            index = scalars.count
+            return false
+        }
+        depth += 1
+        return true
     }
 
     private static func endsScalarToken(_ scalar: Unicode.Scalar) -> Bool {

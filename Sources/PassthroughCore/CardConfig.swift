@@ -13,13 +13,14 @@ public struct CardName: Hashable, Sendable, Comparable, CustomStringConvertible 
     public static func < (lhs: CardName, rhs: CardName) -> Bool { lhs.rawValue < rhs.rawValue }
 }
 
-/// A libvirt domain name. libvirt itself forbids `/`; control characters would garble logs.
+/// A libvirt domain name. libvirt itself forbids `/`; control characters (C0, DEL, C1) would garble
+/// logs and terminals, and bidirectional-text controls would make a name print as another one.
 public struct GuestName: Hashable, Sendable, CustomStringConvertible {
     public let rawValue: String
 
     public init?(_ rawValue: String) {
         guard !rawValue.isEmpty, rawValue.utf8.count <= 255,
-              rawValue.unicodeScalars.allSatisfy({ $0 != "/" && $0.value >= 0x20 && $0.value != 0x7f })
+              rawValue.unicodeScalars.allSatisfy({ $0 != "/" && !$0.isControlOrBidiControl })
         else { return nil }
         self.rawValue = rawValue
     }

@@ -25,6 +25,13 @@ enum Hex {
         return result
     }
 
+    /// A PCI domain as the kernel prints it (`%04x` of 32 bits): four digits, or five to eight without a
+    /// leading zero, so that each domain has exactly one spelling (`10000`, never `010000`).
+    static func domain(_ text: Substring.UTF8View) -> UInt32? {
+        guard (4...8).contains(text.count), text.count == 4 || text.first != UInt8(ascii: "0") else { return nil }
+        return fixedWidth(text, width: text.count)
+    }
+
     /// Parses sysfs numeric attributes such as `0x10ee` or `0x058000`, with or without the prefix.
     static func sysfsNumber(_ text: String) -> UInt32? {
         var body = Substring(text).drop { $0 == " " || $0 == "\t" }

@@ -1,14 +1,17 @@
 /// One PCI function, `dddd:bb:dd.f`, always printed in lower case.
 ///
+/// The domain is 32 bits wide, as in the kernel: Intel VMD puts the devices behind it in domains from
+/// `10000` on, Hyper-V and SPDK use wider ones still. It prints with at least four digits (`%04x`).
+///
 /// Parsing is strict on purpose: the printed form becomes a sysfs path component, so nothing but
 /// the canonical shape may ever get through (`../../x` must not).
 public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
-    public let domain: UInt16
+    public let domain: UInt32
     public let bus: UInt8
     public let device: UInt8
     public let function: UInt8
 
-    public init?(domain: UInt16, bus: UInt8, device: UInt8, function: UInt8) {
+    public init?(domain: UInt32, bus: UInt8, device: UInt8, function: UInt8) {
         guard device < 32, function < 8 else { return nil }
         self.domain = domain
         self.bus = bus
@@ -37,26 +40,26 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
 
 /// A PCI slot, `dddd:bb:dd`: every function of one physical card.
 public struct PCISlot: Hashable, Comparable, Sendable, CustomStringConvertible {
-    public let domain: UInt16
+    public let domain: UInt32
     public let bus: UInt8
     public let device: UInt8
 
-    public init?(domain: UInt16, bus: UInt8, device: UInt8) {
+    public init?(domain: UInt32, bus: UInt8, device: UInt8) {
         guard device < 32 else { return nil }
         self.domain = domain
         self.bus = bus
         self.device = device
     }
 
-    /// Parses `DDDD:BB:DD` (hex, either case).
+    /// Parses `DDDD:BB:DD` (hex, either case); the domain may have up to eight digits.
     public init?(_ text: String) {
         let parts = text.split(separator: ":", maxSplits: 3, omittingEmptySubsequences: false)
         guard parts.count == 3,
-              let domain = Hex.fixedWidth(parts[0].utf8, width: 4),
+              let domain = Hex.domain(parts[0].utf8),
               let bus = Hex.fixedWidth(parts[1].utf8, width: 2),
               let device = Hex.fixedWidth(parts[2].utf8, width: 2)
         else { return nil }
-        self.init(domain: UInt16(domain), bus: UInt8(bus), device: UInt8(device))
+        self.init(domain: domain, bus: UInt8(bus), device: UInt8(device))
     }
 
     public func function(_ number: UInt8) -> PCIAddress? {
@@ -64,7 +67,7 @@ public struct PCISlot: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        "\(Hex.format(UInt32(domain), width: 4)):\(Hex.format(UInt32(bus), width: 2)):\(Hex.format(UInt32(device), width: 2))"
+        "\(Hex.format(domain, width: 4)):\(Hex.format(UInt32(bus), width: 2)):\(Hex.format(UInt32(device), width: 2))"
     }
 
     public static func < (lhs: PCISlot, rhs: PCISlot) -> Bool {

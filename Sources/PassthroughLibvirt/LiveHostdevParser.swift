@@ -94,12 +94,12 @@ private struct PendingHostdev {
     /// Reads `domain='0x0000' bus='0x01' slot='0x00' function='0x0'`, as libvirt writes it.
     private static func pciAddress(_ attributes: [String: String]) -> PCIAddress? {
         if let type = attributes["type"], type != "pci" { return nil }
-        guard let domain = hexAttribute(attributes["domain"], max: 0xffff),
+        guard let domain = hexAttribute(attributes["domain"], max: 0xffff_ffff),
               let bus = hexAttribute(attributes["bus"], max: 0xff),
               let slot = hexAttribute(attributes["slot"], max: 0x1f),
               let function = hexAttribute(attributes["function"], max: 0x7)
         else { return nil }
-        return PCIAddress(domain: UInt16(domain), bus: UInt8(bus), device: UInt8(slot), function: UInt8(function))
+        return PCIAddress(domain: domain, bus: UInt8(bus), device: UInt8(slot), function: UInt8(function))
     }
 
     /// `0x` and one to eight hex digits, no sign, at most `max`.

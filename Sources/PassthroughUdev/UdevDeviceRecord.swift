@@ -2,25 +2,40 @@ import PassthroughCore
 
 /// The raw strings read from one `udev_device`, before any interpretation.
 ///
-/// Kept free of C types so decoding is a pure function that tests can drive with dictionaries.
-struct UdevDeviceRecord: Sendable {
+/// Kept free of C types so decoding is a pure function that tests (and the uevent fuzzer, hence
+/// `package`) can drive with dictionaries.
+package struct UdevDeviceRecord: Sendable {
     /// `ACTION`; `nil` for devices from enumeration (and for broken uevents).
-    var action: String?
-    var syspath: String?
-    var sysname: String?
-    var driver: String?
+    package var action: String?
+    package var syspath: String?
+    package var sysname: String?
+    package var driver: String?
     /// `SEQNUM`; 0 when absent.
-    var sequenceNumber: UInt64 = 0
+    package var sequenceNumber: UInt64 = 0
     /// Only the properties ``decode(isColdplug:)`` looks at (see ``UdevDeviceRecord/propertyNames``).
-    var properties: [String: String] = [:]
+    package var properties: [String: String] = [:]
     /// The `vendor` and `device` sysfs attributes, read only when `PCI_ID` is missing.
-    var sysfsVendor: String?
-    var sysfsDevice: String?
+    package var sysfsVendor: String?
+    package var sysfsDevice: String?
 
-    static let propertyNames = ["PCI_SLOT_NAME", "PCI_ID", "ERROR_EVENT", "DEVICE_ONLINE"]
+    package static let propertyNames = ["PCI_SLOT_NAME", "PCI_ID", "ERROR_EVENT", "DEVICE_ONLINE"]
+
+    package init(
+        action: String? = nil, syspath: String? = nil, sysname: String? = nil, driver: String? = nil,
+        sequenceNumber: UInt64 = 0, properties: [String: String] = [:], sysfsVendor: String? = nil, sysfsDevice: String? = nil
+    ) {
+        self.action = action
+        self.syspath = syspath
+        self.sysname = sysname
+        self.driver = driver
+        self.sequenceNumber = sequenceNumber
+        self.properties = properties
+        self.sysfsVendor = sysfsVendor
+        self.sysfsDevice = sysfsDevice
+    }
 
     /// Decodes the record; coldplug records get action `add` whatever they carry.
-    func decode(isColdplug: Bool) -> Result<UdevEvent, UdevParseError> {
+    package func decode(isColdplug: Bool) -> Result<UdevEvent, UdevParseError> {
         func failure(_ field: String, _ value: String?) -> Result<UdevEvent, UdevParseError> {
             .failure(UdevParseError(syspath: syspath, field: field, value: value))
         }

@@ -56,6 +56,24 @@ struct CommandLineTests {
         #expect(bus.sysfs.driverOverride(of: "0000:01:00.0") == "(null)\n")
     }
 
+    @Test("a zero-filled, non-UTF-8 or parser-crashing config is invalid (78) at its place, not 'no cards', 'missing' or an abort")
+    func configBytes() async throws {
+        let bus = readyHost()
+        let path = writeConfig("", in: bus)
+        let cases: [(bytes: [UInt8], place: String)] = [
+            ([UInt8](repeating: 0, count: 512), "1:1: NUL byte"),
+            (Array("# u200 in the caf".utf8) + [0xE9], "1:18: not UTF-8 text (byte 0xe9)"),
+            // TOMLKit's parser aborted the process on this one (SIGABRT, status 134).
+            (Array("[libvirt]\n[# u200".utf8), "2:2: invalid TOML: expected a key"),
+        ]
+        for (bytes, place) in cases {
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let result = try await AgentProcess.run(["check", "--config", path, "--sysfs-root", bus.sysfs.root.string])
+            #expect(result.status == 78, "\(place): \(result.stdout) \(result.stderr)")
+            #expect(result.stderr.contains("\(path):\(place)"), "\(result.stderr)")
+        }
+    }
+
     @Test("status --json describes a hand-made sysfs tree")
     func statusJSON() async throws {
         let bus = readyHost()

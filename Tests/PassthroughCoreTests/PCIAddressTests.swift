@@ -13,6 +13,23 @@ struct PCIAddressTests {
         #expect(PCIAddress(text)?.description == printed)
     }
 
+    @Test("domains wider than four digits parse (Intel VMD from 10000, SPDK, Hyper-V) and print as the kernel does", arguments: [
+        ("10000:e0:00.0", "10000:e0:00.0"),
+        ("1FFFF:E1:1f.7", "1ffff:e1:1f.7"),
+        ("5d0505:00:00.0", "5d0505:00:00.0"),
+        ("ffffffff:ff:1f.7", "ffffffff:ff:1f.7"),
+    ])
+    func parsesWideDomain(text: String, printed: String) {
+        #expect(PCIAddress(text)?.description == printed)
+    }
+
+    @Test("a wide domain has one spelling: no leading zero past four digits, at most eight", arguments: [
+        "010000:e0:00.0", "00010000:e0:00.0", "100000000:e0:00.0", "1000g:e0:00.0", "10000:e0:00.0/..",
+    ])
+    func rejectsNonCanonicalDomain(text: String) {
+        #expect(PCIAddress(text) == nil)
+    }
+
     @Test("hostile and malformed strings are rejected", arguments: [
         "", "../../x", "0000:01:00.0/../../..", "0000:01:00", "0000:01:00.8", "0000:01:20.0",
         "000:01:00.0", "00000:01:00.0", "0000:1:00.0", "0000:01:0.0", "0000:01:00.00", " 0000:01:00.0",
@@ -30,6 +47,8 @@ struct PCIAddressTests {
         #expect(PCIAddress("0000:01:00") == nil)
         #expect(PCISlot("../../x") == nil)
         #expect(PCISlot("0000:01:1f")?.function(7)?.description == "0000:01:1f.7")
+        #expect(PCISlot("10000:e0:00")?.function(0) == PCIAddress("10000:e0:00.0"))
+        #expect(PCIAddressSelector("10000:e0:00")?.contains(PCIAddress("10000:e0:00.3")!) == true)
     }
 
     @Test("a selector takes either form and knows what it contains")
@@ -51,8 +70,11 @@ struct PCIAddressTests {
 
     @Test("addresses sort by domain, bus, device, function")
     func ordering() {
-        let sorted = ["0000:02:00.0", "0000:01:00.1", "0001:00:00.0", "0000:01:00.0"].compactMap(PCIAddress.init).sorted()
-        #expect(sorted.map(\.description) == ["0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0001:00:00.0"])
+        let sorted = ["10000:00:00.0", "0000:02:00.0", "0000:01:00.1", "ffff:00:00.0", "0001:00:00.0", "0000:01:00.0"]
+            .compactMap(PCIAddress.init).sorted()
+        #expect(sorted.map(\.description) == [
+            "0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0001:00:00.0", "ffff:00:00.0", "10000:00:00.0",
+        ])
     }
 }
 

@@ -113,6 +113,14 @@ import Testing
         #expect(try LiveHostdevParser.hostdevs(inDomainXML: xml).map(\.alias) == [nil])
     }
 
+    @Test func aHostdevBehindAVMDDomainRoundTrips() throws {
+        let address = try #require(PCIAddress("10000:e0:00.0"))
+        let element = HostdevXML.pci(address)
+        #expect(element.contains("domain='0x10000'"))
+        let xml = "<domain><devices>\(element)</devices></domain>"
+        #expect(try LiveHostdevParser.hostdevs(inDomainXML: xml).map(\.address) == [address])
+    }
+
     @Test func theTestDriversDefaultDomainHasNone() throws {
         // Its disk sits at guest address 0000:01:00.0: a PCI address that is not a host device.
         let xml = """

@@ -64,6 +64,20 @@ struct UdevDeviceRecordTests {
         #expect(event.deviceOnline == true)
     }
 
+    @Test("devices behind an Intel VMD (domain 10000 and up) decode, from PCI_SLOT_NAME or the sysfs name", arguments: [
+        (["PCI_SLOT_NAME": "10000:e0:00.0", "PCI_ID": "8086:2030"], "10000:e0:00.0"),
+        (["PCI_ID": "8086:2030"], "10001:e1:00.0"),
+        (["PCI_SLOT_NAME": "5d0505:01:00.1"], "5d0505:01:00.1"),
+    ])
+    func vmdDomain(properties: [String: String], address: String) throws {
+        let raw = UdevDeviceRecord(
+            action: "add", syspath: "/sys/devices/pci0000:00/0000:00:0e.0/pci10001:e1/10001:e1:00.0",
+            sysname: "10001:e1:00.0", driver: "pcieport", sequenceNumber: 7, properties: properties)
+        // Before: a parse failure, so every uevent of such a device was a resync and a full re-enumeration.
+        let event = try raw.decode(isColdplug: false).get()
+        #expect(event.address.description == address)
+    }
+
     @Test("broken records are reported with the field at fault", arguments: [
         (UdevDeviceRecord(action: "add", syspath: nil, sysname: "0000:01:00.0"), "SYSPATH", nil),
         (UdevDeviceRecord(action: nil, syspath: "/sys/x", sysname: "0000:01:00.0"), "ACTION", nil),
