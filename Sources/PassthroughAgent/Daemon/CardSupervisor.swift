@@ -118,8 +118,8 @@ public actor CardSupervisor {
     var graceProbes: [CardName: Task<Void, Never>] = [:]
     /// `link-watch` probes, one per card that has one; restarted by a reload.
     var linkWatches: [CardName: (interval: Duration, task: Task<Void, Never>)] = [:]
-    /// Persisted recoveries a previous process left, resumed once the sources have spoken.
-    var resumePending = true
+    /// Until the sources have spoken: then persisted recoveries resume and link watches start.
+    private var awaitingFirstLook = true
 
     public init(
         config: AgentConfig, host: HostEnvironment, hypervisor: any Hypervisor, logger: Logger,
@@ -195,8 +195,8 @@ public actor CardSupervisor {
         case .resync(let reason):
             Notify(logger: logger)(.resync, "udev: \(reason); re-reading every card", level: .warning)
             markAllDirty()
-        case .failed(let error):
-            logger.error("udev monitor failed: \(error)")
+        case .failed:
+            break  // AgentService ends the daemon: a deaf agent helps nobody
         }
     }
 
@@ -238,7 +238,7 @@ public actor CardSupervisor {
         for card in newConfig.cards where states[card.name] == nil { states[card.name] = CardRuntimeState() }
         // The new configuration may be the fix for what kept failing: every card is due now.
         for name in names { states[name]?.retryAt = nil }
-        if linkWatchesStarted { startLinkWatches() }
+        if !awaitingFirstLook { startLinkWatches() }
         markAllDirty()
     }
 
@@ -250,8 +250,8 @@ public actor CardSupervisor {
         var iterator = wakeups.makeAsyncIterator()
         while !Task.isCancelled {
             collectDueRetries()
-            if pendingSources.isEmpty, resumePending {
-                resumePending = false
+            if pendingSources.isEmpty, awaitingFirstLook {
+                awaitingFirstLook = false
                 resumeRecoveries()
                 startLinkWatches()
             }

@@ -86,7 +86,6 @@ extension CardSupervisor {
         let fields = Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 }
         switch outcome {
         case .recovered(let functions):
-            markDirty([card.name])
             return "\(card.name) is back: \(functions.map { "\($0.address) \($0.id)" }.joined(separator: ", "))"
         case .gaveUp(let elapsed, let state):
             // Absent, and known to be: a later `add` is taken back through the ordinary path.
@@ -268,9 +267,6 @@ extension CardSupervisor {
 
     // MARK: Link watch
 
-    /// Link watches start with the first look at the world (after the sources spoke), like recoveries.
-    var linkWatchesStarted: Bool { !resumePending }
-
     /// The third kind of host (no hotplug, no AER): the card stays in sysfs but reads all-ones. Each
     /// card with `link-watch` gets a probe of its own; a reload starts, stops or re-paces them.
     func startLinkWatches() {
@@ -371,8 +367,8 @@ extension CardSupervisor {
             ReflashRefused(.unsafe, "the agent runs with --dry-run and changes nothing; not going to \(what)")
         case .notOnBus:
             ReflashRefused(.notOnBus, "\(card.name) has not been seen on the bus; not going to \(what)")
-        case .busy(let what):
-            ReflashRefused(.busy, "\(card.name) is \(what); try again when that is done (`passthrough-agent status`)")
+        case .busy(let activity):
+            ReflashRefused(.busy, "\(card.name) is \(activity); try again when that is done (`passthrough-agent status`)")
         case .inUse:
             ReflashRefused(.unsafe, "\(card.name) is on the bus (its guest \(card.guest) may be using it): --finish only follows "
                 + "--prepare, and never rescans or resets under a card that is present")

@@ -63,12 +63,7 @@ struct ReflashCoordinator: Sendable {
         var engaged: GuardRecord?
         if card.reflashGuard {
             do throws(ReflashGuardError) {
-                let record = try reflashGuard.read(port: site.upstreamPort)
-                do { try await persist(record) } catch { throw .state(error) }
-                try reflashGuard.clear(record)
-                engaged = record
-                logger.notice("\(card.name): fatal-error reporting masked on \(site.upstreamPort) for the reflash",
-                              metadata: [LogMetadataKey.card: "\(card.name)", LogMetadataKey.pciSlot: "\(site.upstreamPort)"])
+                engaged = try await engageGuard(card, at: site, for: "the reflash", persist: persist)
             } catch {
                 // The lockdown hint only where config space refused: a full /run is not fixed by reading `check`.
                 let hint = if case .configSpace = error {
@@ -115,7 +110,9 @@ struct ReflashCoordinator: Sendable {
     func recover(_ card: CardConfig, at site: ReflashSite, guard saved: GuardRecord?, resuming: Bool,
                  persist: Persist) async -> (RecoveryOutcome, guardReleased: Bool) {
         let fields = Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 }
-        let present = site.functions.filter { (try? host.reader.snapshot(of: $0)) != nil }
+        // A snapshot reads driver_override, which waits for the device's lock: on the worker.
+        let reader = host.reader
+        let present = await blocking.run { site.functions.filter { (try? reader.snapshot(of: $0)) != nil } }
         if !present.isEmpty {
             if let strangers = strangers(card, at: site) {
                 notify(.stepFailed, "\(card.name): not recovering: \(strangers)", level: .error, card: card.name, fields)
@@ -128,11 +125,7 @@ struct ReflashCoordinator: Sendable {
         var engaged = saved
         if card.reflashGuard, engaged == nil {
             do throws(ReflashGuardError) {
-                let record = try reflashGuard.read(port: site.upstreamPort)
-                do { try await persist(record) } catch { throw .state(error) }
-                try reflashGuard.clear(record)
-                engaged = record
-                logger.notice("\(card.name): fatal-error reporting masked on \(site.upstreamPort) for the recovery", metadata: fields)
+                engaged = try await engageGuard(card, at: site, for: "the recovery", persist: persist)
             } catch {
                 notify(.stepFailed, "\(card.name): recovering without the reflash guard: \(error)", level: .error, card: card.name, fields)
             }
@@ -175,6 +168,18 @@ struct ReflashCoordinator: Sendable {
     }
 
     // MARK: Steps
+
+    /// Saves the port's registers with the card's state, then masks fatal-error reporting: the originals
+    /// are on disk before anything is cleared, so no crash can lose them.
+    private func engageGuard(_ card: CardConfig, at site: ReflashSite, for purpose: String,
+                             persist: Persist) async throws(ReflashGuardError) -> GuardRecord {
+        let record = try reflashGuard.read(port: site.upstreamPort)
+        do { try await persist(record) } catch { throw .state(error) }
+        try reflashGuard.clear(record)
+        logger.notice("\(card.name): fatal-error reporting masked on \(site.upstreamPort) for \(purpose)",
+                      metadata: [LogMetadataKey.card: "\(card.name)", LogMetadataKey.pciSlot: "\(site.upstreamPort)"])
+        return record
+    }
 
     /// Asks the card's own guest to release the functions it lists and waits (up to the detach timeout)
     /// for its live XML to drop them. A guest that does not is left to the holder check.
