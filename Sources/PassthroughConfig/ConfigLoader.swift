@@ -21,14 +21,18 @@ public enum ConfigLoader {
         return try parse(contents: contents, path: path)
     }
 
-    /// Validates the file's bytes: UTF-8 text first, then TOML, then the configuration.
+    /// Validates the file's bytes: UTF-8 text without NUL first, then TOML, then the configuration.
     public static func parse(contents: some Collection<UInt8>, path: String) throws(ConfigError) -> AgentConfig {
-        try parse(ConfigText.decode(contents, path: path), path: path)
+        try validate(ConfigText.decode(contents, path: path), path: path)
     }
 
     /// Validates configuration text; `path` only names the file in diagnostics.
     public static func parse(_ text: String, path: String) throws(ConfigError) -> AgentConfig {
-        try ConfigText.rejectNUL(in: text, path: path)
+        try parse(contents: text.utf8, path: path)
+    }
+
+    /// `text` is UTF-8 without NUL (``ConfigText``).
+    private static func validate(_ text: String, path: String) throws(ConfigError) -> AgentConfig {
         let sourceMap = TOMLSourceMap(text)
         if let trap = sourceMap.parserTrap {
             throw ConfigError(diagnostics: [

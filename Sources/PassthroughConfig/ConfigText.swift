@@ -7,69 +7,38 @@ import PassthroughCore
 /// are not UTF-8 would be replaced or refused far from their place. Both are mistakes in the file,
 /// reported where they are, before TOMLKit sees anything.
 enum ConfigText {
-    /// Decodes UTF-8 strictly; the first malformed sequence is the mistake.
+    /// Decodes UTF-8 strictly and refuses a NUL anywhere (TOML allows none); the first malformed
+    /// sequence or NUL is the mistake.
     static func decode(_ bytes: some Collection<UInt8>, path: String) throws(ConfigError) -> String {
         var text = String.UnicodeScalarView()
-        var cursor = Cursor()
         var iterator = bytes.makeIterator()
         var decoder = Unicode.UTF8()
         while true {
             switch decoder.decode(&iterator) {
+            case .scalarValue("\0"):
+                throw mistake(after: text, in: path, "NUL byte in the configuration (a file zero-filled by a crash?); TOML text has none")
             case .scalarValue(let scalar):
                 text.append(scalar)
-                cursor.step(over: scalar)
             case .emptyInput:
                 return String(text)
             case .error:
-                throw ConfigError(diagnostics: [
-                    ConfigDiagnostic(
-                        location: cursor.location(in: path),
-                        message: "not UTF-8 text (byte \(byteDescription(bytes, at: cursor.byteOffset))); a configuration is a UTF-8 TOML file"
-                    ),
-                ])
+                let offset = String(text).utf8.count
+                throw mistake(after: text, in: path, "not UTF-8 text (byte \(byteDescription(bytes, at: offset))); a configuration is a UTF-8 TOML file")
             }
         }
     }
 
-    /// Refuses a NUL anywhere: TOML allows none, and TOMLKit would stop reading at the first.
-    static func rejectNUL(in text: String, path: String) throws(ConfigError) {
-        var cursor = Cursor()
-        for scalar in text.unicodeScalars {
-            if scalar == "\0" {
-                throw ConfigError(diagnostics: [
-                    ConfigDiagnostic(
-                        location: cursor.location(in: path),
-                        message: "NUL byte in the configuration (a file zero-filled by a crash?); TOML text has none"
-                    ),
-                ])
-            }
-            cursor.step(over: scalar)
-        }
+    /// A mistake at the place right after `text`, counted as ``TOMLSourceMap`` counts places.
+    private static func mistake(after text: String.UnicodeScalarView, in path: String, _ message: String) -> ConfigError {
+        var place = TOMLSourceMap.Position.start
+        for scalar in text { place.step(over: scalar) }
+        return ConfigError(diagnostics: [
+            ConfigDiagnostic(location: SourceLocation(path: path, line: place.line, column: place.column), message: message),
+        ])
     }
 
     private static func byteDescription(_ bytes: some Collection<UInt8>, at offset: Int) -> String {
         guard let byte = bytes.dropFirst(offset).first else { return "sequence cut short at the end of the file" }
         return "0x" + (byte < 0x10 ? "0" : "") + String(byte, radix: 16)
-    }
-
-    /// Lines and columns as ``TOMLSourceMap`` counts them: columns in Unicode scalars, from 1.
-    private struct Cursor {
-        var line = 1
-        var column = 1
-        var byteOffset = 0
-
-        mutating func step(over scalar: Unicode.Scalar) {
-            byteOffset += UTF8.width(scalar)
-            if scalar == "\n" {
-                line += 1
-                column = 1
-            } else {
-                column += 1
-            }
-        }
-
-        func location(in path: String) -> SourceLocation {
-            SourceLocation(path: path, line: line, column: column)
-        }
     }
 }

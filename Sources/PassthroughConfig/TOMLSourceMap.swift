@@ -14,9 +14,21 @@
 /// Whatever the text, the scan ends: each loop either consumes a scalar or stops, and a scalar no rule
 /// expects is skipped (positions after it may then be off, but only for text TOMLKit refused anyway).
 struct TOMLSourceMap {
+    /// Lines and columns from 1; columns count Unicode scalars.
     struct Position: Hashable {
         var line: Int
         var column: Int
+
+        static let start = Position(line: 1, column: 1)
+
+        mutating func step(over scalar: Unicode.Scalar) {
+            if scalar == "\n" {
+                line += 1
+                column = 1
+            } else {
+                column += 1
+            }
+        }
     }
 
     private(set) var keys: [String: Position] = [:]
@@ -48,8 +60,7 @@ struct TOMLSourceMap {
 private struct Scanner {
     private let scalars: [Unicode.Scalar]
     private var index = 0
-    private var line = 1
-    private var column = 1
+    private var position = TOMLSourceMap.Position.start
     private var arrayTableCounts: [String: Int] = [:]
     /// Arrays and inline tables the scan is inside of; each is a frame of recursion.
     private var depth = 0
@@ -61,7 +72,6 @@ private struct Scanner {
         self.scalars = scalars
     }
 
-    private var position: TOMLSourceMap.Position { .init(line: line, column: column) }
     private var current: Unicode.Scalar? { index < scalars.count ? scalars[index] : nil }
 
     private func peek(_ offset: Int) -> Unicode.Scalar? {
@@ -71,12 +81,7 @@ private struct Scanner {
     private mutating func advance() {
         guard let scalar = current else { return }
         index += 1
-        if scalar == "\n" {
-            line += 1
-            column = 1
-        } else {
-            column += 1
-        }
+        position.step(over: scalar)
     }
 
     private mutating func advance(by count: Int) {

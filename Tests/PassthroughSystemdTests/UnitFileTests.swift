@@ -17,6 +17,11 @@ private func unitDirectives() throws -> [(section: String, key: String, value: S
     return directives
 }
 
+/// The `[Service]` settings, the last one winning where a key repeats (as systemd reads single-valued keys).
+private func serviceSettings() throws -> [String: String] {
+    Dictionary(try unitDirectives().filter { $0.section == "Service" }.map { ($0.key, $0.value) }) { _, last in last }
+}
+
 struct UnitFileTests {
     static let unitPath = "systemd/passthrough-agent.service"
     private static let analyze = "/usr/bin/systemd-analyze"
@@ -25,7 +30,7 @@ struct UnitFileTests {
     private static let ceiling = 2.6
 
     @Test func requiredServiceSettings() throws {
-        let service = Dictionary(try unitDirectives().filter { $0.section == "Service" }.map { ($0.key, $0.value) }) { _, last in last }
+        let service = try serviceSettings()
         #expect(service["Type"] == "notify")
         #expect(service["NotifyAccess"] == "main")
         #expect(service["ExecStart"] == "/usr/local/bin/passthrough-agent run")
@@ -47,18 +52,63 @@ struct UnitFileTests {
     /// upstream port's saved registers, is in /run/passthrough-agent/cards. `restart` would delete it on
     /// a stop, and the next start would know neither that the card is off the bus nor how to unmask the port.
     @Test func reflashStateSurvivesAStop() throws {
-        let service = Dictionary(try unitDirectives().filter { $0.section == "Service" }.map { ($0.key, $0.value) }) { _, last in last }
+        let service = try serviceSettings()
         #expect(service["RuntimeDirectoryPreserve"] == "yes")
     }
 
     /// Who holds a card: another user's /proc/PID/fd must be listable (CAP_DAC_READ_SEARCH) and its links
     /// followable (CAP_SYS_PTRACE), and no process may be hidden, or a QEMU holding a card looks like none.
     @Test func otherProcessesOpenFilesAreVisible() throws {
-        let service = Dictionary(try unitDirectives().filter { $0.section == "Service" }.map { ($0.key, $0.value) }) { _, last in last }
+        let service = try serviceSettings()
         let capabilities = Set(service["CapabilityBoundingSet"]?.split(separator: " ").map(String.init) ?? [])
         #expect(capabilities.isSuperset(of: ["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]))
         #expect(service["ProtectProc"] == nil || service["ProtectProc"] == "default")
         #expect(service["ProcSubset"] != "pid")
+    }
+
+    /// Each capability the unit keeps is one the agent uses, and the unit's comments say what for.
+    @Test func everyCapabilityIsExplained() throws {
+        let capabilities = Set(try serviceSettings()["CapabilityBoundingSet"]?.split(separator: " ").map(String.init) ?? [])
+        #expect(capabilities == ["CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"])
+        let comments = try RepositoryFile.contents(Self.unitPath).split(separator: "\n").filter { $0.hasPrefix("#") }
+        for capability in capabilities {
+            #expect(comments.contains { $0.contains(capability) }, "\(capability) is granted without a word on why")
+        }
+    }
+
+    /// CAP_SYS_PTRACE is there to follow other processes' fd links, CAP_DAC_READ_SEARCH to list them: the
+    /// system calls that would use them on other processes' memory, or to open files by handle, stay denied.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: analyze), "needs systemd-analyze"))
+    func otherProcessesStayOutOfReach() async throws {
+        let filters = try unitDirectives().filter { $0.section == "Service" && $0.key == "SystemCallFilter" }.map(\.value)
+        var allowed: Set<String> = []
+        for filter in filters {
+            let denies = filter.hasPrefix("~")
+            var names: Set<String> = []
+            for item in filter.drop(while: { $0 == "~" }).split(separator: " ") {
+                names.formUnion(try await Self.systemCalls(in: String(item)))
+            }
+            if denies { allowed.subtract(names) } else { allowed.formUnion(names) }
+        }
+        #expect(allowed.contains("openat") && allowed.contains("read"), "the filter could not be resolved: \(filters)")
+        for call in ["ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "open_by_handle_at"] {
+            #expect(!allowed.contains(call), "\(call) is allowed")
+        }
+    }
+
+    /// The system calls a `SystemCallFilter=` item names: itself, or a group's members, nested groups resolved.
+    private static func systemCalls(in item: String) async throws -> Set<String> {
+        guard item.hasPrefix("@") else { return [item] }
+        let run = try await ToolRun.run(analyze, ["syscall-filter", item])
+        try #require(run.status == 0, "\(run.output)")
+        var calls: Set<String> = []
+        // Members are indented; the group's name, its comment and the tool's notes are not members.
+        for line in run.output.split(separator: "\n") where line.hasPrefix("    ") {
+            let member = line.trimmingCharacters(in: .whitespaces)
+            guard !member.hasPrefix("#"), let name = member.split(separator: "#").first.map(String.init) else { continue }
+            calls.formUnion(name.hasPrefix("@") ? try await systemCalls(in: name) : [name])
+        }
+        return calls
     }
 
     /// Each of these would break the daemon: /sys read-only, udev netlink unreachable.
