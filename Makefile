@@ -14,6 +14,7 @@ UNITDIR ?= $(SYSCONFDIR)/systemd/system
 UDEVRULESDIR ?= $(SYSCONFDIR)/udev/rules.d
 CATALOGDIR ?= $(PREFIX)/lib/systemd/catalog
 MODULESLOADDIR ?= $(SYSCONFDIR)/modules-load.d
+SYSCTLDIR ?= $(SYSCONFDIR)/sysctl.d
 CONFIG ?= $(SYSCONFDIR)/passthrough-agent/config.toml
 
 RELEASE_BIN = .build/release/passthrough-agent
@@ -81,7 +82,7 @@ report: build
 
 install: build
 	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/passthrough-agent
-	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(MODULESLOADDIR) \
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(MODULESLOADDIR) $(DESTDIR)$(SYSCTLDIR) \
 		$(DESTDIR)$(SYSCONFDIR)/passthrough-agent
 	@if [ -f systemd/passthrough-agent.service ]; then \
 		sed 's|/usr/local/bin/passthrough-agent|$(BINDIR)/passthrough-agent|g' systemd/passthrough-agent.service \
@@ -92,8 +93,11 @@ install: build
 		install -m 0644 rules/90-passthrough-agent.rules $(DESTDIR)$(UDEVRULESDIR)/; fi
 	install -m 0644 systemd/passthrough-agent.catalog $(DESTDIR)$(CATALOGDIR)/
 	install -m 0644 systemd/modules-load.d/passthrough-agent.conf $(DESTDIR)$(MODULESLOADDIR)/
-	@# The catalog is compiled into a database; only for a live install, not for staging.
+	install -m 0644 systemd/sysctl.d/passthrough-agent.conf $(DESTDIR)$(SYSCTLDIR)/
+	@# The catalog is compiled into a database and the receive-buffer cap applied; only for a live
+	@# install, not for staging (a boot applies both).
 	@if [ -z "$(DESTDIR)" ] && command -v journalctl >/dev/null; then journalctl --update-catalog || true; fi
+	@if [ -z "$(DESTDIR)" ] && command -v sysctl >/dev/null; then sysctl -q -p $(SYSCTLDIR)/passthrough-agent.conf || true; fi
 	install -m 0644 systemd/config.toml.example $(DESTDIR)$(SYSCONFDIR)/passthrough-agent/config.toml.example
 	@# Never overwrite a configuration someone already wrote.
 	@if [ ! -e $(DESTDIR)$(CONFIG) ]; then \
@@ -106,7 +110,7 @@ install: build
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/passthrough-agent $(DESTDIR)$(UNITDIR)/passthrough-agent.service \
 		$(DESTDIR)$(UDEVRULESDIR)/90-passthrough-agent.rules $(DESTDIR)$(CATALOGDIR)/passthrough-agent.catalog \
-		$(DESTDIR)$(MODULESLOADDIR)/passthrough-agent.conf
+		$(DESTDIR)$(MODULESLOADDIR)/passthrough-agent.conf $(DESTDIR)$(SYSCTLDIR)/passthrough-agent.conf
 
 clean:
 	rm -rf .build .build-fuzz

@@ -10,8 +10,10 @@ import SystemPackage
 /// during its entire lifetime"), so a session is created, used and destroyed on the monitor
 /// thread only. It is deliberately not `Sendable` and never leaves `MonitorThread.run`.
 final class UdevSession {
-    /// Like bolt: large enough that a storm of PCI uevents does not overflow the socket.
-    static let receiveBufferSize: CInt = 128 * 1024 * 1024
+    /// Large enough that the uevents of a whole bus rescan fit while the agent is busy. The unit has
+    /// no CAP_NET_ADMIN, so the kernel grants at most `net.core.rmem_max`, which the package's
+    /// sysctl.d drop-in raises to exactly this.
+    static let receiveBufferSize: CInt = 16 * 1024 * 1024
 
     private let udev: OpaquePointer
     private let monitor: OpaquePointer
@@ -43,15 +45,25 @@ final class UdevSession {
 
         rc = udev_monitor_set_receive_buffer_size(monitor, receiveBufferSize)
         if rc < 0 {
-            // Not fatal: the default buffer still works, overflow is detected and resynced.
-            logger.warning("cannot raise the udev receive buffer", metadata: [
-                "bytes": "\(receiveBufferSize)", "error": "\(Errno(rawValue: -rc))",
+            // Not fatal: an overflow is detected (ENOBUFS) and every card re-read; but each is a full
+            // re-read of the bus, so say what the buffer is and where the cap comes from.
+            logger.warning("udev receive buffer kept at the kernel's cap; apply the package's sysctl.d drop-in (net.core.rmem_max)", metadata: [
+                "wanted-bytes": "\(receiveBufferSize)", "granted-bytes": "\(session.grantedReceiveBuffer.map { "\($0)" } ?? "unknown")",
+                "error": "\(Errno(rawValue: -rc))",
             ])
         }
 
         rc = udev_monitor_enable_receiving(monitor)
         guard rc >= 0 else { throw UdevError(.enableReceiving, errno: Errno(rawValue: -rc)) }
         return session
+    }
+
+    /// What the kernel granted (`SO_RCVBUF` reads back twice the usable size: the kernel's bookkeeping).
+    private var grantedReceiveBuffer: Int? {
+        var value: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        guard getsockopt(monitorFD, SOL_SOCKET, SO_RCVBUF, &value, &length) == 0 else { return nil }
+        return Int(value) / 2
     }
 
     enum Received {

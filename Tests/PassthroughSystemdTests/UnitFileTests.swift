@@ -27,7 +27,7 @@ struct UnitFileTests {
     private static let analyze = "/usr/bin/systemd-analyze"
     /// 2.6 since the agent reads other processes' open files (CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, every
     /// process visible), to find who holds a card before it takes it away.
-    private static let ceiling = 2.6
+    private static let ceiling = 2.2
 
     @Test func requiredServiceSettings() throws {
         let service = try serviceSettings()
@@ -69,7 +69,7 @@ struct UnitFileTests {
     /// Each capability the unit keeps is one the agent uses, and the unit's comments say what for.
     @Test func everyCapabilityIsExplained() throws {
         let capabilities = Set(try serviceSettings()["CapabilityBoundingSet"]?.split(separator: " ").map(String.init) ?? [])
-        #expect(capabilities == ["CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"])
+        #expect(capabilities == ["CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"])
         let comments = try RepositoryFile.contents(Self.unitPath).split(separator: "\n").filter { $0.hasPrefix("#") }
         for capability in capabilities {
             #expect(comments.contains { $0.contains(capability) }, "\(capability) is granted without a word on why")
@@ -111,10 +111,27 @@ struct UnitFileTests {
         return calls
     }
 
+    /// /sys is read-only for the agent except the two trees every move writes; without them each bind,
+    /// unbind, override, remove and rescan fails with EROFS.
+    @Test func kernelTunablesReadOnlyButPCIWritable() throws {
+        let service = try serviceSettings()
+        #expect(service["ProtectKernelTunables"] == "yes")
+        let writable = Set(try unitDirectives().filter { $0.section == "Service" && $0.key == "ReadWritePaths" }
+            .flatMap { $0.value.split(separator: " ").map(String.init) })
+        #expect(writable.isSuperset(of: ["/sys/bus/pci", "/sys/devices"]), "\(writable)")
+    }
+
+    /// Room for every control connection the socket serves on top of the agent's own descriptors.
+    @Test func descriptorLimitFitsTheConnectionCap() throws {
+        let limit = try #require(Int(try serviceSettings()["LimitNOFILE"] ?? ""), "LimitNOFILE= is not a number")
+        let idle = 13, connections = 16, transient = 8
+        #expect(limit >= 2 * (idle + connections + transient))
+    }
+
     /// Each of these would break the daemon: /sys read-only, udev netlink unreachable.
     @Test func noSettingThatBreaksRebinding() throws {
         let keys = try unitDirectives().map(\.key)
-        for forbidden in ["ProtectKernelTunables", "PrivateNetwork", "ReadOnlyPaths", "InaccessiblePaths", "DynamicUser", "User"] {
+        for forbidden in ["PrivateNetwork", "ReadOnlyPaths", "InaccessiblePaths", "DynamicUser", "User"] {
             #expect(!keys.contains(forbidden), "\(forbidden)")
         }
     }
