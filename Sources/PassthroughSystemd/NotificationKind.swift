@@ -24,6 +24,9 @@ public enum NotificationKind: Hashable, Sendable, CaseIterable {
     case recoveryGaveUp
     case configReloaded
     case configRejected
+    /// The kernel could not recover the card from a PCIe error, yet its link answers: the card stays
+    /// where it is (a guest QEMU paused over the error may hold it).
+    case errorNotRecovered
 
     public var messageID: MessageID {
         // Generated once with uuid.uuid4().hex.
@@ -42,6 +45,7 @@ public enum NotificationKind: Hashable, Sendable, CaseIterable {
         case .recoveryGaveUp: "c6b6c5e68c224cbba84baf4bda067ba5"
         case .configReloaded: "554c47f893c449829cf9d79605449949"
         case .configRejected: "6215c54ceb534134aef78d470a870f24"
+        case .errorNotRecovered: "a2a6543f0cb846ac99fe8c5d5616e123"
         }
         // The literals above are checked by the tests; a typo is a programming error.
         return MessageID(rawValue: hex)!

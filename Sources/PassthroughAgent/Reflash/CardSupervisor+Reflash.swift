@@ -130,8 +130,13 @@ extension CardSupervisor {
         case .failedRecovery:
             switch probe.probe(address) {
             case .present:
-                logger.warning(Logger.Message(stringLiteral: "AER FAILED_RECOVERY on \(address), but the link answers; not recovering "
-                    + "(a synthetic uevent, or the kernel recovered it after all)"), metadata: [LogMetadataKey.card: "\(card)"])
+                // Either a paused guest still holds the card (QEMU stops a guest over such an error, and
+                // removing a function it holds would block the PCI layer) or the uevent was written by hand.
+                let guest = config.cards.first { $0.name == card }.map { " (\($0.guest) may be paused over it: `virsh domstate \($0.guest) --reason`)" } ?? ""
+                Notify(logger: logger)(.errorNotRecovered,
+                                       "\(card): the kernel could not recover \(address) from a PCIe error, but its link answers; "
+                                       + "leaving it where it is\(guest)",
+                                       level: .warning, card: card, [LogMetadataKey.pciSlot: "\(address)"])
             case .lost, .inconclusive:
                 await cardLost(card, reason: "AER recovery failed on \(address)")
             }

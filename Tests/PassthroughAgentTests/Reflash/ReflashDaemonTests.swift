@@ -29,6 +29,24 @@ struct ReflashDaemonTests {
         #expect(rig.notifications(.cardIDChanged).count == 1)
     }
 
+    @Test("AER FAILED_RECOVERY while the link answers (a guest QEMU paused over the error, or a uevent written by hand): nothing removed, a warning names the guest")
+    func failedRecoveryWithTheLinkUp() async throws {
+        let rig = try await ReflashRig()
+        defer { rig.loop.cancel() }
+        await rig.aer(.failedRecovery)
+        try await Task.sleep(for: .milliseconds(300))   // a recovery would have removed the card by now
+
+        #expect(rig.removals.isEmpty)
+        #expect(rig.bus.rescanCount == 0)
+        #expect(rig.notifications(.cardLost).isEmpty)
+        #expect(await rig.hypervisor.liveHostdevs(of: "fpga-dev") == [ReflashRig.function])
+        let told = try #require(rig.notifications(.errorNotRecovered).first)
+        #expect(told.level == .warning)
+        #expect(told.metadata[LogMetadataKey.card] == "u200")
+        #expect(told.metadata[LogMetadataKey.pciSlot] == "0000:01:00.0")
+        #expect("\(told.message)".contains("virsh domstate fpga-dev --reason"))
+    }
+
     @Test("link lost (all-ones reads, the host has neither hotplug nor AER): recovered the same way")
     func linkLost() async throws {
         let rig = try await ReflashRig()
