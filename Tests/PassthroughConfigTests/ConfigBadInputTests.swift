@@ -6,15 +6,6 @@ import Testing
 
 private let card = "[[card]]\nname = \"u200\"\naddress = \"0000:01:00\"\nguest = \"vm\"\n"
 
-private func diagnostics(_ text: String) -> [String] {
-    do {
-        _ = try ConfigLoader.parse(text, path: "config.toml")
-        return []
-    } catch {
-        return error.diagnostics.map(\.description)
-    }
-}
-
 /// Writes `bytes` to a fresh file and loads it as the daemon does.
 private func load(_ bytes: [UInt8]) throws -> (path: String, result: Result<AgentConfig, ConfigError>) {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("config-\(UUID().uuidString)")

@@ -2,15 +2,6 @@ import PassthroughConfig
 import PassthroughCore
 import Testing
 
-private func diagnostics(_ text: String) -> [String] {
-    do {
-        _ = try ConfigLoader.parse(text, path: "config.toml")
-        return []
-    } catch {
-        return error.diagnostics.map(\.description)
-    }
-}
-
 @Suite("Config loading")
 struct ConfigLoaderTests {
     @Test("the documented example loads with its defaults")

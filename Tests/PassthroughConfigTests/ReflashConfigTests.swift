@@ -2,15 +2,6 @@ import PassthroughConfig
 import PassthroughCore
 import Testing
 
-private func diagnostics(_ text: String) -> [String] {
-    do {
-        _ = try ConfigLoader.parse(text, path: "config.toml")
-        return []
-    } catch {
-        return error.diagnostics.map(\.description)
-    }
-}
-
 private let card = "[[card]]\nname = \"u200\"\naddress = \"0000:01:00\"\nguest = \"vm\"\n"
 
 @Suite("Config: reflash keys")
