@@ -791,6 +791,16 @@ class Suite:
             longest = max(longest, run)
         return actions.count("unbind"), longest * 0.2
 
+    def guest_stopped(self):
+        """Where the scenarios from "stopped" start: l2 not running, the card on its host driver (returned)."""
+        r = self.rig
+        self.require_agent()
+        if r.domstate() == "running":
+            r.sh("virsh destroy l2", check=True)
+        host = self.host_driver_for(r.card_model)
+        r.wait_for("card on its host driver", self.drv_is(host), T_ATTACH)
+        return host
+
     def s18_host_driver_refuses(self):
         """`host-driver` names a driver that refuses the card (pcieport takes only ports): when the guest
         stops, each try to give the card back fails and is rolled back to vfio-pci, at the backoff's pace,
@@ -837,12 +847,7 @@ class Suite:
         `driver_override=vfio-pci` behind: started with the guest stopped, it gives the card to the kernel's
         choice of host driver, the override cleared."""
         r = self.rig
-        self.require_agent()
-        if r.domstate() == "running":
-            r.sh("virsh destroy l2", check=True)
-        model = r.card_model
-        host = self.host_driver_for(model)
-        r.wait_for("card on its host driver", self.drv_is(host), T_ATTACH)
+        host = self.guest_stopped()
         done, problems = [], []
         for override in ("", "vfio-pci"):
             what = f"driverless, override {override or '(none)'}"
@@ -874,12 +879,7 @@ class Suite:
         it leaves the card on its host driver (nothing unbound), retries with backoff, and says why; once
         the module is loaded, the next try binds and attaches."""
         r = self.rig
-        self.require_agent()
-        if r.domstate() == "running":
-            r.sh("virsh destroy l2", check=True)
-        model = r.card_model
-        host = self.host_driver_for(model)
-        r.wait_for("card on its host driver", self.drv_is(host), T_ATTACH)
+        host = self.guest_stopped()
         blocker = "/etc/modprobe.d/e2e-no-vfio-pci.conf"
         problems = []
         try:
@@ -914,7 +914,7 @@ class Suite:
             r.wait_for("card attached", self.attached_cond(), T_ATTACH)
             t_att = time.monotonic() - t0
             self.figures["modprobe vfio-pci → attached (s19)"] = [t_att]
-            r.wait_for("L2 sees the card", self.l2_sees_cond(Rig.MODELS[model]), T_L2_SEES)
+            r.wait_for("L2 sees the card", self.l2_sees_cond(Rig.MODELS[r.card_model]), T_L2_SEES)
         except RigError as e:
             problems.append(f"not attached after `modprobe vfio-pci` (the backoff's cap is 30 s): {e}; card driver={r.driver()}, "
                             f"hostdevs={r.hostdev_count()}")
@@ -952,10 +952,7 @@ class Suite:
         a new ID → the card's return finishes it; a malformed line and an unknown card get an error line; a
         second guest asking for fpga0 gets `unknown-card` and the card does not move."""
         r = self.rig
-        self.require_agent()
-        if r.domstate() == "running":
-            r.sh("virsh destroy l2", check=True)
-        r.wait_for("card on its host driver", self.drv_is(self.host_driver_for(r.card_model)), T_ATTACH)
+        self.guest_stopped()
         steps = ("card:send=version:send=hello+world:send=prepare+nosuch:send=prepare+fpga0:sleep=10:"
                  "send=finish+fpga0:card:sleep=3:send=prepare+fpga0:card:send=status")
         since = int(r.l1_time())
