@@ -817,7 +817,6 @@ class Suite:
             time.sleep(observe)
             unbinds, driverless = self.watched("s18")
             final = r.driver()
-            self.figures["unbinds in 60 s, host driver refusing the card (s18)"] = [unbinds]
             if unbinds > 10:
                 problems.append(f"{unbinds} unbinds in {observe} s (want at most 10: backoff 0.5 s doubling to 30 s)")
             if unbinds == 0:
@@ -900,9 +899,11 @@ class Suite:
             tries = [m for m in said if isinstance(m, str) and "vfio-pci" in m and "not loaded" in m]
             if not tries:
                 problems.append(f"nothing said that vfio-pci is not loaded; it said: {said[-3:]}")
-            if len(tries) > 12:
-                problems.append(f"{len(tries)} failed tries in {blocked_for:.0f} s (backoff 0.5 s doubling to 30 s)")
-            self.figures["failed tries while vfio-pci was missing (s19)"] = [len(tries)]
+            # Backoff 0.5 s doubling to 30 s: six tries in the first 31.5 s, then one every 30 s (L2's boot
+            # takes one minute on a quiet machine, ten on a loaded one); two more for slack.
+            allowed = 6 + int(max(0.0, blocked_for - 31.5) // 30) + 1 + 2
+            if len(tries) > allowed:
+                problems.append(f"{len(tries)} failed tries in {blocked_for:.0f} s (backoff 0.5 s doubling to 30 s allows {allowed})")
         finally:
             r.sh(f"rm -f {blocker}")
         rc, out, err = r.sh("modprobe vfio-pci")
@@ -1203,6 +1204,9 @@ class Suite:
             if a.tier == "full":
                 # Before L2 first boots: this one runs a guest without OS, which needs no boot.
                 self.run("12: reflash --prepare, guest without OS → refused, host not wedged", self.s12_prepare_guest_without_os)
+            if a.only and "21" in a.only:
+                # Not in CI until the agent's side of guest requests (issue 12) is on main.
+                self.run("21: guest requests: prepare/finish from inside l2, the card's return, another guest refused", self.s21_guest_requests)
             if a.only and "17" in a.only:
                 # Not in CI yet: unmeasured on the final agent, and once the card's BARs read back cleared
                 # after the link reset (see Tests/EndToEnd/README.md). Run it with --only 17.
@@ -1224,7 +1228,6 @@ class Suite:
                 self.run("18: guest stops, host-driver refuses the card → a few tries, never driverless; fixed → back", self.s18_host_driver_refuses)
                 self.run("20: started with the card driverless (± override vfio-pci), guest stopped → host driver", self.s20_started_with_card_driverless)
                 self.run("19: vfio-pci blocked from loading, guest starts → nothing unbound, bounded tries; loaded → attached", self.s19_vfio_pci_not_loadable)
-                self.run("21: guest requests: prepare/finish from inside l2, the card's return, another guest refused", self.s21_guest_requests)
             self.run(f"baseline: udev RUN+= script, {a.baseline_cycles} cycles", self.baseline)
             if self.args.only is None or "10" in self.args.only or "9" in self.args.only:
                 self.wait_agent_ready()
