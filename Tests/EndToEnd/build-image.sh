@@ -79,7 +79,17 @@ fi
 IR=$WORK/l2-initramfs; rm -rf "$IR"; mkdir -p "$IR/bin" "$IR/proc" "$IR/sys" "$IR/dev"
 cp /bin/busybox "$IR/bin/busybox"
 # Applet links made here: `busybox --install` takes ~9 s in nested TCG.
-for applet in sh mount cat cut basename sleep echo ls grep; do ln -s busybox "$IR/bin/$applet"; done
+for applet in sh mount cat cut basename dirname sleep echo ls grep tr insmod; do ln -s busybox "$IR/bin/$applet"; done
+# virtio-serial for guest requests (scenario 21): the modules, loaded by init only when it is asked to.
+mkdir -p "$IR/lib/modules"
+for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_modern_dev virtio/virtio_pci_legacy_dev virtio/virtio_pci char/virtio_console; do
+    src=/lib/modules/$KVER/kernel/drivers/$m.ko out=$IR/lib/modules/$(basename "$m").ko
+    # busybox insmod takes plain ELF only; newer Debian kernels ship compressed modules.
+    if [ -f "$src" ]; then cp "$src" "$out"
+    elif [ -f "$src.xz" ]; then xz -dc "$src.xz" >"$out"
+    elif [ -f "$src.zst" ]; then zstd -qdc "$src.zst" >"$out"
+    else echo "no $m module for $KVER: scenario 21 will fail"; fi
+done
 cp "$HERE/l2/init" "$IR/init"
 (cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1) >"$L2/initrd.img"
 cp "$WORK/l2.xml" "$L2/l2.xml"

@@ -791,6 +791,16 @@ class Suite:
             longest = max(longest, run)
         return actions.count("unbind"), longest * 0.2
 
+    def guest_stopped(self):
+        """Where the scenarios from "stopped" start: l2 not running, the card on its host driver (returned)."""
+        r = self.rig
+        self.require_agent()
+        if r.domstate() == "running":
+            r.sh("virsh destroy l2", check=True)
+        host = self.host_driver_for(r.card_model)
+        r.wait_for("card on its host driver", self.drv_is(host), T_ATTACH)
+        return host
+
     def s18_host_driver_refuses(self):
         """`host-driver` names a driver that refuses the card (pcieport takes only ports): when the guest
         stops, each try to give the card back fails and is rolled back to vfio-pci, at the backoff's pace,
@@ -807,7 +817,6 @@ class Suite:
             time.sleep(observe)
             unbinds, driverless = self.watched("s18")
             final = r.driver()
-            self.figures["unbinds in 60 s, host driver refusing the card (s18)"] = [unbinds]
             if unbinds > 10:
                 problems.append(f"{unbinds} unbinds in {observe} s (want at most 10: backoff 0.5 s doubling to 30 s)")
             if unbinds == 0:
@@ -837,12 +846,7 @@ class Suite:
         `driver_override=vfio-pci` behind: started with the guest stopped, it gives the card to the kernel's
         choice of host driver, the override cleared."""
         r = self.rig
-        self.require_agent()
-        if r.domstate() == "running":
-            r.sh("virsh destroy l2", check=True)
-        model = r.card_model
-        host = self.host_driver_for(model)
-        r.wait_for("card on its host driver", self.drv_is(host), T_ATTACH)
+        host = self.guest_stopped()
         done, problems = [], []
         for override in ("", "vfio-pci"):
             what = f"driverless, override {override or '(none)'}"
@@ -874,12 +878,7 @@ class Suite:
         it leaves the card on its host driver (nothing unbound), retries with backoff, and says why; once
         the module is loaded, the next try binds and attaches."""
         r = self.rig
-        self.require_agent()
-        if r.domstate() == "running":
-            r.sh("virsh destroy l2", check=True)
-        model = r.card_model
-        host = self.host_driver_for(model)
-        r.wait_for("card on its host driver", self.drv_is(host), T_ATTACH)
+        host = self.guest_stopped()
         blocker = "/etc/modprobe.d/e2e-no-vfio-pci.conf"
         problems = []
         try:
@@ -900,9 +899,11 @@ class Suite:
             tries = [m for m in said if isinstance(m, str) and "vfio-pci" in m and "not loaded" in m]
             if not tries:
                 problems.append(f"nothing said that vfio-pci is not loaded; it said: {said[-3:]}")
-            if len(tries) > 12:
-                problems.append(f"{len(tries)} failed tries in {blocked_for:.0f} s (backoff 0.5 s doubling to 30 s)")
-            self.figures["failed tries while vfio-pci was missing (s19)"] = [len(tries)]
+            # Backoff 0.5 s doubling to 30 s: six tries in the first 31.5 s, then one every 30 s (L2's boot
+            # takes one minute on a quiet machine, ten on a loaded one); two more for slack.
+            allowed = 6 + int(max(0.0, blocked_for - 31.5) // 30) + 1 + 2
+            if len(tries) > allowed:
+                problems.append(f"{len(tries)} failed tries in {blocked_for:.0f} s (backoff 0.5 s doubling to 30 s allows {allowed})")
         finally:
             r.sh(f"rm -f {blocker}")
         rc, out, err = r.sh("modprobe vfio-pci")
@@ -914,13 +915,132 @@ class Suite:
             r.wait_for("card attached", self.attached_cond(), T_ATTACH)
             t_att = time.monotonic() - t0
             self.figures["modprobe vfio-pci → attached (s19)"] = [t_att]
-            r.wait_for("L2 sees the card", self.l2_sees_cond(Rig.MODELS[model]), T_L2_SEES)
+            r.wait_for("L2 sees the card", self.l2_sees_cond(Rig.MODELS[r.card_model]), T_L2_SEES)
         except RigError as e:
             problems.append(f"not attached after `modprobe vfio-pci` (the backoff's cap is 30 s): {e}; card driver={r.driver()}, "
                             f"hostdevs={r.hostdev_count()}")
         check(not problems, "; ".join(problems))
         return (f"{len(tries)} tries in {blocked_for:.0f} s, nothing unbound, the card on {host}; "
                 f"modprobe → vfio-pci {t_bound:.1f}s, attached {t_att:.1f}s")
+
+    # ---- guest requests (issue 12): the colleague reprograms the FPGA from inside the guest -------
+    def l2_requests(self, console="/var/log/l2-console.log"):
+        """The guest's `L2-REQ` lines: {request: [(answer, seconds from sending to the answer)]}."""
+        sent, answers = {}, {}
+        for line in self.rig.out(f"grep -a L2-REQ {console} || true").splitlines():
+            m = re.match(r"L2-REQ > (.*) uptime=([0-9.]+)$", line)
+            if m:
+                sent[m.group(1)] = float(m.group(2))
+                continue
+            m = re.match(r"L2-REQ (.*) -> (.*) uptime=([0-9.]+)$", line)
+            if m:
+                answers.setdefault(m.group(1), []).append((m.group(2), float(m.group(3)) - sent.get(m.group(1), float(m.group(3)))))
+        return answers
+
+    def wait_request(self, request, n=1, console="/var/log/l2-console.log", timeout=T_L2_BOOT):
+        """Waits for the guest's n-th answer to `request`; returns (answer, seconds as the guest saw them)."""
+        try:
+            self.rig.wait_for(f"the guest's answer #{n} to `{request}`",
+                              f"[ $(grep -ac 'L2-REQ {request} -> ' {console}) -ge {n} ]", timeout)
+        except RigError as e:
+            tail = self.rig.out(f"grep -a L2-REQ {console} | tail -n 3")
+            raise Fail(f"{e}; the guest's last request lines: {tail!r}")
+        return self.l2_requests(console)[request][n - 1]
+
+    def s21_guest_requests(self):
+        """`guest-requests = true`: the guest asks for its own card over the virtio-serial port the agent
+        hot-adds. `prepare` → off the bus; `finish` → back and attached; `prepare` then a reflash at L0 with
+        a new ID → the card's return finishes it; a malformed line and an unknown card get an error line; a
+        second guest asking for fpga0 gets `unknown-card` and the card does not move."""
+        r = self.rig
+        self.guest_stopped()
+        steps = ("card:send=version:send=hello+world:send=prepare+nosuch:send=prepare+fpga0:sleep=10:"
+                 "send=finish+fpga0:card:sleep=3:send=prepare+fpga0:card:send=status")
+        since = int(r.l1_time())
+        problems, done = [], []
+        try:
+            # fpga0 takes its guest's requests; fpga1, a card lent to l2b that is not plugged in, makes the
+            # agent listen to l2b too.
+            r.sh(f"cp {self.CONFIG} /run/e2e/config.before && sed -i '/^reflash-guard/a guest-requests = true' {self.CONFIG} && "
+                 f"printf '\\n[[card]]\\nname = \"fpga1\"\\naddress = \"0000:02:00\"\\nguest = \"l2b\"\\nguest-requests = true\\n' "
+                 f">>{self.CONFIG} && systemctl reload passthrough-agent", check=True)
+            time.sleep(2)
+            rejected = [e.get("MESSAGE") for e in r.journal(since=since - 1) if "rejected" in str(e.get("MESSAGE", ""))]
+            check(not rejected, f"precondition: the agent rejected the configuration: {rejected[:1]}")
+            serial = "<controller type='virtio-serial' index='0'/>"
+            r.sh(f"mkdir -p /run/e2e && sed -e 's|</devices>|{serial}</devices>|' "
+                 f"-e 's|</cmdline>| e2e.requests={steps}</cmdline>|' {L2_XML} >/run/e2e/l2-requests.xml && "
+                 "virsh define /run/e2e/l2-requests.xml >/dev/null", check=True)
+            self.start_guest()
+            r.wait_for("card attached", self.attached_cond(), T_ATTACH)
+            answer, _ = self.wait_request("version", timeout=300)
+            if answer != "ok passthrough-agent guest-protocol 1":
+                problems.append(f"`version` → {answer!r}")
+            for request, code in (("hello world", "error bad-request"), ("prepare nosuch", "error unknown-card")):
+                answer, _ = self.wait_request(request)
+                if not answer.startswith(code):
+                    problems.append(f"`{request}` → {answer!r} (want {code} …)")
+            answer, t_prep = self.wait_request("prepare fpga0")
+            if not answer.startswith("ok"):
+                raise Fail(f"`prepare fpga0` from l2 → {answer!r}")
+            off = r.sh(f"[ ! -e {DEV} ]")[0] == 0 and r.hostdev_count() == 0
+            if not off:
+                problems.append(f"after `prepare` the card is still on the bus or in l2 (driver={r.driver()}, hostdevs={r.hostdev_count()})")
+            self.figures["guest request: prepare → answered, as L2 sees it (s21)"] = [t_prep]
+            answer, t_fin = self.wait_request("finish fpga0")
+            if not answer.startswith("ok"):
+                raise Fail(f"`finish fpga0` from l2 → {answer!r}")
+            r.wait_for("re-attached after finish", self.attached_cond(), T_ATTACH)
+            r.wait_for("L2 sees the card", self.l2_sees_cond(Rig.MODELS[r.card_model]), T_L2_SEES)
+            self.figures["guest request: finish → answered, as L2 sees it (s21)"] = [t_fin]
+            done.append(f"prepare answered in {t_prep:.1f}s (card off the bus), finish in {t_fin:.1f}s, attached")
+
+            # Second round: the card comes back by itself (a reflash at L0 with a new ID); no `finish`.
+            answer, _ = self.wait_request("prepare fpga0", n=2)
+            if not answer.startswith("ok"):
+                raise Fail(f"second `prepare fpga0` from l2 → {answer!r}")
+            r.wait_for("card off the bus", f"[ ! -e {DEV} ]", 30)
+            r.unplug(timeout=T_DETACH)
+            t_add = r.plug("e1000")
+            try:
+                r.wait_for("re-attached after the card came back by itself", self.attached_cond(), T_ATTACH)
+                t_back = time.monotonic() - t_add
+                r.wait_for("L2 sees the new ID", self.l2_sees_cond(Rig.MODELS["e1000"]), T_L2_SEES)
+                done.append(f"prepare + reflash at L0 (new ID) → attached {t_back:.1f}s after device_add, no finish")
+            except RigError as e:
+                problems.append(f"{e}; card driver={r.driver()}, hostdevs={r.hostdev_count()}")
+            answer, _ = self.wait_request("status")
+            if "fpga0=attached" not in answer.split() or "fpga1" in answer:
+                problems.append(f"`status` → {answer!r} (want fpga0=attached, and nothing of fpga1)")
+
+            # A second guest asks for a card that is not its own.
+            lines0 = self.l2_pci_lines()
+            r.sh(": > /var/log/l2b-console.log; sed -e 's|<name>l2</name>|<name>l2b</name>|' -e '/<uuid>/d' "
+                 "-e 's|l2-console.log|l2b-console.log|' -e 's|e2e.requests=[^<]*|e2e.requests=send=prepare+fpga0:send=status|' "
+                 "/run/e2e/l2-requests.xml >/run/e2e/l2b.xml && virsh define /run/e2e/l2b.xml >/dev/null && virsh start l2b",
+                 check=True, timeout=180)
+            r.spawn("s21-uevents", "exec udevadm monitor --kernel --subsystem-match=pci")
+            try:
+                answer, _ = self.wait_request("prepare fpga0", console="/var/log/l2b-console.log")
+                time.sleep(3)
+            finally:
+                r.kill_job("s21-uevents")
+            uevents = [l.split()[1] for l in r.collect("s21-uevents", 5).out.splitlines() if BDF in l]
+            if not answer.startswith("error unknown-card"):
+                problems.append(f"l2b's `prepare fpga0` → {answer!r} (want error unknown-card)")
+            if uevents or r.sh(self.attached_cond())[0] != 0 or self.l2_pci_lines() != lines0:
+                problems.append(f"after l2b's request the card moved: uevents {uevents[:4]}, driver={r.driver()}, "
+                                f"hostdevs={r.hostdev_count()}")
+            guests = {e.get("GUEST") for e in r.journal(since=since - 1) if int(e.get("PRIORITY", 6)) <= 4}
+            if "l2b" not in guests:
+                problems.append("l2b's refused request is not in the journal with GUEST=l2b at warning or worse")
+            done.append(f"l2b asking for fpga0: {answer.split(' ', 2)[:2]}, nothing moved")
+        finally:
+            r.sh("virsh destroy l2b >/dev/null 2>&1; virsh undefine l2b >/dev/null 2>&1; "
+                 f"cp /run/e2e/config.before {self.CONFIG} && systemctl reload passthrough-agent; "
+                 f"virsh define {L2_XML} >/dev/null; true")
+        check(not problems, "; ".join(problems))
+        return "; ".join(done)
 
     def proc_figures(self):
         """(pid, VmRSS KiB, open fds, threads, RssAnon KiB) of the agent."""
@@ -1084,6 +1204,9 @@ class Suite:
             if a.tier == "full":
                 # Before L2 first boots: this one runs a guest without OS, which needs no boot.
                 self.run("12: reflash --prepare, guest without OS → refused, host not wedged", self.s12_prepare_guest_without_os)
+            if a.only and "21" in a.only:
+                # Not in CI until the agent's side of guest requests (issue 12) is on main.
+                self.run("21: guest requests: prepare/finish from inside l2, the card's return, another guest refused", self.s21_guest_requests)
             if a.only and "17" in a.only:
                 # Not in CI yet: unmeasured on the final agent, and once the card's BARs read back cleared
                 # after the link reset (see Tests/EndToEnd/README.md). Run it with --only 17.
