@@ -22,12 +22,30 @@ public struct AgentService: Service {
     let controlSocket: FilePath?
     /// One element per SIGHUP (or other request to re-read the configuration).
     let reloadRequests: AsyncStream<Void>
+    let ueventSource: UeventSource
+
+    /// Where uevents come from: the udev monitor (its thread started, and how to stop it), or a test's stream.
+    package typealias UeventSource = @Sendable (Logger) throws -> (events: AsyncStream<UdevMonitorEvent>, stop: @Sendable () -> Void)
+
+    static let udevMonitor: UeventSource = { logger in
+        let udev = UdevMonitor(logger: logger)
+        return (try udev.start(), { udev.shutdown() })
+    }
 
     public init(
         configPath: String, config: AgentConfig, host: HostEnvironment, logger: Logger,
         notifier: any SystemdNotifying = SystemdNotifier(), options: CardSupervisor.Options = .init(),
         controlSocket: FilePath? = ControlServer.defaultPath, reloadRequests: AsyncStream<Void> = AsyncStream { $0.finish() }
     ) {
+        self.init(configPath: configPath, config: config, host: host, logger: logger, notifier: notifier, options: options,
+                  controlSocket: controlSocket, reloadRequests: reloadRequests, uevents: Self.udevMonitor)
+    }
+
+    package init(
+        configPath: String, config: AgentConfig, host: HostEnvironment, logger: Logger, notifier: any SystemdNotifying,
+        options: CardSupervisor.Options, controlSocket: FilePath?, reloadRequests: AsyncStream<Void>, uevents: @escaping UeventSource
+    ) {
+        self.ueventSource = uevents
         self.configPath = configPath
         self.initialConfig = config
         self.host = host
@@ -39,9 +57,8 @@ public struct AgentService: Service {
     }
 
     public func run() async throws {
-        let udev = UdevMonitor(logger: logger)
-        defer { udev.shutdown() }
-        let uevents = try udev.start()
+        let (uevents, stopUdev) = try ueventSource(logger)
+        defer { stopUdev() }
         let hypervisor = ReconnectingHypervisor(libvirtURI: initialConfig.libvirtURI, logger: logger)
         let supervisor = CardSupervisor(
             config: initialConfig, host: host, hypervisor: hypervisor, logger: logger,
