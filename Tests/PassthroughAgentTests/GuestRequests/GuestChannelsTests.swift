@@ -160,12 +160,19 @@ struct GuestChannelsTests {
 
     @Test func oneRequestInFlightPerGuest() async throws {
         let qemu = try await guest("alpha")
+        let other = try await guest("beta")
         try await running {
-            await channels.watch([name("alpha")])
+            await channels.watch([name("alpha"), name("beta")])
             let connection = try await qemu.accept()
+            let busy = try await other.accept()
             try connection.send("status\nfinish u200\n")
             let first = try await collector.line(0, of: "alpha")
-            try await Task.sleep(for: .milliseconds(100))
+            // Another guest keeps the channel thread busy meanwhile: many wake-ups, none of them alpha's turn.
+            for index in 0..<5 {
+                try busy.send("status\n")
+                try await collector.line(index, of: "beta").answer("ok")
+                _ = await offPool { busy.receive(lines: 1, timeout: .seconds(5)) }
+            }
             #expect(collector.texts(of: "alpha") == ["status"], "the second waits for the first answer")
             first.answer("ok")
             _ = try await collector.line(1, of: "alpha")
