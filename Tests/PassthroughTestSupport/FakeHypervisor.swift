@@ -59,6 +59,8 @@ public actor FakeHypervisor: Hypervisor {
     public enum Call: Hashable, Sendable {
         case attach
         case detach
+        /// Reading the request channel from the live XML, and hot-adding it.
+        case channel
     }
 
     /// Calls of this kind do not return until ``unhang(_:)`` (a wedged libvirtd); cancelling the caller ends them.
@@ -145,6 +147,7 @@ public actor FakeHypervisor: Hypervisor {
 
     public func requestChannel(of guest: GuestName) async throws -> GuestRequestChannel {
         guard reachable else { throw Unreachable() }
+        try await waitWhileHanging(.channel)
         guard !unreadableXML.contains(guest.rawValue) else { throw Self.unreadable(guest.rawValue) }
         return requestChannels[guest.rawValue] ?? .absent
     }

@@ -28,8 +28,8 @@ import SystemPackage
 ///
 /// ```swift
 /// let channels = try GuestChannels(hypervisor: hypervisor, logger: logger)
-/// group.addTask { try await channels.run() }          // until cancelled
-/// await channels.watch([guest])                        // whenever the set may have changed
+/// group.addTask { try await channels.run() }          // until cancelled: it does the connecting
+/// await channels.watch([guest])                        // whenever the set may have changed; returns at once
 /// for await request in channels.requests { … request.answer("ok") }
 /// ```
 package actor GuestChannels: GuestRequestSource {
@@ -75,8 +75,8 @@ package actor GuestChannels: GuestRequestSource {
         context = GuestChannelThreadContext(wakeup: wakeup, logger: logger, requests: output, bell: ring)
     }
 
-    /// Starts the channel thread and reconnects lost or failed channels when due, until the calling task is
-    /// cancelled; then hangs every channel up and finishes ``requests``. Call once.
+    /// Starts the channel thread, connects newly watched guests and reconnects lost or failed channels when due,
+    /// until the calling task is cancelled; then hangs every channel up and finishes ``requests``. Call once.
     package func run() async throws(Errno) {
         precondition(!hasRun, "GuestChannels.run() may only be called once")
         hasRun = true
@@ -105,6 +105,8 @@ package actor GuestChannels: GuestRequestSource {
         watched.removeAll()
     }
 
+    /// Returns at once: connecting (libvirt calls that may hang while libvirtd does) is ``run()``'s, so the caller
+    /// never waits on libvirt or a guest. A guest no longer named is hung up here.
     package func watch(_ guests: Set<GuestName>) async {
         for (guest, entry) in watched where !guests.contains(guest) {
             entry.link?.hangUp()
@@ -114,7 +116,7 @@ package actor GuestChannels: GuestRequestSource {
         for guest in guests where watched[guest] == nil {
             watched[guest] = Watched()
         }
-        await reconnectDue()
+        ring.yield()
     }
 
     /// The guests currently connected (for status and tests).

@@ -183,16 +183,21 @@ struct GuestChannelsTests {
     @Test func aMissingChannelIsHotAddedThenReadAgain() async throws {
         let qemu = try await guest("alpha", withChannel: false)
         await hypervisor.allowChannelHotAdd(to: "alpha", socketPath: qemu.path.string)
-        await channels.watch([name("alpha")])
-        _ = try await qemu.accept()
-        #expect(await hypervisor.channelHotAdds == ["alpha"])
-        #expect(await channels.connectedGuests == [name("alpha")])
+        try await running {
+            await channels.watch([name("alpha")])
+            _ = try await qemu.accept()
+            #expect(await hypervisor.channelHotAdds == ["alpha"])
+            try await waitUntil("connected", timeout: .seconds(10)) { await channels.connectedGuests == [name("alpha")] }
+        }
     }
 
     @Test func aGuestWithoutAVirtioSerialControllerIsReportedWithWhatToAdd() async throws {
         let qemu = try await guest("alpha", withChannel: false)
-        await channels.watch([name("alpha")])
-        #expect(await hypervisor.channelHotAdds == ["alpha"])
+        try await running {
+            await channels.watch([name("alpha")])
+            try await waitUntil("a warning", timeout: .seconds(10)) { logs.entries.contains { $0.level == .warning } }
+        }
+        #expect(await hypervisor.channelHotAdds.first == "alpha")
         #expect(!qemu.hasPendingConnection())
         #expect(await channels.connectedGuests == [])
         let warning = try #require(logs.entries.first { $0.level == .warning })
@@ -203,10 +208,32 @@ struct GuestChannelsTests {
     @Test func aChannelOfTheHostOwnersThatCannotBeUsedIsLeftAlone() async throws {
         _ = try await guest("alpha", withChannel: false)
         await hypervisor.setRequestChannel(.unusable("its socket has mode 'connect'"), of: "alpha")
-        await channels.watch([name("alpha")])
+        try await running {
+            await channels.watch([name("alpha")])
+            try await waitUntil("a warning", timeout: .seconds(10)) { logs.entries.contains { $0.level == .warning } }
+        }
         #expect(await hypervisor.channelHotAdds == [], "no second channel next to the owner's")
         let warning = try #require(logs.entries.first { $0.level == .warning })
         #expect("\(warning.metadata["error"] ?? "")".contains("mode 'connect'"))
+    }
+
+    /// A libvirt call that never returns (a wedged libvirtd) delays only the connecting, never the caller of
+    /// `watch`, nor a guest already connected.
+    @Test func watchReturnsAtOnceWhileLibvirtHangs() async throws {
+        let qemu = try await guest("alpha")
+        _ = try await guest("beta", withChannel: false)
+        try await running {
+            await channels.watch([name("alpha")])
+            let connection = try await qemu.accept()
+            await hypervisor.hang(.channel)
+            let started = ContinuousClock.now
+            await channels.watch([name("alpha"), name("beta")])
+            #expect(ContinuousClock.now - started < .seconds(1))
+            try connection.send("status\n")
+            try await collector.line(0, of: "alpha").answer("ok")
+            #expect(await offPool { connection.receive(lines: 1, timeout: .seconds(5)) }.text == "ok\n")
+            await hypervisor.unhang(.channel)
+        }
     }
 
     @Test func whenQEMUClosesTheChannelItIsReconnectedOnceQEMUListensAgain() async throws {
