@@ -13,8 +13,8 @@ public enum LiveChannelParser {
             case .open(let path, let attributes):
                 if path == channelPath {
                     pending = PendingChannel(type: attributes["type"])
-                } else if path.count == 4, Array(path.prefix(3)) == channelPath, pending != nil {
-                    pending!.observe(element: path[3], attributes: attributes)
+                } else if path.count == 4, Array(path.prefix(3)) == channelPath {
+                    pending?.observe(element: path[3], attributes: attributes)
                 }
             case .close(let path):
                 guard path == channelPath, let channel = pending.take() else { return }
