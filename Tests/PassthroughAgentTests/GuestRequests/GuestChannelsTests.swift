@@ -322,3 +322,45 @@ struct GuestChannelsTests {
         }
     }
 }
+
+/// The channel thread on its own, over a socketpair whose agent end can be made to back up.
+@Suite(.timeLimit(.minutes(1)))
+struct GuestChannelThreadTests {
+    /// A guest that stopped reading long ago lets QEMU's buffers fill: an answer that cannot be written within
+    /// the bound costs the guest its connection (to be made again), and never blocks the thread.
+    @Test func anAnswerTheSocketCannotTakeInTimeDropsTheChannel() async throws {
+        var pair: [CInt] = [-1, -1]
+        try #require(socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        let (agentEnd, guestEnd) = (pair[0], pair[1])
+        try UnixSocket.makeNonBlockingCloseOnExec(agentEnd)
+        let guestSide = try RawConnection(adopting: guestEnd)
+        // Fill the agent's side until the kernel takes no more: the guest has not read for a long time.
+        let filler = [UInt8](repeating: UInt8(ascii: "."), count: 4096)
+        while filler.withUnsafeBytes({ send(agentEnd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }) > 0 {}
+
+        let wakeup = try WakeupPipe()
+        let (requests, output) = AsyncStream.makeStream(of: GuestRequestLine.self)
+        let (bell, ring) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let context = GuestChannelThreadContext(
+            wakeup: wakeup, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
+            requests: output, bell: ring)
+        let body = GuestChannelThread(context: context)
+        let thread = Task { await offPool { body.run() } }
+        let link = GuestChannelLink(guest: GuestName("alpha")!, fd: agentEnd, wakeup: wakeup)
+        context.adopt(link)
+
+        try guestSide.send("status\n")
+        var lines = requests.makeAsyncIterator()
+        let request = try #require(await lines.next())
+        let answered = ContinuousClock.now
+        request.answer("ok")
+        var rings = bell.makeAsyncIterator()
+        _ = await rings.next()
+        #expect(link.isLost)
+        #expect(ContinuousClock.now - answered >= GuestChannels.answerTimeout)
+        #expect(ContinuousClock.now - answered < GuestChannels.answerTimeout + .seconds(5))
+
+        wakeup.shutdown()
+        await thread.value
+    }
+}
