@@ -221,7 +221,10 @@ package actor GuestChannels: GuestRequestSource {
             return fd
         case .some(let error?):
             UnixSocket.close(fd)
-            throw GuestChannelFailure("connect \(path): \(error)")
+            // libvirt hands the socket to QEMU's user (mode 0775): connecting needs write permission on it,
+            // which root has only with CAP_DAC_OVERRIDE or when QEMU runs as root.
+            let hint = error == .permissionDenied ? " (the socket is QEMU's user's; writing to it needs CAP_DAC_OVERRIDE)" : ""
+            throw GuestChannelFailure("connect \(path): \(error)\(hint)")
         case nil:
             UnixSocket.close(fd)
             throw GuestChannelFailure("the socket path does not fit in sun_path: \(path)")
