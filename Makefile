@@ -4,6 +4,7 @@
 #   make report    build, then `check` and `status` of this host
 #   make fuzz      libFuzzer on every parser of untrusted bytes, FUZZ_SECONDS (600) each
 #   make install   PREFIX=/usr/local DESTDIR=
+#   make guest-tool  passthrough-guest, the tool for inside a guest (fully static; never installed on the host)
 
 SWIFT ?= swift
 PREFIX ?= /usr/local
@@ -18,9 +19,10 @@ SYSCTLDIR ?= $(SYSCONFDIR)/sysctl.d
 CONFIG ?= $(SYSCONFDIR)/passthrough-agent/config.toml
 
 RELEASE_BIN = .build/release/passthrough-agent
+GUEST_BIN = .build-guest/release/passthrough-guest
 DEBUG_BIN = .build/debug/passthrough-agent
 
-.PHONY: all deps build test report bench fuzz fuzz-short install uninstall clean
+.PHONY: all deps build guest-tool test report bench fuzz fuzz-short install uninstall clean
 
 all: build
 
@@ -29,6 +31,17 @@ deps:
 
 build: deps
 	$(SWIFT) build -c release --static-swift-stdlib --product passthrough-agent
+
+# The guest side of guest requests belongs in the guests, so `make install` leaves it out. Fully static
+# (-static-executable: no Swift runtime, libstdc++ or particular glibc needed), in a scratch path of its own so
+# its flags do not rebuild the agent. Copy it into a guest, e.g.
+#   virt-copy-in -d GUEST .build-guest/release/passthrough-guest /usr/local/bin/   (guest shut off)
+#   scp .build-guest/release/passthrough-guest root@GUEST:/usr/local/bin/
+guest-tool: deps
+	$(SWIFT) build -c release --static-swift-stdlib -Xswiftc -static-executable --product passthrough-guest \
+		--scratch-path .build-guest
+	strip $(GUEST_BIN)
+	@echo "built $(GUEST_BIN): copy it into the guest (see README, Guest requests)"
 
 test: deps
 	$(SWIFT) build --build-tests
@@ -113,7 +126,7 @@ uninstall:
 		$(DESTDIR)$(MODULESLOADDIR)/passthrough-agent.conf $(DESTDIR)$(SYSCTLDIR)/passthrough-agent.conf
 
 clean:
-	rm -rf .build .build-fuzz
+	rm -rf .build .build-fuzz .build-guest
 
 # ---- End-to-end rig (Tests/EndToEnd): a real kernel in QEMU TCG, libvirt, a nested L2 guest ----
 #   make e2e-image   L1 disk image (cached Debian base + `make install DESTDIR=`), Tests/EndToEnd/work/l1.img

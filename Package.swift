@@ -5,6 +5,8 @@ let package = Package(
     name: "passthrough-agent",
     products: [
         .executable(name: "passthrough-agent", targets: ["passthrough-agent"]),
+        // For the guests, not the host: `make guest-tool`.
+        .executable(name: "passthrough-guest", targets: ["passthrough-guest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -71,6 +73,11 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // The guest side of guest requests: Glibc and the pure core only (no Foundation, libvirt or udev), so a
+        // static build is one small file to copy into a guest.
+        .target(name: "PassthroughGuest", dependencies: ["PassthroughCore"]),
+        .executableTarget(name: "passthrough-guest", dependencies: ["PassthroughGuest"]),
+
         // Fakes shared by the test targets: a temp-dir sysfs that behaves like the PCI bus ABI.
         .target(name: "PassthroughTestSupport", dependencies: [
             "PassthroughCore", "PassthroughSysfs", "PassthroughLibvirt", "PassthroughSystemd",
@@ -84,6 +91,7 @@ let package = Package(
 
         .testTarget(name: "PassthroughCoreTests", dependencies: ["PassthroughCore"]),
         .testTarget(name: "PassthroughThreadsTests", dependencies: ["PassthroughThreads"]),
+        .testTarget(name: "PassthroughGuestTests", dependencies: ["PassthroughGuest"]),
         .testTarget(name: "PassthroughConfigTests", dependencies: [
             "PassthroughConfig", "PassthroughCore", "PassthroughTestSupport",
         ]),

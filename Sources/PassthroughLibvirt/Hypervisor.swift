@@ -23,4 +23,12 @@ public protocol Hypervisor: Sendable {
     /// Returning only means the request was accepted: the guest may still refuse or ignore it. Completion is the
     /// `.deviceRemoved` event (or the address missing from `hostdevs(of:)`); refusal is `.deviceRemovalFailed`.
     func detach(_ address: PCIAddress, from guest: GuestName) async throws
+
+    /// The guest request channel in the guest's live definition (what its QEMU has now).
+    func requestChannel(of guest: GuestName) async throws -> GuestRequestChannel
+
+    /// Hot-adds the guest request channel to the running guest's live definition, never to its persistent one:
+    /// the host owner's configuration is theirs, and the channel goes when the guest stops. A guest without a
+    /// virtio-serial controller fails with ``GuestRequestChannelError``, which says what to add.
+    func addRequestChannel(to guest: GuestName) async throws
 }

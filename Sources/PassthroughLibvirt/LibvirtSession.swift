@@ -70,17 +70,25 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
     }
 
     func hostdevs(of guest: GuestName) async throws -> [Hostdev] {
-        let xml = try await onConnection { connection in
-            try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
-                // Flags 0: the live definition, which is what the running guest has.
-                guard let xml = virDomainGetXMLDesc(domain, 0) else {
-                    throw LibvirtError.last(operation: "virDomainGetXMLDesc")
+        try LiveHostdevParser.hostdevs(inDomainXML: try await liveXML(of: guest))
+    }
+
+    func requestChannel(of guest: GuestName) async throws -> GuestRequestChannel {
+        try LiveChannelParser.requestChannel(inDomainXML: try await liveXML(of: guest))
+    }
+
+    func addRequestChannel(to guest: GuestName) async throws {
+        do {
+            try await onConnection { connection in
+                try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
+                    guard virDomainAttachDeviceFlags(domain, GuestRequestChannel.deviceXML, Self.affectLive) == 0 else {
+                        throw LibvirtError.last(operation: "virDomainAttachDeviceFlags")
+                    }
                 }
-                defer { free(xml) }
-                return String(cString: xml)
             }
+        } catch let error as LibvirtError where GuestRequestChannelError.isMissingController(error) {
+            throw GuestRequestChannelError.noVirtioSerialController(guest)
         }
-        return try LiveHostdevParser.hostdevs(inDomainXML: xml)
     }
 
     func guestsHolding(_ functions: Set<PCIAddress>) async throws -> [GuestName: [PCIAddress]] {
@@ -160,6 +168,19 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
     }
 
     // MARK: - Helpers
+
+    /// The guest's live definition (flags 0), which is what its running QEMU has.
+    private func liveXML(of guest: GuestName) async throws -> String {
+        try await onConnection { connection in
+            try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
+                guard let xml = virDomainGetXMLDesc(domain, 0) else {
+                    throw LibvirtError.last(operation: "virDomainGetXMLDesc")
+                }
+                defer { free(xml) }
+                return String(cString: xml)
+            }
+        }
+    }
 
     private static let affectLive = UInt32(VIR_DOMAIN_AFFECT_LIVE.rawValue)
 

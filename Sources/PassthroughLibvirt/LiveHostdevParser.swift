@@ -8,57 +8,31 @@ import PassthroughCore
 /// Elements of the same name inside `<metadata>` are someone else's data and are ignored.
 public enum LiveHostdevParser {
     public static func hostdevs(inDomainXML xml: String) throws(DomainXMLError) -> [Hostdev] {
-        var scanner = XMLScanner(xml)
-        var path: [String] = []
         var found: [Hostdev] = []
         var pending: PendingHostdev?
-        var sawRoot = false
-
-        while let token = try scanner.next() {
-            switch token {
-            case .start(let name, let attributes, let selfClosing):
-                if path.isEmpty {
-                    guard !sawRoot, name == "domain" else {
-                        throw DomainXMLError("expected a single <domain> root, found <\(name)>", at: scanner.offset)
-                    }
-                    sawRoot = true
-                }
-                path.append(name)
+        try DomainXMLWalk.walk(xml) { step, offset throws(DomainXMLError) in
+            switch step {
+            case .open(let path, let attributes):
                 if var hostdev = pending {
-                    try hostdev.observe(path: path, attributes: attributes, at: scanner.offset)
+                    try hostdev.observe(path: path, attributes: attributes, at: offset)
                     pending = hostdev
                 }
                 if path == hostdevPath {
                     pending = PendingHostdev(attributes)
                 }
-                if selfClosing {
-                    try close(&path, &pending, &found, at: scanner.offset)
+            case .close(let path):
+                guard path == hostdevPath, let hostdev = pending else { return }
+                guard let address = hostdev.address else {
+                    throw DomainXMLError("PCI hostdev without a source address", at: offset)
                 }
-            case .end(let name):
-                guard path.last == name else {
-                    throw DomainXMLError("</\(name)> does not close <\(path.last ?? "")>", at: scanner.offset)
-                }
-                try close(&path, &pending, &found, at: scanner.offset)
+                found.append(Hostdev(address: address, alias: hostdev.alias, managed: hostdev.managed))
+                pending = nil
             }
         }
-        guard sawRoot, path.isEmpty else { throw DomainXMLError("document ended early", at: scanner.offset) }
         return found
     }
 
     private static let hostdevPath = ["domain", "devices", "hostdev"]
-
-    private static func close(
-        _ path: inout [String], _ pending: inout PendingHostdev?, _ found: inout [Hostdev], at offset: Int
-    ) throws(DomainXMLError) {
-        if path == hostdevPath, let hostdev = pending {
-            guard let address = hostdev.address else {
-                throw DomainXMLError("PCI hostdev without a source address", at: offset)
-            }
-            found.append(Hostdev(address: address, alias: hostdev.alias, managed: hostdev.managed))
-            pending = nil
-        }
-        path.removeLast()
-    }
 }
 
 /// A PCI hostdev whose children are still being read.

@@ -94,6 +94,14 @@ public actor ReconnectingHypervisor: Hypervisor {
         try await current().detach(address, from: guest)
     }
 
+    public func requestChannel(of guest: GuestName) async throws -> GuestRequestChannel {
+        try await current().requestChannel(of: guest)
+    }
+
+    public func addRequestChannel(to guest: GuestName) async throws {
+        try await current().addRequestChannel(to: guest)
+    }
+
     // MARK: - Helpers
 
     /// Attempts until a session is open with its callbacks registered; `nil` once the task is cancelled.

@@ -88,6 +88,12 @@ final class RawConnection: Sendable {
         try UnixSocket.makeNonBlockingCloseOnExec(fd)
     }
 
+    /// A connection accepted elsewhere (the fake QEMU's), made non-blocking.
+    init(adopting fd: CInt) throws(Errno) {
+        self.fd = fd
+        try UnixSocket.makeNonBlockingCloseOnExec(fd)
+    }
+
     deinit { UnixSocket.close(fd) }
 
     func send(_ text: String, timeout: Duration = .seconds(5)) throws(Errno) {

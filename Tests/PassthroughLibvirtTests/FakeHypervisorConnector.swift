@@ -67,4 +67,6 @@ final class FakeHypervisorSession: HypervisorSession {
     func guestsHolding(_ functions: Set<PCIAddress>) async throws -> [GuestName: [PCIAddress]] { [:] }
     func attach(_ address: PCIAddress, to guest: GuestName) async throws { attached.withLock { $0.append(address) } }
     func detach(_ address: PCIAddress, from guest: GuestName) async throws {}
+    func requestChannel(of guest: GuestName) async throws -> GuestRequestChannel { .absent }
+    func addRequestChannel(to guest: GuestName) async throws {}
 }

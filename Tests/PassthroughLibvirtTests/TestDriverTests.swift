@@ -97,6 +97,45 @@ struct TestDriverTests {
         await harness.stop()
     }
 
+    /// The test driver has no hot-plug: the request channel's hot-add fails with libvirt's own "not supported"
+    /// (not taken for a missing controller), and the live XML reads as having no channel.
+    @Test func requestChannelIsAbsentAndItsHotAddUnsupportedOnTheTestDriver() async throws {
+        let harness = try await Harness()
+        #expect(try await harness.hypervisor.requestChannel(of: test) == .absent)
+        do {
+            try await harness.hypervisor.addRequestChannel(to: test)
+            Issue.record("hot-add unexpectedly succeeded")
+        } catch let error as LibvirtError {
+            #expect(error.isNotSupported)
+            #expect(error.operation == "virDomainAttachDeviceFlags")
+        }
+        #expect(try await harness.hypervisor.requestChannel(of: test) == .absent)
+        await #expect(throws: LibvirtError.self) {
+            _ = try await harness.hypervisor.requestChannel(of: GuestName("no-such-guest")!)
+        }
+        await harness.stop()
+    }
+
+    /// A channel the host owner put into the definition is read from the live XML.
+    @Test func requestChannelComesFromTheLiveXML() async throws {
+        let harness = try await Harness()
+        let path = "/var/lib/libvirt/qemu/channel/target/domain-9-chan-guest/org.passthrough-agent.0"
+        let xml = """
+            <domain type='test'><name>chan-guest</name><memory>1048576</memory>
+            <os><type>hvm</type></os><devices><controller type='virtio-serial' index='0'/>
+            <channel type='unix'><source mode='bind' path='\(path)'/>
+            <target type='virtio' name='org.passthrough-agent.0'/></channel></devices></domain>
+            """
+        let defined = try #require(virDomainDefineXML(harness.control, xml), "\(LibvirtError.last(operation: "define"))")
+        virDomainFree(defined)
+        try harness.domain("chan-guest") { virDomainCreate($0) }
+        let guest = try #require(GuestName("chan-guest"))
+        #expect(try await harness.hypervisor.requestChannel(of: guest) == .listening(socketPath: path))
+        try harness.domain("chan-guest") { virDomainDestroy($0) }
+        try harness.domain("chan-guest") { virDomainUndefine($0) }
+        await harness.stop()
+    }
+
     @Test func lookupErrorsCarryLibvirtsCodeDomainAndMessage() async throws {
         let harness = try await Harness()
         do {

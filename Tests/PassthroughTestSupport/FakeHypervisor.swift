@@ -23,6 +23,10 @@ public actor FakeHypervisor: Hypervisor {
     private var nextDetachHook: (@Sendable () -> Void)?
     public private(set) var attachCalls: [PCIAddress] = []
     public private(set) var detachCalls: [PCIAddress] = []
+    private var requestChannels: [String: GuestRequestChannel] = [:]
+    private var hotAddableChannels: [String: String] = [:]
+    /// The guests the request channel was hot-added to, in call order (failed attempts included).
+    public private(set) var channelHotAdds: [String] = []
     public var reachable = true
 
     public init(bus: EmulatedPCIBus) {
@@ -55,6 +59,8 @@ public actor FakeHypervisor: Hypervisor {
     public enum Call: Hashable, Sendable {
         case attach
         case detach
+        /// Reading the request channel from the live XML, and hot-adding it.
+        case channel
     }
 
     /// Calls of this kind do not return until ``unhang(_:)`` (a wedged libvirtd); cancelling the caller ends them.
@@ -80,6 +86,18 @@ public actor FakeHypervisor: Hypervisor {
     }
 
     public func liveHostdevs(of guest: String) -> [PCIAddress] { live[guest] ?? [] }
+
+    /// The request channel in the live XML of `guest` (`.absent` unless set).
+    public func setRequestChannel(_ channel: GuestRequestChannel, of guest: String) {
+        requestChannels[guest] = channel
+    }
+
+    /// A hot-add of the request channel to `guest` succeeds, and QEMU then listens at `socketPath` (as libvirt
+    /// picks a path in its channel directory). Without this, hot-adds fail as on a guest without a
+    /// virtio-serial controller.
+    public func allowChannelHotAdd(to guest: String, socketPath: String) {
+        hotAddableChannels[guest] = socketPath
+    }
 
     // MARK: Hypervisor
 
@@ -125,6 +143,26 @@ public actor FakeHypervisor: Hypervisor {
             throw Refused(description: "\(address) is already in use by \(guest)")
         }
         live[guest.rawValue, default: []].append(address)
+    }
+
+    public func requestChannel(of guest: GuestName) async throws -> GuestRequestChannel {
+        guard reachable else { throw Unreachable() }
+        try await waitWhileHanging(.channel)
+        guard !unreadableXML.contains(guest.rawValue) else { throw Self.unreadable(guest.rawValue) }
+        return requestChannels[guest.rawValue] ?? .absent
+    }
+
+    public func addRequestChannel(to guest: GuestName) async throws {
+        guard reachable else { throw Unreachable() }
+        channelHotAdds.append(guest.rawValue)
+        guard guests[guest.rawValue]?.isActive == true else { throw Refused(description: "domain is not running") }
+        guard requestChannels[guest.rawValue] == nil || requestChannels[guest.rawValue] == .absent else {
+            throw Refused(description: "chardev already exists")
+        }
+        guard let path = hotAddableChannels[guest.rawValue] else {
+            throw GuestRequestChannelError.noVirtioSerialController(guest)
+        }
+        requestChannels[guest.rawValue] = .listening(socketPath: path)
     }
 
     public func detach(_ address: PCIAddress, from guest: GuestName) async throws {

@@ -82,4 +82,16 @@ struct TrackedHypervisor: Hypervisor {
         defer { work.end(token) }
         try await base.detach(address, from: guest)
     }
+
+    func requestChannel(of guest: GuestName) async throws -> GuestRequestChannel {
+        let token = work.begin("libvirt: request channel of \(guest)")
+        defer { work.end(token) }
+        return try await base.requestChannel(of: guest)
+    }
+
+    func addRequestChannel(to guest: GuestName) async throws {
+        let token = work.begin("libvirt: hot-add the request channel to \(guest)")
+        defer { work.end(token) }
+        try await base.addRequestChannel(to: guest)
+    }
 }

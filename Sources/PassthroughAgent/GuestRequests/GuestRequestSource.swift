@@ -9,7 +9,8 @@ package struct GuestRequestLine: Sendable {
     package let guest: GuestName
     package let line: [UInt8]
     /// Sends one answer line (a newline is appended) back on the same channel; later calls are ignored
-    /// once the channel is gone.
+    /// once the channel is gone. Answer every line exactly once: a guest has one request in flight, and its
+    /// next line is read only after this answer (a second answer to the same line is dropped).
     package let answer: @Sendable (String) -> Void
 
     package init(guest: GuestName, line: [UInt8], answer: @escaping @Sendable (String) -> Void) {
