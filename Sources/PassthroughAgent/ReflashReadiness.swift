@@ -15,7 +15,7 @@ enum ReflashReadiness {
             items.append(try path(card: card, functions: functions, port: port, config: config, host: host, commandLine: commandLine))
             items.append(try linkActive(card: card, port: port, config: config))
         } catch {
-            items.append(.init(name: "card \(card.name) reflash", status: .warning,
+            items.append(.init(name: "card \(card.name) reflash path", status: .warning,
                                detail: "cannot tell how a reflash will go: \(error)",
                                fix: "run check as root (config space past 64 bytes is root's only)"))
         }

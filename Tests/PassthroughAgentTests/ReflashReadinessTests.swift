@@ -92,6 +92,18 @@ struct ReflashReadinessTests {
         #expect(watchedReport.ready)
     }
 
+    @Test("a port whose config space cannot be read (not root) is a warning that says why, not a failed check")
+    func unreadablePort() throws {
+        let bus = host(port: .rootPort())
+        bus.sysfs.writeBytes("devices/pci0000:00/0000:00:01.0/config", Array(ConfigSpaceImage.rootPort().bytes.prefix(64)))
+        let report = ReadinessCheck.run(host: bus.host, config: .success(try ConfigLoader.parse(cardConfig, path: "c")))
+        let path = try #require(report.items.first { $0.name == "card u200 reflash path" })
+        #expect(path.status == .warning)
+        #expect(path.detail.contains("only root may read past the first 64 bytes"))
+        #expect(path.fix == "run check as root (config space past 64 bytes is root's only)")
+        #expect(report.ready)
+    }
+
     @Test("a port without Data Link Layer Link Active reporting is a warning, never a failure")
     func linkActiveMissing() throws {
         let reporting = host(port: .rootPort())
@@ -153,7 +165,6 @@ struct ReflashReadinessTests {
         #expect(text.contains("warning  card u200 link state: port 0000:00:01.0 does not report"))
         #expect(text.contains("warning  card u200 windows: port 0000:00:01.0: memory window"))
         #expect(text.contains("ok       pci command line: no pci=realloc; no hpmmiosize=/hpmmioprefsize="))
-        print("README-EXAMPLE-BEGIN\n" + text + "README-EXAMPLE-END")
     }
 
     // MARK: The host
