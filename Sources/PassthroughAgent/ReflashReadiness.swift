@@ -1,6 +1,5 @@
 import PassthroughCore
 import PassthroughSysfs
-import SystemPackage
 
 /// `check`'s view of how a reflash will go for one card on this host, before the first one: the path the
 /// kernel takes when the card drops off the link, whether the port shows link state, and whether a bigger
@@ -73,24 +72,14 @@ enum ReflashReadiness {
         }
     }
 
-    /// pciehp binds to the port's hotplug service (`PORT:pcieX04` on the `pci_express` bus); any other hotplug
-    /// driver (acpiphp) registers a slot with a `power` file whose `address` is the card's slot.
+    /// pciehp drives the port's slot only when the port is hot-plug capable and the OS got hotplug control;
+    /// any other hotplug driver (acpiphp) shows as a registered slot at the card's address.
     private static func hotplug(functions: [PCIDeviceSnapshot], port: PCIAddress, config: ConfigSpace,
                                 host: HostEnvironment) throws(ConfigSpaceError) -> Hotplug {
         let capable = try config.isHotPlugCapable()
-        if capable, !portServices(of: port, boundTo: "pciehp", host: host).isEmpty { return .driven("pciehp") }
-        if let slot = functions.first?.address.slot, hasHotplugSlot(slot, host: host) { return .driven("acpiphp") }
+        if capable, host.reader.portService(of: port, boundTo: "pciehp") { return .driven("pciehp") }
+        if let slot = functions.first?.address.slot, host.reader.hasHotplugSlot(slot) { return .driven("acpiphp") }
         return capable ? .capableButUndriven(port) : .none(port)
-    }
-
-    private static func hasHotplugSlot(_ slot: PCISlot, host: HostEnvironment) -> Bool {
-        let slots = host.sysfs.root.appending("bus/pci/slots")
-        for name in (try? host.io.list(slots)) ?? [] {
-            let directory = slots.appending(name)
-            guard let address = try? host.io.read(directory.appending("address")) else { continue }
-            if address.trimmingCharacters() == slot.description, host.io.exists(directory.appending("power")) { return true }
-        }
-        return false
     }
 
     private enum ErrorReporting: CustomStringConvertible {
@@ -117,18 +106,13 @@ enum ReflashReadiness {
         guard try config.hasAdvancedErrorReporting() else { return .absent(port) }
         if let option = commandLine.disablesNativeErrorReporting { return .disabled(option) }
         var current: PCIAddress? = port
+        // Switches nest a few levels at most; the bound only guards against a sysfs tree that loops.
         for _ in 0..<16 {
             guard let address = current else { break }
-            if !portServices(of: address, boundTo: "aer", host: host).isEmpty { return .osFirst(address) }
+            if host.reader.portService(of: address, boundTo: "aer") { return .osFirst(address) }
             current = try? host.reader.upstreamPort(of: address)
         }
         return .firmwareFirst(port)
-    }
-
-    /// The port's service devices (`0000:00:01.0:pcie002`) that `driver` on the `pci_express` bus holds.
-    private static func portServices(of port: PCIAddress, boundTo driver: String, host: HostEnvironment) -> [String] {
-        let directory = host.sysfs.root.appending("bus/pci_express/drivers/\(driver)")
-        return ((try? host.io.list(directory)) ?? []).filter { $0.hasPrefix("\(port):pcie") }
     }
 
     // MARK: Link state
@@ -185,11 +169,5 @@ struct ByteCount: CustomStringConvertible {
             return "\(tenths / 10).\(tenths % 10) \(unit)"
         }
         return "\(bytes) bytes"
-    }
-}
-
-extension String {
-    fileprivate func trimmingCharacters() -> String {
-        String(self.drop { $0 == " " }.reversed().drop { $0 == "\n" || $0 == " " }.reversed())
     }
 }
