@@ -10,13 +10,18 @@ enum ReflashReadiness {
                       commandLine: KernelCommandLine) -> [ReadinessReport.Item] {
         var items: [ReadinessReport.Item] = []
         let config = ConfigSpace(address: port, layout: host.sysfs, io: host.io)
-        do {
+        do throws(ConfigSpaceError) {
             items.append(try path(card: card, functions: functions, port: port, config: config, host: host, commandLine: commandLine))
             items.append(try linkActive(card: card, port: port, config: config))
         } catch {
+            let notRoot = switch error {
+            case .shortRead: true
+            case .access: error.errno == .permissionDenied
+            default: false
+            }
             items.append(.init(name: "card \(card.name) reflash path", status: .warning,
                                detail: "cannot tell how a reflash will go: \(error)",
-                               fix: "run check as root (config space past 64 bytes is root's only)"))
+                               fix: notRoot ? "run check as root (config space past 64 bytes is root's only)" : nil))
         }
         if let windows = windows(card: card, functions: functions, port: port, host: host) { items.append(windows) }
         return items
