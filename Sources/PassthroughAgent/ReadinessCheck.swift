@@ -146,7 +146,9 @@ public enum ReadinessCheck {
             guard found.status != .problem, case .present(let functions) = CardResolution(card: card, devices: devices).outcome,
                   let port = functions.compactMap(\.upstreamPort).first
             else { return [found] }
-            return [found] + ReflashReadiness.items(card: card, functions: functions, port: port, host: host, commandLine: commandLine)
+            let neighbours = devices.filter { $0.upstreamPort == port && !functions.map(\.address).contains($0.address) }
+            return [found] + ReflashReadiness.items(card: card, functions: functions, neighbours: neighbours, port: port,
+                                                    host: host, commandLine: commandLine)
         }
     }
 

@@ -5,9 +5,10 @@ import PassthroughSysfs
 /// kernel takes when the card drops off the link, whether the port shows link state, and whether a bigger
 /// bitstream would still fit the port's windows. Read-only: config space and sysfs are only read.
 enum ReflashReadiness {
-    /// The findings for a card on the bus, below `port`.
-    static func items(card: CardConfig, functions: [PCIDeviceSnapshot], port: PCIAddress, host: HostEnvironment,
-                      commandLine: KernelCommandLine) -> [ReadinessReport.Item] {
+    /// The findings for a card on the bus, below `port`; `neighbours` are the other functions below it,
+    /// whose BARs share the port's windows.
+    static func items(card: CardConfig, functions: [PCIDeviceSnapshot], neighbours: [PCIDeviceSnapshot], port: PCIAddress,
+                      host: HostEnvironment, commandLine: KernelCommandLine) -> [ReadinessReport.Item] {
         var items: [ReadinessReport.Item] = []
         let config = ConfigSpace(address: port, layout: host.sysfs, io: host.io)
         do throws(ConfigSpaceError) {
@@ -23,7 +24,9 @@ enum ReflashReadiness {
                                detail: "cannot tell how a reflash will go: \(error)",
                                fix: notRoot ? "run check as root (config space past 64 bytes is root's only)" : nil))
         }
-        if let windows = windows(card: card, functions: functions, port: port, host: host) { items.append(windows) }
+        if let windows = windows(card: card, functions: functions, neighbours: neighbours, port: port, host: host) {
+            items.append(windows)
+        }
         return items
     }
 
@@ -134,20 +137,27 @@ enum ReflashReadiness {
 
     // MARK: Windows
 
-    /// Each window the card's BARs sit in, against the window's size. A window with no room left is a warning:
-    /// a bitstream with a bigger BAR will not fit without the kernel re-sizing it.
-    private static func windows(card: CardConfig, functions: [PCIDeviceSnapshot], port: PCIAddress,
-                                host: HostEnvironment) -> ReadinessReport.Item? {
+    /// Each window the card's BARs sit in, against the window's size, less what other devices below the port
+    /// hold (a sibling pins the window too). A window with no room left is a warning: a bitstream with a
+    /// bigger BAR will not fit without the kernel re-sizing it.
+    private static func windows(card: CardConfig, functions: [PCIDeviceSnapshot], neighbours: [PCIDeviceSnapshot],
+                                port: PCIAddress, host: HostEnvironment) -> ReadinessReport.Item? {
         guard let windows = try? host.reader.bridgeWindows(of: port) else { return nil }
-        let bars = functions.flatMap { (try? host.reader.resources(of: $0.address)) ?? [] }.filter(\.isAssigned)
+        func assigned(_ devices: [PCIDeviceSnapshot]) -> [PCIResource] {
+            devices.flatMap { (try? host.reader.resources(of: $0.address)) ?? [] }.filter(\.isAssigned)
+        }
+        let bars = assigned(functions)
+        let neighbourBARs = assigned(neighbours)
         var parts: [String] = []
         var full: [String] = []
         for (label, window) in [("memory", windows.memory), ("prefetchable", windows.prefetchableMemory), ("I/O", windows.io)] {
             let inside = bars.filter { window.contains($0) }
             guard !inside.isEmpty else { continue }
             let used = inside.reduce(0) { $0 + $1.size }
-            let headroom = window.size > used ? window.size - used : 0
-            parts.append("\(label) window: BARs use \(ByteCount(used)) of the window's \(ByteCount(window.size)) (headroom \(ByteCount(headroom)))")
+            let others = neighbourBARs.filter { window.contains($0) }.reduce(0) { $0 + $1.size }
+            let headroom = window.size > used + others ? window.size - used - others : 0
+            let shared = others == 0 ? "" : ", other devices below the port \(ByteCount(others))"
+            parts.append("\(label) window: BARs use \(ByteCount(used)) of the window's \(ByteCount(window.size))\(shared) (headroom \(ByteCount(headroom)))")
             if headroom == 0 { full.append(label) }
         }
         guard !parts.isEmpty else { return nil }
@@ -156,7 +166,7 @@ enum ReflashReadiness {
         if full.isEmpty { return .init(name: name, status: .ok, detail: detail, fix: nil) }
         let option = full.contains("prefetchable") ? "hpmmioprefsize" : "hpmmiosize"
         return .init(name: name, status: .warning,
-                     detail: detail + "; the \(full.joined(separator: " and ")) window has no headroom: a bitstream with a bigger BAR will not fit",
+                     detail: detail + "; the \(full.joined(separator: " and ")) window\(full.count > 1 ? "s have" : " has") no headroom: a bitstream with a bigger BAR will not fit",
                      fix: "boot with pci=realloc (windows re-sized at a rescan), or pci=\(option)=SIZE on a hotplug port; on some servers the firmware's \"above 4G decoding\" is needed too")
     }
 }

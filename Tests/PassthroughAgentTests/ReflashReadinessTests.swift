@@ -132,6 +132,21 @@ struct ReflashReadinessTests {
         #expect(full.fix?.contains("pci=hpmmioprefsize=SIZE") == true)
     }
 
+    @Test("a device beside the card below the same port takes its share of the window's headroom")
+    func siblingPinsTheWindow() throws {
+        let bus = host(port: .rootPort())
+        laidOut(bus, prefetchableWindowEnd: 0x3800_1FFF_FFFF)
+        bus.sysfs.addFunction("0000:01:01.0", id: "1b36:0010", iommuGroup: 6, below: "0000:00:01.0",
+                              config: ConfigSpaceImage.endpoint(vendor: 0x1B36, device: 0x0010).bytes)
+        bus.sysfs.writeFile("bus/pci/devices/0000:01:01.0/resource",
+                            "0x0000380010000000 0x000038001fffffff 0x000000000014220c\n"
+                            + String(repeating: "0x0000000000000000 0x0000000000000000 0x0000000000000000\n", count: 12))
+        let windows = try item("card u200 windows", bus)
+        #expect(windows.status == .warning)
+        #expect(windows.detail.contains("prefetchable window: BARs use 256 MiB of the window's 512 MiB, other devices below the port 256 MiB (headroom 0 bytes)"))
+        #expect(windows.detail.contains("memory window: BARs use 32.1 MiB of the window's 64 MiB (headroom 31.9 MiB)"))
+    }
+
     @Test("pci=realloc and the hotplug window sizes on the command line are a note")
     func commandLine() throws {
         let bus = host(port: .rootPort())
