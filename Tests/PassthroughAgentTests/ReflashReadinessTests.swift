@@ -180,6 +180,16 @@ struct ReflashReadinessTests {
         #expect(text.contains("warning  card u200 link state: port 0000:00:01.0 does not report"))
         #expect(text.contains("warning  card u200 windows: port 0000:00:01.0: memory window"))
         #expect(text.contains("ok       pci command line: no pci=realloc; no hpmmiosize=/hpmmioprefsize="))
+
+        // The README's example is this output, line for line.
+        let readme = try RepositoryFile.contents("README.md")
+        let section = try #require(readme.range(of: "**What `check` says about a host**"))
+        let block = try #require(readme[section.upperBound...].split(separator: "```text\n", maxSplits: 1).last?
+            .split(separator: "```", maxSplits: 1).first)
+        let shown = block.split(separator: "\n")
+        #expect(shown.count == 7)
+        let lines = Set(text.split(separator: "\n"))
+        for line in shown { #expect(lines.contains(line), "README line not in check's output: \(line)") }
     }
 
     // MARK: The host
