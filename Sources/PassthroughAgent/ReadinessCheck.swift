@@ -66,8 +66,13 @@ public enum ReadinessCheck {
             } else {
                 items.append(.init(name: "config", status: .ok, detail: "valid, \(config.cards.count) card(s)", fix: nil))
             }
-            items.append(contentsOf: cards(config, host: host))
+            let commandLine = KernelCommandLine(host.readProc("cmdline") ?? "")
+            let cardItems = cards(config, host: host, commandLine: commandLine)
+            items.append(contentsOf: cardItems)
             if let lockdown = lockdown(config, host: host) { items.append(lockdown) }
+            if cardItems.contains(where: { $0.name.hasSuffix(" reflash path") }) {
+                items.append(ReflashReadiness.commandLineNote(commandLine))
+            }
         }
         return ReadinessReport(items: items)
     }
@@ -127,7 +132,7 @@ public enum ReadinessCheck {
                      fix: "modprobe vfio-pci, and make it permanent: echo vfio-pci > /etc/modules-load.d/vfio-pci.conf")
     }
 
-    private static func cards(_ config: AgentConfig, host: HostEnvironment) -> [ReadinessReport.Item] {
+    private static func cards(_ config: AgentConfig, host: HostEnvironment, commandLine: KernelCommandLine) -> [ReadinessReport.Item] {
         let devices: [PCIDeviceSnapshot]
         do {
             devices = try host.reader.allFunctions()
@@ -135,46 +140,57 @@ public enum ReadinessCheck {
             return [.init(name: "pci bus", status: .problem, detail: "cannot read the PCI bus: \(error)",
                           fix: "run as root, on a host with sysfs mounted at \(host.sysfs.root)")]
         }
-        return config.cards.map { card in
-            let name = "card \(card.name)"
-            let resolution = CardResolution(card: card, devices: devices)
-            switch resolution.outcome {
-            case .absent:
-                return .init(name: name, status: .problem,
-                             detail: "not on the PCI bus (address \(card.address?.description ?? "any"), ids \(card.ids.isEmpty ? "any" : card.ids.map(\.description).joined(separator: ", ")))",
-                             fix: "check that the card is seated and programmed (lspci -nn); if it is being reflashed, run check again when it is back")
-            case .ambiguous(let slots):
-                return .init(name: name, status: .problem,
-                             detail: "its ids match devices in \(slots.count) slots: \(slots.map(\.description).joined(separator: ", "))",
-                             fix: "add address = \"\(slots[0])\" (or the slot you mean) to the card")
-            case .present(let functions):
-                let where_ = functions.map(\.address.description).joined(separator: ", ")
-                if let reason = resolution.handsOff {
-                    let fix = switch reason {
-                    case .bridge: "give the card the address of the device behind the bridge (lspci -tv shows the tree)"
-                    case .unreadableDriver(let address, _): "see what holds it: readlink /sys/bus/pci/devices/\(address)/driver"
-                    }
-                    return .init(name: name, status: .problem, detail: "found at \(where_); \(reason)", fix: fix)
+        return config.cards.flatMap { card in
+            let found = presence(card, devices: devices, host: host)
+            // How a reflash will go is worth saying only for a card the agent can lend at all.
+            guard found.status != .problem, case .present(let functions) = CardResolution(card: card, devices: devices).outcome,
+                  let port = functions.compactMap(\.upstreamPort).first
+            else { return [found] }
+            let neighbours = devices.filter { $0.upstreamPort == port && !functions.map(\.address).contains($0.address) }
+            return [found] + ReflashReadiness.items(card: card, functions: functions, neighbours: neighbours, port: port,
+                                                    host: host, commandLine: commandLine)
+        }
+    }
+
+    private static func presence(_ card: CardConfig, devices: [PCIDeviceSnapshot], host: HostEnvironment) -> ReadinessReport.Item {
+        let name = "card \(card.name)"
+        let resolution = CardResolution(card: card, devices: devices)
+        switch resolution.outcome {
+        case .absent:
+            return .init(name: name, status: .problem,
+                         detail: "not on the PCI bus (address \(card.address?.description ?? "any"), ids \(card.ids.isEmpty ? "any" : card.ids.map(\.description).joined(separator: ", ")))",
+                         fix: "check that the card is seated and programmed (lspci -nn); if it is being reflashed, run check again when it is back")
+        case .ambiguous(let slots):
+            return .init(name: name, status: .problem,
+                         detail: "its ids match devices in \(slots.count) slots: \(slots.map(\.description).joined(separator: ", "))",
+                         fix: "add address = \"\(slots[0])\" (or the slot you mean) to the card")
+        case .present(let functions):
+            let where_ = functions.map(\.address.description).joined(separator: ", ")
+            if let reason = resolution.handsOff {
+                let fix = switch reason {
+                case .bridge: "give the card the address of the device behind the bridge (lspci -tv shows the tree)"
+                case .unreadableDriver(let address, _): "see what holds it: readlink /sys/bus/pci/devices/\(address)/driver"
                 }
-                guard let group = functions.first?.iommuGroup else {
-                    return .init(name: name, status: .problem, detail: "found at \(where_), but it has no IOMMU group",
-                                 fix: "turn the IOMMU on (see the iommu check)")
-                }
-                let blocking = GroupInterlock.blockingPeers(of: functions)
-                if !blocking.isEmpty {
-                    let list = blocking.map { "\($0.address) (\($0.driver))" }.joined(separator: ", ")
-                    return .init(name: name, status: .problem,
-                                 detail: "found at \(where_); IOMMU group \(group) also holds \(list), used by the host",
-                                 fix: "move the card to a slot with its own IOMMU group (ls /sys/kernel/iommu_groups/*/devices), or hand those devices to the guest too")
-                }
-                var detail = "found at \(where_), IOMMU group \(group) is viable"
-                if case .driver(let hostDriver) = card.hostDriver, !host.io.exists(host.sysfs.driver(hostDriver)) {
-                    detail += "; host driver \(hostDriver) is not loaded"
-                    return .init(name: name, status: .warning, detail: detail,
-                                 fix: "modprobe \(hostDriver), or set host-driver = \"auto\"")
-                }
-                return .init(name: name, status: .ok, detail: detail, fix: nil)
+                return .init(name: name, status: .problem, detail: "found at \(where_); \(reason)", fix: fix)
             }
+            guard let group = functions.first?.iommuGroup else {
+                return .init(name: name, status: .problem, detail: "found at \(where_), but it has no IOMMU group",
+                             fix: "turn the IOMMU on (see the iommu check)")
+            }
+            let blocking = GroupInterlock.blockingPeers(of: functions)
+            if !blocking.isEmpty {
+                let list = blocking.map { "\($0.address) (\($0.driver))" }.joined(separator: ", ")
+                return .init(name: name, status: .problem,
+                             detail: "found at \(where_); IOMMU group \(group) also holds \(list), used by the host",
+                             fix: "move the card to a slot with its own IOMMU group (ls /sys/kernel/iommu_groups/*/devices), or hand those devices to the guest too")
+            }
+            var detail = "found at \(where_), IOMMU group \(group) is viable"
+            if case .driver(let hostDriver) = card.hostDriver, !host.io.exists(host.sysfs.driver(hostDriver)) {
+                detail += "; host driver \(hostDriver) is not loaded"
+                return .init(name: name, status: .warning, detail: detail,
+                             fix: "modprobe \(hostDriver), or set host-driver = \"auto\"")
+            }
+            return .init(name: name, status: .ok, detail: detail, fix: nil)
         }
     }
 }

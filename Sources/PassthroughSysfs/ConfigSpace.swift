@@ -92,6 +92,48 @@ public struct ConfigSpace: Sendable {
         try read32(try expressCapability() + ConfigSpaceLayout.expressLinkCapabilities)
     }
 
+    /// Whether the port reports Data Link Layer Link Active (Link Capabilities bit 20). Without it link
+    /// state cannot be seen: only a config read that fails tells the card is gone.
+    public func reportsLinkActive() throws(ConfigSpaceError) -> Bool {
+        try linkCapabilities() & ConfigSpaceLayout.linkActiveReportingCapable != 0
+    }
+
+    /// Whether the port has a hot-plug capable slot: Slot Capabilities bit 6, read only when the PCI Express
+    /// Capabilities register says a slot is implemented (as the kernel decides `is_hotplug_bridge`).
+    public func isHotPlugCapable() throws(ConfigSpaceError) -> Bool {
+        let capability = try expressCapability()
+        guard try read16(capability + ConfigSpaceLayout.expressCapabilities) & ConfigSpaceLayout.slotImplemented != 0 else {
+            return false
+        }
+        return try read32(capability + ConfigSpaceLayout.expressSlotCapabilities) & ConfigSpaceLayout.hotPlugCapable != 0
+    }
+
+    /// Whether the function has an Advanced Error Reporting capability (extended ID 0x0001).
+    public func hasAdvancedErrorReporting() throws(ConfigSpaceError) -> Bool {
+        try extendedCapability(ConfigSpaceLayout.advancedErrorReportingID) != nil
+    }
+
+    /// Offset of an extended capability, walking the list at 0x100 with the kernel's guards
+    /// (`pci_find_next_ext_capability`): a zero or all-ones header ends it, as does a pointer back into
+    /// conventional space or more hops than headers fit. A config space of 256 bytes has none.
+    public func extendedCapability(_ id: UInt16) throws(ConfigSpaceError) -> Int? {
+        _ = try expressCapability()
+        var pointer = ConfigSpaceLayout.firstExtendedCapability
+        for _ in 0..<ConfigSpaceLayout.maximumExtendedCapabilityHops {
+            let header: UInt32
+            do {
+                header = try read32(pointer)
+            } catch .shortRead where pointer == ConfigSpaceLayout.firstExtendedCapability {
+                return nil
+            }
+            if header == 0 || header == 0xFFFF_FFFF { return nil }
+            if UInt16(header & 0xFFFF) == id { return pointer }
+            pointer = Int(header >> 20) & ~3
+            guard pointer >= ConfigSpaceLayout.firstExtendedCapability else { return nil }
+        }
+        return nil
+    }
+
     /// Whether the Data Link Layer is up; `nil` when this port does not report it (Link
     /// Capabilities bit 20 clear), in which case only a rescan can tell.
     public func isLinkActive() throws(ConfigSpaceError) -> Bool? {

@@ -19,6 +19,9 @@ enum ConfigSpaceLayout {
     static let expressCapabilityID: UInt8 = 0x10
 
     /// Offsets inside the PCI Express capability.
+    static let expressCapabilities = 0x02
+    /// PCI Express Capabilities bit 8: the port has a slot, so Slot Capabilities is valid.
+    static let slotImplemented: UInt16 = 1 << 8
     static let expressDeviceControl = 0x08
     static let expressLinkCapabilities = 0x0C
     static let expressLinkStatus = 0x12
@@ -27,4 +30,13 @@ enum ConfigSpaceLayout {
     static let linkActiveReportingCapable: UInt32 = 1 << 20
     /// Link Status bit 13: Data Link Layer Link Active.
     static let dataLinkLayerLinkActive: UInt16 = 1 << 13
+    static let expressSlotCapabilities = 0x14
+    /// Slot Capabilities bit 6: Hot-Plug Capable (what makes the kernel call it a hotplug bridge).
+    static let hotPlugCapable: UInt32 = 1 << 6
+
+    /// Extended capabilities start after the 256 bytes of conventional config space.
+    static let firstExtendedCapability = 0x100
+    /// The kernel's TTL for the extended list: (4096 - 256) / 8 headers fit; more means a loop.
+    static let maximumExtendedCapabilityHops = (4096 - 256) / 8
+    static let advancedErrorReportingID: UInt16 = 0x0001
 }

@@ -14,6 +14,13 @@ public struct SysfsLayout: Sendable, Hashable {
     public var driversProbe: FilePath { root.appending("bus/pci/drivers_probe") }
     public var rescan: FilePath { root.appending("bus/pci/rescan") }
     public var iommuGroups: FilePath { root.appending("kernel/iommu_groups") }
+    /// Hotplug slots and the slots the firmware names: `bus/pci/slots/<name>/address`.
+    public var pciSlots: FilePath { root.appending("bus/pci/slots") }
+
+    /// A PCIe port-service driver (`pciehp`, `aer`) and the port services it holds.
+    public func pciExpressDriver(_ name: String) -> FilePath {
+        root.appending("bus/pci_express/drivers/\(name)")
+    }
     /// The VFIO group character devices (`/dev/vfio/GROUP`), each with its `dev` number: `class/vfio/<name>`.
     package var vfioGroups: FilePath { root.appending("class/vfio") }
 

@@ -6,7 +6,7 @@ import PassthroughCore
 struct CheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Is this host ready to lend its cards? IOMMU, vfio-pci, the configuration, each card and its IOMMU group.",
+        abstract: "Is this host ready to lend its cards? IOMMU, vfio-pci, the configuration, each card and its IOMMU group, and how a reflash will go.",
         discussion: "Exits 0 when ready, 1 when not (a missing configuration included), 78 when the configuration has mistakes."
     )
 

@@ -106,6 +106,28 @@ struct CommandLineTests {
         #expect(result.stdout.contains("this host is not ready"))
     }
 
+    @Test("check --json: a card with no way to notice a reflash fails check (1) with the line to add; link-watch passes it")
+    func checkReflashPathJSON() async throws {
+        let bus = reflashHost()
+        bus.loadDriver("vfio-pci")
+        let card = "[[card]]\nname = \"u200\"\naddress = \"0000:01:00\"\nguest = \"vm\"\n"
+        let path = writeConfig(card, in: bus)
+        let arguments = ["check", "--json", "--config", path, "--sysfs-root", bus.sysfs.root.string,
+                         "--proc-root", bus.sysfs.root.appending("proc").string]
+        let result = try await AgentProcess.run(arguments)
+        #expect(result.status == 1, "\(result.stdout) \(result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let items = try #require(report["items"] as? [[String: Any]])
+        let reflashPath = try #require(items.first { $0["name"] as? String == "card u200 reflash path" })
+        #expect(reflashPath["status"] as? String == "problem")
+        #expect(reflashPath["fix"] as? String == "add link-watch = \"2s\" to [[card]] u200")
+        #expect(items.first { $0["name"] as? String == "card u200 link state" }?["status"] as? String == "ok")
+
+        _ = writeConfig(card + "link-watch = \"2s\"\n", in: bus)
+        let watched = try await AgentProcess.run(arguments)
+        #expect(watched.status == 0, "\(watched.stdout) \(watched.stderr)")
+    }
+
     @Test("bind refuses an IOMMU group shared with the host (77) and names the peer")
     func bindRefused() async throws {
         let bus = readyHost()

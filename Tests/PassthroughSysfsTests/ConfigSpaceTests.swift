@@ -108,4 +108,41 @@ struct ConfigSpaceTests {
             #expect(error.errno == .permissionDenied)
         }
     }
+
+    @Test("port facts for check: hot-plug slot, link active reporting, AER found after another extended capability")
+    func portFacts() throws {
+        let plain = reflashHost().configSpace(rootPort)
+        #expect(try plain.isHotPlugCapable() == false)
+        #expect(try plain.reportsLinkActive())
+        #expect(try plain.hasAdvancedErrorReporting() == false)
+
+        let rich = reflashHost(port: .rootPort().withHotplugSlot().withAdvancedErrorReporting().withoutLinkActiveReporting())
+            .configSpace(rootPort)
+        #expect(try rich.isHotPlugCapable())
+        #expect(try rich.reportsLinkActive() == false)
+        #expect(try rich.extendedCapability(0x0001) == ConfigSpaceImage.advancedErrorReporting)
+        #expect(try rich.extendedCapability(0x000B) == ConfigSpaceImage.extended)
+    }
+
+    @Test("Hot-Plug Capable counts only when the port says it has a slot")
+    func hotplugWithoutSlot() throws {
+        var image = ConfigSpaceImage.rootPort().withHotplugSlot()
+        image.set16(ConfigSpaceImage.express + 0x02, 0x0042)
+        #expect(try reflashHost(port: image).configSpace(rootPort).isHotPlugCapable() == false)
+    }
+
+    @Test("the extended list ends on a loop, a pointer into conventional space, or a 256-byte config space")
+    func extendedGarbage() throws {
+        var loop = ConfigSpaceImage.rootPort()
+        loop.set32(ConfigSpaceImage.extended, UInt32(ConfigSpaceImage.extended) << 20 | 0x000B)
+        #expect(try reflashHost(port: loop).configSpace(rootPort).hasAdvancedErrorReporting() == false)
+
+        var intoHeader = ConfigSpaceImage.rootPort()
+        intoHeader.set32(ConfigSpaceImage.extended, 0x040 << 20 | 0x000B)
+        #expect(try reflashHost(port: intoHeader).configSpace(rootPort).hasAdvancedErrorReporting() == false)
+
+        let bus = reflashHost()
+        bus.sysfs.writeBytes("devices/pci0000:00/0000:00:01.0/config", Array(ConfigSpaceImage.rootPort().withAdvancedErrorReporting().bytes.prefix(256)))
+        #expect(try bus.configSpace(rootPort).hasAdvancedErrorReporting() == false)
+    }
 }

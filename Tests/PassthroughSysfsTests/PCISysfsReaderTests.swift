@@ -100,4 +100,23 @@ struct EmulatedPCIBusTests {
         }
         #expect(bus.sysfs.driver(of: "0000:01:00.0") == "xdma")
     }
+
+    @Test("a bridge's windows are the last four lines of its resource file, with or without SR-IOV lines", arguments: [13, 7])
+    func bridgeWindows(bridgeResources: Int) throws {
+        let bus = alveoHost()
+        let unused = "0x0000000000000000 0x0000000000000000 0x0000000000000000\n"
+        bus.sysfs.writeFile("bus/pci/devices/0000:00:01.0/resource", String(repeating: unused, count: bridgeResources)
+            + "0x0000000000001000 0x0000000000001fff 0x0000000000000101\n"
+            + "0x0000000090000000 0x0000000093ffffff 0x0000000000000200\n"
+            + "0x0000380000000000 0x000038000fffffff 0x0000000000102201\n"
+            + unused)
+        let windows = try #require(try bus.reader.bridgeWindows(of: PCIAddress("0000:00:01.0")!))
+        #expect(windows.io.kind == .io && windows.io.size == 0x1000)
+        #expect(windows.memory.kind == .memory && windows.memory.size == 64 << 20)
+        #expect(windows.prefetchableMemory.kind == .prefetchableMemory && windows.prefetchableMemory.size == 256 << 20)
+        let bar = PCIResource(start: 0x3800_0800_0000, end: 0x3800_0FFF_FFFF, flags: 0x0014_220C)
+        #expect(windows.prefetchableMemory.contains(bar) && !windows.memory.contains(bar))
+        #expect(!PCIResource(start: 0, end: 0, flags: 0).isAssigned)
+        #expect(!PCIResource(start: 0x9000_0000, end: 0x91FF_FFFF, flags: 0x2000_0200).isAssigned, "IORESOURCE_UNSET")
+    }
 }

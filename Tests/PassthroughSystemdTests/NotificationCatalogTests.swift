@@ -1,5 +1,6 @@
 import Foundation
 import PassthroughSystemd
+import PassthroughTestSupport
 import Testing
 
 struct NotificationCatalogTests {

@@ -1,3 +1,4 @@
+import PassthroughTestSupport
 import Testing
 
 /// Checks `rules/90-passthrough-agent.rules` by parsing it: `udevadm verify` needs systemd ≥ 254.

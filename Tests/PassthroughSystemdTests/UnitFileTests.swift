@@ -1,4 +1,5 @@
 import Foundation
+import PassthroughTestSupport
 import Testing
 
 /// `systemd/passthrough-agent.service` as `(section, key, value)` triples, in file order.

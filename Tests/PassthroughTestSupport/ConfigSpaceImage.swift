@@ -27,6 +27,37 @@ public struct ConfigSpaceImage: Sendable {
         set16(Self.express + 0x08, 0x2937)   // correctable, non-fatal, fatal, unsupported request reporting on
         set32(Self.express + 0x0C, 0x0010_0000 | 0x3F03)  // link capabilities: DLLLA reporting capable
         set16(Self.express + 0x12, 0x3003)   // link status: DLLLA set, x0 width garbage kept
+        // PCI Express Capabilities: version 2, a root port for a type-1 header, an endpoint otherwise; no slot.
+        set16(Self.express + 0x02, headerType & 0x7F == 1 ? 0x0042 : 0x0002)
+        set32(Self.express + 0x14, 0)        // slot capabilities: nothing
+        set32(Self.extended, 0)              // no extended capabilities
+    }
+
+    /// Where the extended capability list starts; ``withAdvancedErrorReporting()`` puts AER second in it.
+    public static let extended = 0x100
+    public static let advancedErrorReporting = 0x148
+
+    /// A port whose slot is hot-plug capable: Slot Implemented, and Slot Capabilities' Hot-Plug Capable.
+    public func withHotplugSlot() -> ConfigSpaceImage {
+        var image = self
+        image.set16(Self.express + 0x02, image.get16(Self.express + 0x02) | 0x0100)
+        image.set32(Self.express + 0x14, 0x0000_0060)   // hot-plug surprise + hot-plug capable
+        return image
+    }
+
+    /// An AER capability, after a vendor-specific one so the walk has to follow the chain.
+    public func withAdvancedErrorReporting() -> ConfigSpaceImage {
+        var image = self
+        image.set32(Self.extended, UInt32(Self.advancedErrorReporting) << 20 | 0x1 << 16 | 0x000B)
+        image.set32(Self.advancedErrorReporting, 0x2 << 16 | 0x0001)
+        return image
+    }
+
+    /// A port that does not report Data Link Layer Link Active (Link Capabilities bit 20 clear).
+    public func withoutLinkActiveReporting() -> ConfigSpaceImage {
+        var image = self
+        image.set32(Self.express + 0x0C, 0x3F03)
+        return image
     }
 
     /// A root port (type-1 header) with SERR# and fatal error reporting on.

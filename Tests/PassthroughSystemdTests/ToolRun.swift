@@ -1,23 +1,6 @@
 import Foundation
 import PassthroughTestSupport
 
-/// Files shipped next to the sources (unit, catalog, udev rule), found from this file's path so
-/// the tests work from any working directory.
-enum RepositoryFile {
-    static let root: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent()  // PassthroughSystemdTests
-        .deletingLastPathComponent()  // Tests
-        .deletingLastPathComponent()
-
-    static func url(_ relativePath: String) -> URL {
-        root.appendingPathComponent(relativePath)
-    }
-
-    static func contents(_ relativePath: String) throws -> String {
-        try String(contentsOf: url(relativePath), encoding: .utf8)
-    }
-}
-
 /// Runs a host tool for the packaging checks; product code never shells out.
 struct ToolRun {
     var status: Int32
