@@ -22,11 +22,14 @@ public struct AgentService: Service {
     let controlSocket: FilePath?
     /// One element per SIGHUP (or other request to re-read the configuration).
     let reloadRequests: AsyncStream<Void>
+    /// The guests' request channels (README, "Guest requests"); `nil`: no guest is listened to.
+    let guestRequestSource: (any GuestRequestSource)?
 
-    public init(
+    package init(
         configPath: String, config: AgentConfig, host: HostEnvironment, logger: Logger,
         notifier: any SystemdNotifying = SystemdNotifier(), options: CardSupervisor.Options = .init(),
-        controlSocket: FilePath? = ControlServer.defaultPath, reloadRequests: AsyncStream<Void> = AsyncStream { $0.finish() }
+        controlSocket: FilePath? = ControlServer.defaultPath, reloadRequests: AsyncStream<Void> = AsyncStream { $0.finish() },
+        guestRequests: (any GuestRequestSource)? = nil
     ) {
         self.configPath = configPath
         self.initialConfig = config
@@ -36,6 +39,7 @@ public struct AgentService: Service {
         self.options = options
         self.controlSocket = controlSocket
         self.reloadRequests = reloadRequests
+        self.guestRequestSource = guestRequests
     }
 
     public func run() async throws {
@@ -52,13 +56,24 @@ public struct AgentService: Service {
         let notifier = notifier
         let logger = logger
         let control = openControlSocket()
+        let guestRequests = guestRequestSource.map { GuestRequestService(supervisor: supervisor, source: $0, logger: logger) }
 
         // Why the daemon must end on its own (systemd restarts it), or nothing on a graceful shutdown.
         let (endings, end) = AsyncStream.makeStream(of: AgentServiceError.self, bufferingPolicy: .bufferingNewest(1))
         let failure: AgentServiceError? = await withTaskGroup(of: Void.self) { group in
             group.addTask { await hypervisor.run() }
             group.addTask {
-                for await event in hypervisor.events { await supervisor.handle(event) }
+                for await event in hypervisor.events {
+                    await supervisor.handle(event)
+                    // A guest started or stopped (or libvirt is back): its channel is opened or dropped.
+                    switch event {
+                    case .connected, .resync, .lifecycle: await guestRequests?.refreshWatch()
+                    case .disconnected, .deviceRemoved, .deviceAdded, .deviceRemovalFailed: break
+                    }
+                }
+            }
+            if let guestRequests {
+                group.addTask { await guestRequests.run() }
             }
             group.addTask {
                 for await event in uevents {
@@ -85,7 +100,7 @@ public struct AgentService: Service {
             if let interval = try? notifier.watchdogInterval {
                 group.addTask { await feedWatchdog(every: interval, supervisor: supervisor) }
             }
-            group.addTask { await reloadOnHangup(supervisor) }
+            group.addTask { await reloadOnHangup(supervisor, guestRequests) }
             if let control {
                 group.addTask {
                     do {
@@ -163,11 +178,13 @@ public struct AgentService: Service {
         }
     }
 
-    private func reloadOnHangup(_ supervisor: CardSupervisor) async {
+    private func reloadOnHangup(_ supervisor: CardSupervisor, _ guestRequests: GuestRequestService?) async {
         for await _ in reloadRequests {
             Self.tell(notifier, logger) { try $0.reloading() }
             if let config = ConfigReload.load(path: configPath, current: initialConfig, logger: logger) {
                 await supervisor.reload(config)
+                // guest-requests turned on or off, a card lent to another guest.
+                await guestRequests?.refreshWatch()
             }
             Self.tell(notifier, logger) { try $0.ready() }
         }
