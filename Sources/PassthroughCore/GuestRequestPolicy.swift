@@ -19,11 +19,11 @@ public enum GuestRequestPolicy {
 
     /// The card a guest names, if it may name it at all: it exists, is lent to `guest`, and takes requests.
     public static func card(_ name: CardName, for guest: GuestName, in config: AgentConfig) -> Result<CardConfig, Refusal> {
-        guard let card = config.card(named: name.rawValue), card.guest == guest else {
-            let whose = config.card(named: name.rawValue).map { "which is lent to \($0.guest)" } ?? "which is not configured"
+        let configured = config.card(named: name.rawValue)
+        guard let card = configured, card.guest == guest else {
+            let whose = configured.map { "which is lent to \($0.guest)" } ?? "which is not configured"
             return .failure(Refusal(.unknownCard, "no card \(name) for this guest",
-                                    journal: "guest \(guest) asked for \(name), \(whose); refused",
-                                    card: config.card(named: name.rawValue)?.name))
+                                    journal: "guest \(guest) asked for \(name), \(whose); refused", card: configured?.name))
         }
         guard card.guestRequests else {
             return .failure(Refusal(.refused, "guest requests are off for \(name) on this host (ask its owner for guest-requests = true)",

@@ -234,16 +234,6 @@ struct GuestRequestTests {
         try await waitUntil("re-attached") { await rig.isBackInItsGuest() }
     }
 
-    @Test("host side too: reflash --prepare and nobody finishes → the same one notification")
-    func hostPrepareNotFinished() async throws {
-        let rig = try await ReflashRig(recoveryTimeout: "1s")
-        defer { rig.loop.cancel() }
-        _ = try await rig.supervisor.reflash(ReflashRig.card, .prepare)
-        try await waitUntil("reminded") { !rig.notifications(.reflashNotFinished).isEmpty }
-        let reminder = try #require(rig.notifications(.reflashNotFinished).first)
-        #expect("\(reminder.message)".hasSuffix("once the FPGA is programmed, run `passthrough-agent reflash u200 --finish`"))
-    }
-
     @Test("the channels listened to follow the guest's state and the configuration")
     func watchFollows() async throws {
         let guest = try await GuestRequestRig()
