@@ -17,6 +17,8 @@ package actor GuestRequestService {
     private var sessions: [GuestName: Session] = [:]
     /// What the source was last told to listen to; `nil` before the first time.
     private var watched: Set<GuestName>?
+    /// Counts refreshes, so one overtaken while it asked libvirt does not undo a newer one.
+    private var refreshes = 0
 
     /// Answers held back while a request of the guest is in flight; a guest writing faster than that loses
     /// the lines beyond (it gets no answer for them, and the journal says so once).
@@ -54,8 +56,10 @@ package actor GuestRequestService {
     /// Tells the source which guests to listen to, when that changed: a guest started or stopped, libvirt
     /// reconnected, the configuration was reloaded.
     package func refreshWatch() async {
+        refreshes += 1
+        let refresh = refreshes
         let guests = await supervisor.guestsAcceptingRequests(previous: watched ?? [])
-        guard guests != watched else { return }
+        guard refresh == refreshes, guests != watched else { return }
         watched = guests
         logger.info("listening for requests from: \(guests.isEmpty ? "no guest" : guests.map(\.rawValue).sorted().joined(separator: ", "))")
         await source.watch(guests)
