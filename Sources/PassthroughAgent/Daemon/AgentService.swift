@@ -67,7 +67,7 @@ public struct AgentService: Service {
                     await supervisor.handle(event)
                     // A guest started or stopped (or libvirt is back): its channel is opened or dropped.
                     switch event {
-                    case .connected, .resync, .lifecycle: await guestRequests?.refreshWatch()
+                    case .connected, .resync, .lifecycle: guestRequests?.guestsMayHaveChanged()
                     case .disconnected, .deviceRemoved, .deviceAdded, .deviceRemovalFailed: break
                     }
                 }
@@ -184,7 +184,7 @@ public struct AgentService: Service {
             if let config = ConfigReload.load(path: configPath, current: initialConfig, logger: logger) {
                 await supervisor.reload(config)
                 // guest-requests turned on or off, a card lent to another guest.
-                await guestRequests?.refreshWatch()
+                guestRequests?.guestsMayHaveChanged()
             }
             Self.tell(notifier, logger) { try $0.ready() }
         }

@@ -19,6 +19,10 @@ package actor GuestRequestService {
     private var watched: Set<GuestName>?
     /// Counts refreshes, so one overtaken while it asked libvirt does not undo a newer one.
     private var refreshes = 0
+    /// "Look again at which guests to listen to", coalesced: a burst of lifecycle events is one look, and
+    /// whoever says so (the libvirt event loop) never waits for libvirt on its account.
+    private let changes: AsyncStream<Void>
+    private let change: AsyncStream<Void>.Continuation
 
     /// Answers held back while a request of the guest is in flight; a guest writing faster than that loses
     /// the lines beyond (it gets no answer for them, and the journal says so once).
@@ -39,22 +43,33 @@ package actor GuestRequestService {
         self.logger = logger
         self.clock = clock
         self.rateLimit = rateLimit
+        (changes, change) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Until cancelled, or until the source ends. Requests in flight are cancelled with it: the supervisor
     /// stops them at their next safe point, as for a control client that hangs up.
     package func run() async {
-        await refreshWatch()
         await withDiscardingTaskGroup { group in
+            group.addTask {
+                await self.refreshWatch()
+                for await _ in self.changes { await self.refreshWatch() }
+            }
             for await line in source.requests {
                 guard let request = receive(line) else { continue }
                 group.addTask { await self.carryOut(request, for: line) }
             }
+            // The transport is gone: the requests in flight still finish, the watching ends.
+            change.finish()
         }
     }
 
-    /// Tells the source which guests to listen to, when that changed: a guest started or stopped, libvirt
-    /// reconnected, the configuration was reloaded.
+    /// A guest started or stopped, libvirt reconnected, the configuration was reloaded: the set of guests
+    /// to listen to is looked at again, soon, on this service's own task.
+    package nonisolated func guestsMayHaveChanged() {
+        change.yield()
+    }
+
+    /// Tells the source which guests to listen to, when that changed.
     package func refreshWatch() async {
         refreshes += 1
         let refresh = refreshes
