@@ -82,6 +82,36 @@ struct GuestRequestProtocolTests {
         #expect(long.utf8.count == "ok ".utf8.count + 1024)
     }
 
+    @Test("20,000 seeded random lines made of request pieces and hostile bytes: an accepted one is its own wire form and at most 256 bytes; every answer is one printable ASCII line")
+    func randomLines() {
+        let pieces: [[UInt8]] = ["prepare", "finish", "status", "version", " ", "  ", "u200", "fpga-0", "-", "U", "0000:01:00.0",
+                                 "/sys", "\r", "\t", "\n"].map { Array($0.utf8) } + [[0], [0xFF], [0xC3, 0xA9], [0x7F], [0x1B]]
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next(_ bound: Int) -> Int {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            return Int(state % UInt64(bound))
+        }
+        var accepted = 0
+        for _ in 0..<20_000 {
+            var line: [UInt8] = []
+            for _ in 0..<next(8) { line += pieces[next(pieces.count)] }
+            if next(20) == 0 { line += [UInt8](repeating: next(2) == 0 ? 0x61 : 0x20, count: next(300)) }
+            switch GuestRequest.decode(line) {
+            case .success(let request):
+                accepted += 1
+                #expect(line.count <= GuestRequest.maximumLength + 1)
+                #expect(GuestRequest.decode(Array(request.description.utf8)) == .success(request))
+            case .failure(let error):
+                let answer = GuestAnswer.error(.badRequest, error.description).line
+                #expect(answer.utf8.allSatisfy { $0 >= 0x20 && $0 <= 0x7E }, "\(line)")
+            }
+        }
+        // The generator does reach the accepting paths, not only the rejections.
+        #expect(accepted > 100)
+    }
+
     @Test("a rejection quotes at most 32 bytes of the guest's words back")
     func echoIsBounded() {
         let word = String(repeating: "z", count: 200)
