@@ -280,7 +280,7 @@ extension CardSupervisor {
         let finishers = card.guestRequests ? "run `passthrough-agent reflash \(name) --finish`, or send `finish \(name)` from \(card.guest)"
             : "run `passthrough-agent reflash \(name) --finish`"
         Notify(logger: logger)(.reflashNotFinished,
-                               "\(name) has been off the bus for a reflash (\(site.slot)) for \(timeout) and nobody finished it; "
+                               "\(name) has been off the bus for a reflash (\(site.slot)) for \(ConfigDuration.format(timeout)) and nobody finished it; "
                                + "it stays off: once the FPGA is programmed, \(finishers)",
                                level: .warning, card: name, Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
     }

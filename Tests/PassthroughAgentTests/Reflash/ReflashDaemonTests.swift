@@ -104,7 +104,8 @@ struct ReflashDaemonTests {
         _ = try await rig.supervisor.reflash(ReflashRig.card, .prepare)
         try await waitUntil("reminded") { !rig.notifications(.reflashNotFinished).isEmpty }
         let reminder = try #require(rig.notifications(.reflashNotFinished).first)
-        #expect("\(reminder.message)".hasSuffix("once the FPGA is programmed, run `passthrough-agent reflash u200 --finish`"))
+        #expect("\(reminder.message)" == "u200 has been off the bus for a reflash (0000:01:00) for 1s and nobody finished it; "
+            + "it stays off: once the FPGA is programmed, run `passthrough-agent reflash u200 --finish`")
         #expect(reminder.metadata[LogMetadataKey.pciSlot] == "0000:01:00")
         #expect(!rig.onBus())
         try await Task.sleep(for: .milliseconds(1500))
