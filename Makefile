@@ -72,10 +72,10 @@ bench: deps
 	umockdev-wrapper .build/release/passthrough-benchmarks
 
 # Coverage-guided fuzzing (libFuzzer + AddressSanitizer) of the config loader, the uevent decoder, the
-# live-XML scanner and the control-request decoder, one after another, one core; prints executions
+# live-XML scanner, the control-request decoder and the guest-request decoder, one after another, one core; prints executions
 # and coverage per target and fails on any crash (Tests/Fuzz/run.sh). FUZZ_TARGETS picks some.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= config uevent live-xml control
+FUZZ_TARGETS ?= config uevent live-xml control guest
 
 fuzz: deps
 	SWIFT=$(SWIFT) Tests/Fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)

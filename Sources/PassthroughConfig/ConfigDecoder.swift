@@ -6,8 +6,8 @@ struct ConfigDecoder {
     static let topLevelKeys = ["card", "libvirt"]
     static let libvirtKeys = ["uri"]
     static let cardKeys = [
-        "address", "guest", "host-driver", "ids", "link-watch", "name", "recovery-timeout", "reflash-guard", "reset",
-        "when-guest-stops",
+        "address", "guest", "guest-requests", "host-driver", "ids", "link-watch", "name", "recovery-timeout",
+        "reflash-guard", "reset", "when-guest-stops",
     ]
 
     let path: String
@@ -152,14 +152,8 @@ struct ConfigDecoder {
             }
         }
 
-        var reflashGuard = false
-        if let value = table["reflash-guard"] {
-            if let flag = value.bool {
-                reflashGuard = flag
-            } else {
-                report(valueAt: "\(cardPath).reflash-guard", "'reflash-guard' must be true or false, not \(Self.describe(value.type))")
-            }
-        }
+        let reflashGuard = flag(table, "reflash-guard", in: cardPath) ?? false
+        let guestRequests = flag(table, "guest-requests", in: cardPath) ?? false
 
         var reset = CardResetMethod.none
         if let text = string(table, "reset", in: cardPath) {
@@ -175,7 +169,8 @@ struct ConfigDecoder {
 
         guard diagnostics.count == before, let name, let guest else { return nil }
         return CardConfig(name: name, address: address, ids: ids, guest: guest, hostDriver: hostDriver, whenGuestStops: whenGuestStops,
-                          linkWatch: linkWatch, reflashGuard: reflashGuard, reset: reset, recoveryTimeout: recoveryTimeout)
+                          linkWatch: linkWatch, reflashGuard: reflashGuard, reset: reset, recoveryTimeout: recoveryTimeout,
+                          guestRequests: guestRequests)
     }
 
     private mutating func checkUniqueness(of cards: [(path: String, card: CardConfig)]) {
@@ -202,6 +197,16 @@ struct ConfigDecoder {
             return nil
         }
         return text
+    }
+
+    /// `true` or `false`; `nil` (reported when wrongly typed) when absent or wrong.
+    private mutating func flag(_ table: TOMLTable, _ key: String, in tablePath: String) -> Bool? {
+        guard let value = table[key] else { return nil }
+        guard let flag = value.bool else {
+            report(valueAt: "\(tablePath).\(key)", "'\(key)' must be true or false, not \(Self.describe(value.type))")
+            return nil
+        }
+        return flag
     }
 
     /// A duration string such as "500ms" within `range`; `nil` (reported) when absent or wrong.

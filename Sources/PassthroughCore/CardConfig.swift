@@ -90,14 +90,18 @@ public struct CardConfig: Hashable, Sendable {
     public var reflashGuard: Bool
     /// `reset`: how the link is brought back during recovery.
     public var reset: CardResetMethod
-    /// `recovery-timeout`: how long recovery waits for the card before giving up.
+    /// `recovery-timeout`: how long recovery waits for the card before giving up (and how long a card
+    /// may stay off the bus for a reflash before a notification says nobody finished it).
     public var recoveryTimeout: Duration
+    /// `guest-requests`: the card's guest may ask for its reflash itself (`prepare`, `finish`, `status`
+    /// over its request channel); off unless configured.
+    public var guestRequests: Bool
 
     public init(
         name: CardName, address: PCIAddressSelector? = nil, ids: [PCIID] = [], guest: GuestName,
         hostDriver: HostDriverPolicy = .auto, whenGuestStops: GuestStopPolicy = .host,
         linkWatch: LinkWatch = .off, reflashGuard: Bool = false, reset: CardResetMethod = .none,
-        recoveryTimeout: Duration = RecoveryTimeout.default
+        recoveryTimeout: Duration = RecoveryTimeout.default, guestRequests: Bool = false
     ) {
         self.name = name
         self.address = address
@@ -109,6 +113,7 @@ public struct CardConfig: Hashable, Sendable {
         self.reflashGuard = reflashGuard
         self.reset = reset
         self.recoveryTimeout = recoveryTimeout
+        self.guestRequests = guestRequests
     }
 
     /// Whether this card claims the function: its address (when given) contains it and its ID

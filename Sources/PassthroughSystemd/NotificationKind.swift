@@ -27,6 +27,11 @@ public enum NotificationKind: Hashable, Sendable, CaseIterable {
     /// The kernel could not recover the card from a PCIe error, yet its link answers: the card stays
     /// where it is (a guest QEMU paused over the error may hold it).
     case errorNotRecovered
+    /// A card has been off the bus for a reflash for its `recovery-timeout` and nobody finished it.
+    case reflashNotFinished
+    /// A guest asked for something over its request channel that it may not have (not its card, requests
+    /// off, not running, a dry run) or asked too often.
+    case guestRequestRefused
 
     public var messageID: MessageID {
         // Generated once with uuid.uuid4().hex.
@@ -46,6 +51,8 @@ public enum NotificationKind: Hashable, Sendable, CaseIterable {
         case .configReloaded: "554c47f893c449829cf9d79605449949"
         case .configRejected: "6215c54ceb534134aef78d470a870f24"
         case .errorNotRecovered: "a2a6543f0cb846ac99fe8c5d5616e123"
+        case .reflashNotFinished: "508f9842c9cd4eb38cc936d8fea2ee30"
+        case .guestRequestRefused: "14fd44d16c164b9a82737a29ffd6a748"
         }
         // The literals above are checked by the tests; a typo is a programming error.
         return MessageID(rawValue: hex)!

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the libFuzzer harnesses and runs each for a while: `make fuzz`, `make fuzz-short`.
 #
-#   Tests/Fuzz/run.sh SECONDS TARGET...      TARGET: config uevent live-xml control
+#   Tests/Fuzz/run.sh SECONDS TARGET...      TARGET: config uevent live-xml control guest
 #
 # One libFuzzer process at a time, one core. Each run starts from the seeds in Tests/Fuzz/TARGET
 # (read only) and from what earlier runs found (.build-fuzz/corpus/TARGET, where new inputs go).

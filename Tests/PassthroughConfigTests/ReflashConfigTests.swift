@@ -6,23 +6,26 @@ private let card = "[[card]]\nname = \"u200\"\naddress = \"0000:01:00\"\nguest =
 
 @Suite("Config: reflash keys")
 struct ReflashConfigTests {
-    @Test("defaults: no link watch, no guard, no reset, 60 s recovery timeout")
+    @Test("defaults: no link watch, no guard, no reset, 60 s recovery timeout, no guest requests")
     func defaults() throws {
         let u200 = try #require(try ConfigLoader.parse(card, path: "config.toml").card(named: "u200"))
         #expect(u200.linkWatch == .off)
         #expect(u200.reflashGuard == false)
         #expect(u200.reset == .none)
         #expect(u200.recoveryTimeout == .seconds(60))
+        #expect(u200.guestRequests == false)
     }
 
     @Test("every key set")
     func allSet() throws {
         let text = card + "link-watch = \"500ms\"\nreflash-guard = true\nreset = \"secondary-bus\"\nrecovery-timeout = \"2m\"\n"
+            + "guest-requests = true\n"
         let u200 = try #require(try ConfigLoader.parse(text, path: "config.toml").card(named: "u200"))
         #expect(u200.linkWatch == .every(.milliseconds(500)))
         #expect(u200.reflashGuard)
         #expect(u200.reset == .secondaryBus)
         #expect(u200.recoveryTimeout == .seconds(120))
+        #expect(u200.guestRequests)
     }
 
     @Test("link-watch = \"off\" is the same as leaving it out")
@@ -55,6 +58,9 @@ struct ReflashConfigTests {
         (card + "recovery-timeout = \"0s\"\n", "config.toml:5:20: 'recovery-timeout' must be between 1s and 1h, not \"0s\""),
         (card + "recovery-timeout = \"60\"\n", "config.toml:5:20: invalid duration \"60\" for 'recovery-timeout'"),
         (card + "reflash_guard = true\n", "config.toml:5:1: unknown key \"reflash_guard\"; did you mean \"reflash-guard\"?"),
+        (card + "guest-requests = \"yes\"\n", "config.toml:5:18: 'guest-requests' must be true or false, not a string"),
+        (card + "guest-requests = 1\n", "config.toml:5:18: 'guest-requests' must be true or false, not an integer"),
+        (card + "guest-request = true\n", "config.toml:5:1: unknown key \"guest-request\"; did you mean \"guest-requests\"?"),
     ])
     func mistakes(text: String, expected: String) {
         let found = diagnostics(text)

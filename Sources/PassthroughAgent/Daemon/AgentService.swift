@@ -23,13 +23,26 @@ public struct AgentService: Service {
     /// One element per SIGHUP (or other request to re-read the configuration).
     let reloadRequests: AsyncStream<Void>
     let ueventSource: UeventSource
+    let guestChannels: GuestChannelsFactory?
 
     /// Where uevents come from: the udev monitor (its thread started, and how to stop it), or a test's stream.
     package typealias UeventSource = @Sendable (Logger) throws -> (events: AsyncStream<UdevMonitorEvent>, stop: @Sendable () -> Void)
 
+    /// The guests' request channels (README, "Guest requests"), made once the libvirt connection exists:
+    /// where the lines come from, and what keeps that running. `nil`: no guest is listened to.
+    package typealias GuestChannelsFactory = @Sendable (any Hypervisor, Logger) throws -> (source: any GuestRequestSource, run: @Sendable () async -> Void)
+
     static let udevMonitor: UeventSource = { logger in
         let udev = UdevMonitor(logger: logger)
         return (try udev.start(), { udev.shutdown() })
+    }
+
+    /// One virtio-serial channel per guest that lends a card with `guest-requests = true`.
+    static let virtioSerial: GuestChannelsFactory = { hypervisor, logger in
+        let channels = try GuestChannels(hypervisor: hypervisor, logger: logger)
+        return (channels, {
+            do { try await channels.run() } catch { logger.error("guest requests stopped: \(error); no guest is listened to") }
+        })
     }
 
     public init(
@@ -38,14 +51,17 @@ public struct AgentService: Service {
         controlSocket: FilePath? = ControlServer.defaultPath, reloadRequests: AsyncStream<Void> = AsyncStream { $0.finish() }
     ) {
         self.init(configPath: configPath, config: config, host: host, logger: logger, notifier: notifier, options: options,
-                  controlSocket: controlSocket, reloadRequests: reloadRequests, uevents: Self.udevMonitor)
+                  controlSocket: controlSocket, reloadRequests: reloadRequests, uevents: Self.udevMonitor,
+                  guestChannels: Self.virtioSerial)
     }
 
     package init(
         configPath: String, config: AgentConfig, host: HostEnvironment, logger: Logger, notifier: any SystemdNotifying,
-        options: CardSupervisor.Options, controlSocket: FilePath?, reloadRequests: AsyncStream<Void>, uevents: @escaping UeventSource
+        options: CardSupervisor.Options, controlSocket: FilePath?, reloadRequests: AsyncStream<Void>,
+        uevents: @escaping UeventSource, guestChannels: GuestChannelsFactory? = nil
     ) {
         self.ueventSource = uevents
+        self.guestChannels = guestChannels
         self.configPath = configPath
         self.initialConfig = config
         self.host = host
@@ -69,13 +85,31 @@ public struct AgentService: Service {
         let notifier = notifier
         let logger = logger
         let control = openControlSocket()
+        var channels: (source: any GuestRequestSource, run: @Sendable () async -> Void)?
+        do {
+            channels = try guestChannels?(hypervisor, logger)
+        } catch {
+            logger.error("cannot listen to guests: \(error); guest requests are refused by silence")
+        }
+        let guestRequests = channels.map { GuestRequestService(supervisor: supervisor, source: $0.source, logger: logger) }
 
         // Why the daemon must end on its own (systemd restarts it), or nothing on a graceful shutdown.
         let (endings, end) = AsyncStream.makeStream(of: AgentServiceError.self, bufferingPolicy: .bufferingNewest(1))
         let failure: AgentServiceError? = await withTaskGroup(of: Void.self) { group in
             group.addTask { await hypervisor.run() }
             group.addTask {
-                for await event in hypervisor.events { await supervisor.handle(event) }
+                for await event in hypervisor.events {
+                    await supervisor.handle(event)
+                    // A guest started or stopped (or libvirt is back): its channel is opened or dropped.
+                    switch event {
+                    case .connected, .resync, .lifecycle: guestRequests?.guestsMayHaveChanged()
+                    case .disconnected, .deviceRemoved, .deviceAdded, .deviceRemovalFailed: break
+                    }
+                }
+            }
+            if let guestRequests, let channels {
+                group.addTask { await guestRequests.run() }
+                group.addTask { await channels.run() }
             }
             group.addTask {
                 for await event in uevents {
@@ -102,7 +136,7 @@ public struct AgentService: Service {
             if let interval = try? notifier.watchdogInterval {
                 group.addTask { await feedWatchdog(every: interval, supervisor: supervisor) }
             }
-            group.addTask { await reloadOnHangup(supervisor) }
+            group.addTask { await reloadOnHangup(supervisor, guestRequests) }
             if let control {
                 group.addTask {
                     do {
@@ -180,11 +214,13 @@ public struct AgentService: Service {
         }
     }
 
-    private func reloadOnHangup(_ supervisor: CardSupervisor) async {
+    private func reloadOnHangup(_ supervisor: CardSupervisor, _ guestRequests: GuestRequestService?) async {
         for await _ in reloadRequests {
             Self.tell(notifier, logger) { try $0.reloading() }
             if let config = ConfigReload.load(path: configPath, current: initialConfig, logger: logger) {
                 await supervisor.reload(config)
+                // guest-requests turned on or off, a card lent to another guest.
+                guestRequests?.guestsMayHaveChanged()
             }
             Self.tell(notifier, logger) { try $0.ready() }
         }

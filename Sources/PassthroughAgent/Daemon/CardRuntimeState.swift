@@ -41,6 +41,30 @@ public struct CardRuntimeState: Hashable, Sendable {
         CardHistory(lastSlot: site?.slot ?? lastAddresses.min()?.slot, probedForHost: probedForHost)
     }
 
+    /// ``summary(for:)`` in one token, for a guest's `status` (`u200=held`): a script splits on spaces.
+    public var statusWord: String {
+        switch reflash.state {
+        case .takingOff: return "taking-off"
+        case .held: return "held"
+        case .bringingBack: return "bringing-back"
+        case .recovering: return "recovering"
+        case .placed, .gaveUp: break
+        }
+        return switch phase {
+        case .unknown: "starting"
+        case .absent: "absent"
+        case .ambiguous: "ambiguous"
+        case .converged(.inGuest): "attached"
+        case .converged(.vfioIdle): "idle"
+        case .converged(.host): "host"
+        case .converged(.unchanged): "waiting"
+        case .converged(.heldByCrashedGuest): "crashed-guest"
+        case .handsOff: "hands-off"
+        case .pending: "moving"
+        case .retrying: "retrying"
+        }
+    }
+
     public func summary(for card: CardConfig) -> String {
         switch reflash.state {
         case .takingOff: return "\(card.name): being taken off the bus for a reflash"

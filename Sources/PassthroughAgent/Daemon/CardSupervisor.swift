@@ -116,6 +116,8 @@ public actor CardSupervisor {
     var recoveries: [CardName: Task<Void, Never>] = [:]
     /// AER BEGIN_RECOVERY grace probes waiting to look at the link.
     var graceProbes: [CardName: Task<Void, Never>] = [:]
+    /// One per card off the bus for a reflash: says so once if nobody finishes within its recovery-timeout.
+    var heldReminders: [CardName: Task<Void, Never>] = [:]
     /// `link-watch` probes, one per card that has one; restarted by a reload.
     var linkWatches: [CardName: (interval: Duration, task: Task<Void, Never>)] = [:]
     /// Until the sources have spoken: then persisted recoveries resume and link watches start.

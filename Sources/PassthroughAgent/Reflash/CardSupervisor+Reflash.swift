@@ -57,6 +57,7 @@ extension CardSupervisor {
             transition(card.name) { $0.takenOff() }
             persist(card.name)
             markDirty([card.name])
+            remindIfNotFinished(card)
             logger.notice("\(card.name) taken off the bus for a reflash", metadata: .card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
             return "\(card.name) is off the bus (\(site.slot)); program the FPGA, then run: passthrough-agent reflash \(card.name) --finish"
         }
@@ -71,6 +72,7 @@ extension CardSupervisor {
         case .refuse(let refusal):
             throw refused(refusal, card, doing: "bring it back")
         case .bringBack(let site):
+            heldReminders.removeValue(forKey: card.name)?.cancel()
             let record = states[card.name]?.reflash.state.guardRecord
             let (outcome, released) = await coordinator.bringBack(card, at: site, guard: record)
             // Cancelled too (the client hung up): held again, or the card would stay "being brought back",
@@ -212,6 +214,7 @@ extension CardSupervisor {
                 let guarded = record != nil ? ", its port guarded" : ""
                 logger.notice("\(card.name) is off the bus for a reflash (\(site.slot))\(guarded); run `passthrough-agent reflash \(card.name) --finish` when the FPGA is programmed",
                               metadata: .card(card))
+                remindIfNotFinished(card)
             default:
                 break
             }
@@ -252,13 +255,41 @@ extension CardSupervisor {
             logger.notice("\(card.name) is back on the bus without --finish; the reflash is over", metadata: .card(card))
             coordinator.release(record, of: card.name)
         }
-        if states[card.name]?.reflash.state != before { persist(card.name) }
+        if states[card.name]?.reflash.state != before {
+            persist(card.name)
+            heldReminders.removeValue(forKey: card.name)?.cancel()
+        }
+    }
+
+    /// A card off the bus for a reflash that nobody finishes (the person or the guest forgot, or went away)
+    /// is said once, after its recovery-timeout. Nothing moves: it stays held for a `finish`, however late,
+    /// or until it comes back by itself.
+    private func remindIfNotFinished(_ card: CardConfig) {
+        heldReminders[card.name]?.cancel()
+        let clock = options.recoveryClock
+        let timeout = card.recoveryTimeout
+        heldReminders[card.name] = Task { [weak self] in
+            do { try await clock.sleep(for: timeout) } catch { return }
+            await self?.heldTooLong(card.name, after: timeout)
+        }
+    }
+
+    private func heldTooLong(_ name: CardName, after timeout: Duration) {
+        heldReminders[name] = nil
+        guard case .held(let site, _)? = states[name]?.reflash.state, let card = config.cards.first(where: { $0.name == name }) else { return }
+        let finishers = card.guestRequests ? "run `passthrough-agent reflash \(name) --finish`, or send `finish \(name)` from \(card.guest)"
+            : "run `passthrough-agent reflash \(name) --finish`"
+        Notify(logger: logger)(.reflashNotFinished,
+                               "\(name) has been off the bus for a reflash (\(site.slot)) for \(ConfigDuration.format(timeout)) and nobody finished it; "
+                               + "it stays off: once the FPGA is programmed, \(finishers)",
+                               level: .warning, card: name, Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
     }
 
     /// A card left the configuration: its recovery stops and a port guarded for it is put back. A card
     /// that is off the bus stays off (nothing claims it any more).
     func forgetReflash(of card: CardConfig) {
         recoveries.removeValue(forKey: card.name)?.cancel()
+        heldReminders.removeValue(forKey: card.name)?.cancel()
         graceProbes.removeValue(forKey: card.name)?.cancel()
         guard let state = states[card.name]?.reflash.state, state != .placed else { return }
         let record = transition(card.name) { $0.forget() }
@@ -308,6 +339,8 @@ extension CardSupervisor {
         linkWatches.removeAll()
         for probe in graceProbes.values { probe.cancel() }
         graceProbes.removeAll()
+        for reminder in heldReminders.values { reminder.cancel() }
+        heldReminders.removeAll()
         let running = recoveries.values
         for recovery in running { recovery.cancel() }
         for recovery in running { await recovery.value }

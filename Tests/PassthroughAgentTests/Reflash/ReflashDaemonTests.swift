@@ -97,6 +97,21 @@ struct ReflashDaemonTests {
         try await waitUntil("re-attached") { await rig.hypervisor.liveHostdevs(of: "fpga-dev") == [ReflashRig.function] }
     }
 
+    @Test("reflash --prepare and nobody finishes within recovery-timeout: one notification, the card stays held")
+    func hostPrepareNotFinished() async throws {
+        let rig = try await ReflashRig(recoveryTimeout: "1s")
+        defer { rig.loop.cancel() }
+        _ = try await rig.supervisor.reflash(ReflashRig.card, .prepare)
+        try await waitUntil("reminded") { !rig.notifications(.reflashNotFinished).isEmpty }
+        let reminder = try #require(rig.notifications(.reflashNotFinished).first)
+        #expect("\(reminder.message)" == "u200 has been off the bus for a reflash (0000:01:00) for 1s and nobody finished it; "
+            + "it stays off: once the FPGA is programmed, run `passthrough-agent reflash u200 --finish`")
+        #expect(reminder.metadata[LogMetadataKey.pciSlot] == "0000:01:00")
+        #expect(!rig.onBus())
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(rig.notifications(.reflashNotFinished).count == 1)
+    }
+
     @Test("link-watch follows a reload: turned on by SIGHUP, the next dead link is recovered")
     func linkWatchReload() async throws {
         let rig = try await ReflashRig()

@@ -1,6 +1,6 @@
 // passthrough-fuzz TARGET [libFuzzer options] [corpus directories]
 //
-// libFuzzer on one parser of untrusted bytes; TARGET is config, uevent, live-xml or control. The program's
+// libFuzzer on one parser of untrusted bytes; TARGET is config, uevent, live-xml, control or guest. The program's
 // main() is libFuzzer's own (-sanitize=fuzzer links it whole): SwiftPM gives a Swift executable a main()
 // of its own, which would clash with it, so this executable is C and the harnesses are Swift functions
 // in PassthroughFuzzTargets. Built only by `make fuzz` (Tests/Fuzz/run.sh).
@@ -17,6 +17,7 @@ int passthrough_fuzz_config(const uint8_t *data, size_t size);
 int passthrough_fuzz_uevent(const uint8_t *data, size_t size);
 int passthrough_fuzz_live_xml(const uint8_t *data, size_t size);
 int passthrough_fuzz_control(const uint8_t *data, size_t size);
+int passthrough_fuzz_guest(const uint8_t *data, size_t size);
 
 static const struct {
     const char *name;
@@ -26,6 +27,7 @@ static const struct {
     {"uevent", passthrough_fuzz_uevent},
     {"live-xml", passthrough_fuzz_live_xml},
     {"control", passthrough_fuzz_control},
+    {"guest", passthrough_fuzz_guest},
 };
 
 static one_input selected;
@@ -41,7 +43,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
             return 0;
         }
     }
-    fprintf(stderr, "usage: passthrough-fuzz config|uevent|live-xml|control [libFuzzer options] [corpus directories]\n");
+    fprintf(stderr, "usage: passthrough-fuzz config|uevent|live-xml|control|guest [libFuzzer options] [corpus directories]\n");
     exit(64);
 }
 
