@@ -961,7 +961,7 @@ class Suite:
         try:
             # fpga0 takes its guest's requests; fpga1, a card lent to l2b that is not plugged in, makes the
             # agent listen to l2b too.
-            r.sh(f"cp {self.CONFIG} /run/e2e/config.before && sed -i '/^reflash-guard/a guest-requests = true' {self.CONFIG} && "
+            r.sh(f"mkdir -p /run/e2e && cp {self.CONFIG} /run/e2e/config.before && sed -i '/^reflash-guard/a guest-requests = true' {self.CONFIG} && "
                  f"printf '\\n[[card]]\\nname = \"fpga1\"\\naddress = \"0000:02:00\"\\nguest = \"l2b\"\\nguest-requests = true\\n' "
                  f">>{self.CONFIG} && systemctl reload passthrough-agent", check=True)
             time.sleep(2)
