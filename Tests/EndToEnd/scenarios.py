@@ -967,7 +967,7 @@ class Suite:
             time.sleep(2)
             rejected = [e.get("MESSAGE") for e in r.journal(since=since - 1) if "rejected" in str(e.get("MESSAGE", ""))]
             check(not rejected, f"precondition: the agent rejected the configuration: {rejected[:1]}")
-            serial = "<controller type='virtio-serial' index='0'/>"
+            serial = '<controller type="virtio-serial" index="0"/>'
             r.sh(f"mkdir -p /run/e2e && sed -e 's|</devices>|{serial}</devices>|' "
                  f"-e 's|</cmdline>| e2e.requests={steps}</cmdline>|' {L2_XML} >/run/e2e/l2-requests.xml && "
                  "virsh define /run/e2e/l2-requests.xml >/dev/null", check=True)
