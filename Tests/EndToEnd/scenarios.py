@@ -1023,7 +1023,6 @@ class Suite:
                 problems.append(f"`status` → {answer!r} (want fpga0=attached, and nothing of fpga1)")
 
             # A second guest asks for a card that is not its own.
-            lines0 = self.l2_pci_lines()
             r.sh(": > /var/log/l2b-console.log; sed -e 's|<name>l2</name>|<name>l2b</name>|' -e '/<uuid>/d' "
                  "-e 's|l2-console.log|l2b-console.log|' -e 's|e2e.requests=[^<]*|e2e.requests=send=prepare+fpga0:send=status|' "
                  "/run/e2e/l2-requests.xml >/run/e2e/l2b.xml && virsh define /run/e2e/l2b.xml >/dev/null && virsh start l2b",
@@ -1037,7 +1036,8 @@ class Suite:
             uevents = [l.split()[1] for l in r.collect("s21-uevents", 5).out.splitlines() if BDF in l]
             if not answer.startswith("error unknown-card"):
                 problems.append(f"l2b's `prepare fpga0` → {answer!r} (want error unknown-card)")
-            if uevents or r.sh(self.attached_cond())[0] != 0 or self.l2_pci_lines() != lines0:
+            # (Not L2's PCI report: a slow nested guest may still be catching up on the earlier reflash.)
+            if uevents or r.sh(self.attached_cond())[0] != 0 or r.hostdev_count() != 1:
                 problems.append(f"after l2b's request the card moved: uevents {uevents[:4]}, driver={r.driver()}, "
                                 f"hostdevs={r.hostdev_count()}")
             guests = {e.get("GUEST") for e in r.journal(since=since - 1) if int(e.get("PRIORITY", 6)) <= 4}

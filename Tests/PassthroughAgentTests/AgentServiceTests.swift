@@ -23,15 +23,7 @@ struct AgentServiceTests {
     /// The daemon with libvirt's test driver and a hand-made host, its uevents from `events`.
     private static func run(_ events: AsyncStream<UdevMonitorEvent>, notifier: RecordingNotifier, logs: InMemoryLogHandler) async -> (any Error)? {
         let bus = readyHost()
-        let config = try! ConfigLoader.parse("""
-            [libvirt]
-            uri = "test:///default"
-
-            [[card]]
-            name = "u200"
-            address = "0000:01:00"
-            guest = "test"
-            """, path: "config.toml")
+        let config = try! ConfigLoader.parse(alveoOnTestDriverConfig, path: "config.toml")
         let service = AgentService(
             configPath: "config.toml", config: config, host: bus.host, logger: Logger(label: "test") { _ in logs },
             notifier: notifier, options: .fast, controlSocket: nil, reloadRequests: AsyncStream { _ in },
