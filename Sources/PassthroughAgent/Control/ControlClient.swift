@@ -38,6 +38,9 @@ public struct ControlClient: Sendable {
         } catch .timedOut {
             throw .notTaken(after: timeout)
         } catch .brokenPipe, .connectionReset {
+            // A refusal (permission denied, too many connections) is written and the connection closed
+            // before the request is read; what the daemon said is still there to be read.
+            if let line = try? readLine(fd, until: deadline), let response = ControlResponse.parse(line) { return response }
             throw .connectionClosed
         } catch {
             throw .io(error)
