@@ -70,7 +70,7 @@ struct UnitFileTests {
     /// Each capability the unit keeps is one the agent uses, and the unit's comments say what for.
     @Test func everyCapabilityIsExplained() throws {
         let capabilities = Set(try serviceSettings()["CapabilityBoundingSet"]?.split(separator: " ").map(String.init) ?? [])
-        #expect(capabilities == ["CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"])
+        #expect(capabilities == ["CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH", "CAP_DAC_OVERRIDE", "CAP_SYS_PTRACE"])
         let comments = try RepositoryFile.contents(Self.unitPath).split(separator: "\n").filter { $0.hasPrefix("#") }
         for capability in capabilities {
             #expect(comments.contains { $0.contains(capability) }, "\(capability) is granted without a word on why")

@@ -15,7 +15,8 @@ import SystemPackage
 /// Why this transport: QEMU listens on a unix socket per domain (`<channel type='unix'><source mode='bind'/>`) and
 /// the agent connects to it, so the socket a line arrives on names the domain (a guest cannot speak for another)
 /// and the unit needs no address family beyond AF_UNIX; the guest sees a character device (`/dev/vportNpM`) that
-/// `echo` and `cat` can use. The socket lives under libvirt's channel directory on `/var`, which the unit mounts
+/// `echo` and `cat` can use. libvirt hands the socket to QEMU's user, so connecting takes `CAP_DAC_OVERRIDE` (the
+/// unit says why it grants it). The socket lives under libvirt's channel directory on `/var`, which the unit mounts
 /// read-only (`ProtectSystem=strict`), and connecting still works: `connect()` asks only for write permission on
 /// the socket inode (`unix_find_bsd` in net/unix/af_unix.c calls `path_permission(&path, MAY_WRITE)` and never
 /// `mnt_want_write`), and the read-only check in `sb_permission` (fs/namei.c) returns `EROFS` only for regular
@@ -221,9 +222,10 @@ package actor GuestChannels: GuestRequestSource {
             return fd
         case .some(let error?):
             UnixSocket.close(fd)
-            // libvirt hands the socket to QEMU's user (mode 0775): connecting needs write permission on it,
-            // which root has only with CAP_DAC_OVERRIDE or when QEMU runs as root.
-            let hint = error == .permissionDenied ? " (the socket is QEMU's user's; writing to it needs CAP_DAC_OVERRIDE)" : ""
+            // libvirt hands the socket to QEMU's user (mode 0775): connecting needs write permission on it, which
+            // root has only with CAP_DAC_OVERRIDE (the unit grants it; a drop-in may have narrowed the set).
+            let hint = error == .permissionDenied
+                ? " (the socket is QEMU's user's; connecting needs CAP_DAC_OVERRIDE in the unit's CapabilityBoundingSet=)" : ""
             throw GuestChannelFailure("connect \(path): \(error)\(hint)")
         case nil:
             UnixSocket.close(fd)
