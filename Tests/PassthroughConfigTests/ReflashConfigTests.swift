@@ -10,7 +10,7 @@ struct ReflashConfigTests {
     func defaults() throws {
         let u200 = try #require(try ConfigLoader.parse(card, path: "config.toml").card(named: "u200"))
         #expect(u200.linkWatch == .off)
-        #expect(u200.reflashGuard == false)
+        #expect(u200.reflashGuard == .off)
         #expect(u200.reset == .none)
         #expect(u200.recoveryTimeout == .seconds(60))
         #expect(u200.guestRequests == false)
@@ -22,7 +22,7 @@ struct ReflashConfigTests {
             + "guest-requests = true\n"
         let u200 = try #require(try ConfigLoader.parse(text, path: "config.toml").card(named: "u200"))
         #expect(u200.linkWatch == .every(.milliseconds(500)))
-        #expect(u200.reflashGuard)
+        #expect(u200.reflashGuard == .mask)
         #expect(u200.reset == .secondaryBus)
         #expect(u200.recoveryTimeout == .seconds(120))
         #expect(u200.guestRequests)

@@ -24,7 +24,7 @@ struct ReflashGuardTests {
 
         let record = try reflashGuard.read(port: rootPort)
         #expect(record == GuardRecord(port: rootPort, command: 0x0547, deviceControl: 0x2937))
-        try reflashGuard.clear(record)
+        try reflashGuard.engage(record)
         var expected = original
         expected[0x05] &= ~0x01                                   // Command bit 8
         expected[ConfigSpaceImage.express + 0x08] &= ~0x04        // Device Control bit 2
@@ -46,7 +46,7 @@ struct ReflashGuardTests {
         let original = bus.sysfs.configBytes(of: "0000:00:01.0")
         let reflashGuard = guardFor(bus)
         let record = try reflashGuard.read(port: rootPort)
-        try reflashGuard.clear(record)
+        try reflashGuard.engage(record)
         try reflashGuard.restore(record)
         #expect(bus.sysfs.configBytes(of: "0000:00:01.0") == original)
         #expect(try !bus.configSpace(rootPort).isSet(.serrEnable))
@@ -67,7 +67,7 @@ struct ReflashGuardTests {
         let reflashGuard = guardFor(bus)
         let record = try reflashGuard.read(port: rootPort)
         bus.failWrites(to: "bus/pci/devices/0000:00:01.0/config", with: .notPermitted)
-        #expect(throws: ReflashGuardError.self) { try reflashGuard.clear(record) }
+        #expect(throws: ReflashGuardError.self) { try reflashGuard.engage(record) }
         #expect(bus.sysfs.configBytes(of: "0000:00:01.0") == original)
     }
 }

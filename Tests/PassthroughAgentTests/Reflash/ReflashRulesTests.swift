@@ -528,7 +528,7 @@ struct ReflashPersistenceTests {
         _ = try await rig.supervisor.reflash(ReflashRig.card, .prepare)
 
         var unguarded = rig.config
-        unguarded.cards[0].reflashGuard = false
+        unguarded.cards[0].reflashGuard = .off
         await rig.supervisor.reload(unguarded)
         try await Task.sleep(for: .milliseconds(50))
         #expect(try rig.portBits() == (false, false))
