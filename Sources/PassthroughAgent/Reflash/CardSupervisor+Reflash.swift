@@ -295,7 +295,8 @@ extension CardSupervisor {
         recoveries.removeValue(forKey: card.name)?.cancel()
         heldReminders.removeValue(forKey: card.name)?.cancel()
         graceProbes.removeValue(forKey: card.name)?.cancel()
-        guard let state = states[card.name]?.reflash.state, state != .placed else { return }
+        guard let machine = states[card.name]?.reflash, machine.state != .placed || machine.lentGuard != nil else { return }
+        let state = machine.state
         let record = transition(card.name) { $0.forget() }
         if let record, !options.dryRun { coordinator.release(record, of: card.name) }
         persist(card.name)
