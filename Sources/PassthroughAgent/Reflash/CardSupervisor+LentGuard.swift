@@ -69,5 +69,4 @@ extension CardSupervisor {
                                    + "\(error)\(hint); a reprogramming from the guest may take the host down", level: .error, card: card.name, .card(card))
         }
     }
-
 }
