@@ -103,6 +103,22 @@ struct GuardModeTests {
         try await waitUntil("back in its guest") { await rig.isBackInItsGuest() }
     }
 
+    @Test("link-disable: the agent died between saving Link Control and removing the card → the restarted agent finds the card on the bus: the reflash is over, the port as it was, no record")
+    func linkDisableCrashBeforeRemoval() async throws {
+        let rig = try await ReflashRig(extraConfig: "reflash-guard = \"link-disable\"")
+        let site = ReflashSite(slot: ReflashRig.function.slot, upstreamPort: rootPort, functions: [ReflashRig.function])
+        let saved = try ReflashGuard(layout: rig.bus.sysfs.layout, io: rig.bus, logger: ReflashRig.logger(rig.logs))
+            .read(port: rootPort, mode: .linkDisable)
+        try rig.store.save(.takingOff(site, guard: saved), of: ReflashRig.card)
+
+        let restarted = await rig.restarted()
+        defer { restarted.loop.cancel() }
+        try await waitUntil("the reflash is over") { await restarted.reflashState() == .placed && !restarted.hasStateFile() }
+        #expect(portBytes(restarted) == Self.original)
+        #expect(restarted.removals.isEmpty)
+        try await waitUntil("in its guest") { await restarted.isBackInItsGuest() }
+    }
+
     // MARK: while-lent
 
     @Test("while-lent: masked once the card is attached to its running guest, exactly the two bits; released when the guest stops and the card comes home (host driver, or idle on vfio-pci)",
@@ -169,6 +185,19 @@ struct GuardModeTests {
         await restarted.hypervisor.define("fpga-dev", state: .shutOff)
         await restarted.supervisor.handle(.lifecycle(guest: "fpga-dev", .stopped(.shutdown)))
         try await waitUntil("home") { await restarted.supervisor.summary == "u200: on the host" }
+        #expect(portBytes(restarted) == Self.original)
+        #expect(!restarted.hasStateFile())
+    }
+
+    @Test("while-lent: a card dropped from the configuration while the agent was down has its port put back at the next start, and its record removed")
+    func whileLentLeftover() async throws {
+        let rig = try await ReflashRig(extraConfig: "reflash-guard = \"while-lent\"", secondCard: true)
+        try await waitUntil("masked while lent") { portBytes(rig) == Self.masked }
+        var withoutIt = rig.config
+        withoutIt.cards.removeAll { $0.name == ReflashRig.card }
+
+        let restarted = await rig.restarted(with: withoutIt)
+        defer { restarted.loop.cancel() }
         #expect(portBytes(restarted) == Self.original)
         #expect(!restarted.hasStateFile())
     }
