@@ -81,7 +81,7 @@ public enum ReadinessCheck {
     /// reflash guard and `reset = "secondary-bus"` cannot work: `reflash --prepare` would be refused.
     /// Said only when a card needs those writes; a host without securityfs says nothing.
     private static func lockdown(_ config: AgentConfig, host: HostEnvironment) -> ReadinessReport.Item? {
-        let writers = config.cards.filter { $0.reflashGuard || $0.reset == .secondaryBus }
+        let writers = config.cards.filter { $0.reflashGuard != .off || $0.reset == .secondaryBus }
         guard !writers.isEmpty,
               let text = try? host.io.read(host.sysfs.root.appending("kernel/security/lockdown")),
               let mode = text.split(separator: " ").first(where: { $0.hasPrefix("[") && $0.hasSuffix("]") })?.dropFirst().dropLast()

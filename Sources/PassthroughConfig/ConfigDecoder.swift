@@ -152,7 +152,7 @@ struct ConfigDecoder {
             }
         }
 
-        let reflashGuard = flag(table, "reflash-guard", in: cardPath) ?? false
+        let reflashGuard = guardMode(table, in: cardPath)
         let guestRequests = flag(table, "guest-requests", in: cardPath) ?? false
 
         var reset = CardResetMethod.none
@@ -207,6 +207,23 @@ struct ConfigDecoder {
             return nil
         }
         return flag
+    }
+
+    /// `reflash-guard`: `true` (the mask), `false`, or a mode's name; `.off` (reported when wrong) otherwise.
+    private mutating func guardMode(_ table: TOMLTable, in tablePath: String) -> ReflashGuardMode {
+        let key = "reflash-guard"
+        guard let value = table[key] else { return .off }
+        let choices = "use true (the same as \"mask\"), false, \"mask\", \"link-disable\" or \"while-lent\""
+        if let flag = value.bool { return flag ? .mask : .off }
+        guard let text = value.string else {
+            report(valueAt: "\(tablePath).\(key)", "'\(key)' must be true, false or a string, not \(Self.describe(value.type)): \(choices)")
+            return .off
+        }
+        guard let mode = ReflashGuardMode(rawValue: text) else {
+            report(valueAt: "\(tablePath).\(key)", "invalid value \(Self.quoted(text)) for '\(key)': \(choices)")
+            return .off
+        }
+        return mode
     }
 
     /// A duration string such as "500ms" within `range`; `nil` (reported) when absent or wrong.

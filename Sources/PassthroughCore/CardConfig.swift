@@ -86,8 +86,8 @@ public struct CardConfig: Hashable, Sendable {
     public var whenGuestStops: GuestStopPolicy
     /// `link-watch`: poll the vendor ID to notice a reflash; off unless configured.
     public var linkWatch: LinkWatch
-    /// `reflash-guard`: mask fatal-error escalation on the upstream port while reflashing.
-    public var reflashGuard: Bool
+    /// `reflash-guard`: how the upstream port is kept from escalating the card's link-down (``ReflashGuardMode``).
+    public var reflashGuard: ReflashGuardMode
     /// `reset`: how the link is brought back during recovery.
     public var reset: CardResetMethod
     /// `recovery-timeout`: how long recovery waits for the card before giving up (and how long a card
@@ -100,7 +100,7 @@ public struct CardConfig: Hashable, Sendable {
     public init(
         name: CardName, address: PCIAddressSelector? = nil, ids: [PCIID] = [], guest: GuestName,
         hostDriver: HostDriverPolicy = .auto, whenGuestStops: GuestStopPolicy = .host,
-        linkWatch: LinkWatch = .off, reflashGuard: Bool = false, reset: CardResetMethod = .none,
+        linkWatch: LinkWatch = .off, reflashGuard: ReflashGuardMode = .off, reset: CardResetMethod = .none,
         recoveryTimeout: Duration = RecoveryTimeout.default, guestRequests: Bool = false
     ) {
         self.name = name

@@ -84,6 +84,10 @@ public struct ConfigSpace: Sendable {
         try read16(try expressCapability() + ConfigSpaceLayout.expressDeviceControl)
     }
 
+    public func linkControl() throws(ConfigSpaceError) -> UInt16 {
+        try read16(try expressCapability() + ConfigSpaceLayout.expressLinkControl)
+    }
+
     public func linkStatus() throws(ConfigSpaceError) -> UInt16 {
         try read16(try expressCapability() + ConfigSpaceLayout.expressLinkStatus)
     }
@@ -182,6 +186,8 @@ public struct ConfigSpace: Sendable {
         case .bridgeControl:
             try requireBridge()
             return ConfigSpaceLayout.bridgeControl
+        case .linkControl:
+            return try expressCapability() + ConfigSpaceLayout.expressLinkControl
         }
     }
 

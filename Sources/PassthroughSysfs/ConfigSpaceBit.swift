@@ -10,6 +10,10 @@ public enum ConfigSpaceBit: Hashable, Sendable, CaseIterable, CustomStringConver
     case fatalErrorReporting
     /// Bridge Control bit 6: Secondary Bus Reset (type-1 headers only).
     case secondaryBusReset
+    /// PCI Express Link Control bit 4: Link Disable. Set on the upstream port while the card is off the bus
+    /// for a reflash, the link is down by software's will and no Surprise Down is reported (PCIe Base 6.2.x;
+    /// tapasco PR #412).
+    case linkDisable
 
     public enum Register: Hashable, Sendable {
         /// Offset 0x04 of every header.
@@ -18,6 +22,8 @@ public enum ConfigSpaceBit: Hashable, Sendable, CaseIterable, CustomStringConver
         case deviceControl
         /// Offset 0x3E of a type-1 header.
         case bridgeControl
+        /// Offset 0x10 of the PCI Express capability.
+        case linkControl
     }
 
     public var register: Register {
@@ -25,6 +31,7 @@ public enum ConfigSpaceBit: Hashable, Sendable, CaseIterable, CustomStringConver
         case .serrEnable: .command
         case .fatalErrorReporting: .deviceControl
         case .secondaryBusReset: .bridgeControl
+        case .linkDisable: .linkControl
         }
     }
 
@@ -33,6 +40,7 @@ public enum ConfigSpaceBit: Hashable, Sendable, CaseIterable, CustomStringConver
         case .serrEnable: 0x0100
         case .fatalErrorReporting: 0x0004
         case .secondaryBusReset: 0x0040
+        case .linkDisable: 0x0010
         }
     }
 
@@ -41,6 +49,7 @@ public enum ConfigSpaceBit: Hashable, Sendable, CaseIterable, CustomStringConver
         case .serrEnable: "SERR# Enable"
         case .fatalErrorReporting: "Fatal Error Reporting Enable"
         case .secondaryBusReset: "Secondary Bus Reset"
+        case .linkDisable: "Link Disable"
         }
     }
 }

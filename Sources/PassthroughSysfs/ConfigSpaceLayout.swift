@@ -24,6 +24,7 @@ enum ConfigSpaceLayout {
     static let slotImplemented: UInt16 = 1 << 8
     static let expressDeviceControl = 0x08
     static let expressLinkCapabilities = 0x0C
+    static let expressLinkControl = 0x10
     static let expressLinkStatus = 0x12
     /// Link Capabilities bit 20: the port reports Data Link Layer Link Active. Without it the
     /// DLLLA bit always reads 0 and says nothing about the link.

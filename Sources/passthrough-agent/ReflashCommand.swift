@@ -8,8 +8,10 @@ struct ReflashCommand: ParsableCommand {
         commandName: "reflash",
         abstract: "Program an FPGA over JTAG without losing it: take the card off the bus, then bring it back.",
         discussion: """
-            --prepare detaches the card from its guest, guards the upstream port (reflash-guard = true) and \
-            removes the card from the bus. Program the FPGA. --finish rescans, restores the port and \
+            --prepare detaches the card from its guest, guards its upstream port as reflash-guard says \
+            ("mask": fatal-error reporting masked; "link-disable": the link disabled once the card is \
+            removed; "while-lent": masked already while the card is lent) and removes the card from the bus. \
+            Program the FPGA. --finish enables a disabled link again, rescans, restores the port and \
             re-attaches the card to its guest (a card that reappears by itself is taken back as well).
             Talks to the running daemon over its root-only control socket. Giving up on the answer \
             (--timeout, Ctrl-C) hangs up, and the daemon cancels the request.

@@ -143,10 +143,11 @@ struct StatusAndCheckTests {
         #expect(item.fix?.contains("/nonexistent/passthrough.toml") == true)
     }
 
-    @Test("kernel lockdown is a problem only for cards whose reflash writes config space")
-    func lockdown() throws {
+    @Test("kernel lockdown is a problem only for cards whose reflash writes config space: any guard mode, or a bus reset",
+          arguments: ["true", "\"mask\"", "\"link-disable\"", "\"while-lent\"", "false\nreset = \"secondary-bus\""])
+    func lockdown(guardValue: String) throws {
         let bus = readyHost()
-        let guarded = try ConfigLoader.parse(exampleConfig + "\nreflash-guard = true\n", path: "config.toml")
+        let guarded = try ConfigLoader.parse(exampleConfig + "\nreflash-guard = \(guardValue)\n", path: "config.toml")
         let plain = try ConfigLoader.parse(exampleConfig, path: "config.toml")
         // No securityfs: nothing said.
         #expect(!ReadinessCheck.run(host: bus.host, config: .success(guarded)).items.contains { $0.name == "lockdown" })

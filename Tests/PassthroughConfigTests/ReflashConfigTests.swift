@@ -10,7 +10,7 @@ struct ReflashConfigTests {
     func defaults() throws {
         let u200 = try #require(try ConfigLoader.parse(card, path: "config.toml").card(named: "u200"))
         #expect(u200.linkWatch == .off)
-        #expect(u200.reflashGuard == false)
+        #expect(u200.reflashGuard == .off)
         #expect(u200.reset == .none)
         #expect(u200.recoveryTimeout == .seconds(60))
         #expect(u200.guestRequests == false)
@@ -22,10 +22,19 @@ struct ReflashConfigTests {
             + "guest-requests = true\n"
         let u200 = try #require(try ConfigLoader.parse(text, path: "config.toml").card(named: "u200"))
         #expect(u200.linkWatch == .every(.milliseconds(500)))
-        #expect(u200.reflashGuard)
+        #expect(u200.reflashGuard == .mask)
         #expect(u200.reset == .secondaryBus)
         #expect(u200.recoveryTimeout == .seconds(120))
         #expect(u200.guestRequests)
+    }
+
+    @Test("reflash-guard: true is the mask, false is off, or a mode by name", arguments: [
+        ("true", ReflashGuardMode.mask), ("false", .off), ("\"mask\"", .mask), ("\"link-disable\"", .linkDisable),
+        ("\"while-lent\"", .whileLent),
+    ])
+    func guardModes(value: String, expected: ReflashGuardMode) throws {
+        let u200 = try #require(try ConfigLoader.parse(card + "reflash-guard = \(value)\n", path: "config.toml").card(named: "u200"))
+        #expect(u200.reflashGuard == expected)
     }
 
     @Test("link-watch = \"off\" is the same as leaving it out")
@@ -53,7 +62,10 @@ struct ReflashConfigTests {
         (card + "link-watch = \"Off\"\n", "config.toml:5:14: invalid duration \"Off\" for 'link-watch'"),
         (card + "link-watch = 1\n", "config.toml:5:14: 'link-watch' must be a string, not an integer"),
         (card + "link-watch = \"10ms\"\n", "config.toml:5:14: 'link-watch' must be between 100ms and 1h, not \"10ms\""),
-        (card + "reflash-guard = \"yes\"\n", "config.toml:5:17: 'reflash-guard' must be true or false, not a string"),
+        (card + "reflash-guard = \"yes\"\n", "config.toml:5:17: invalid value \"yes\" for 'reflash-guard': use true (the same as \"mask\"), false, \"mask\", \"link-disable\" or \"while-lent\""),
+        (card + "reflash-guard = \"link_disable\"\n", "config.toml:5:17: invalid value \"link_disable\" for 'reflash-guard'"),
+        (card + "reflash-guard = 1\n", "config.toml:5:17: 'reflash-guard' must be true, false or a string, not an integer: use true"),
+        (card + "reflash-guard = [\"mask\"]\n", "config.toml:5:17: 'reflash-guard' must be true, false or a string, not an array"),
         (card + "reset = \"flr\"\n", "config.toml:5:9: invalid value \"flr\" for 'reset': use \"none\" or \"secondary-bus\""),
         (card + "recovery-timeout = \"0s\"\n", "config.toml:5:20: 'recovery-timeout' must be between 1s and 1h, not \"0s\""),
         (card + "recovery-timeout = \"60\"\n", "config.toml:5:20: invalid duration \"60\" for 'recovery-timeout'"),

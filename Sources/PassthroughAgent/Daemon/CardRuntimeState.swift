@@ -65,7 +65,19 @@ public struct CardRuntimeState: Hashable, Sendable {
         }
     }
 
+    /// Where the card stands, and the guard held on its upstream port if one is: what `status` says.
     public func summary(for card: CardConfig) -> String {
+        guard let note = guardNote else { return placementSummary(for: card) }
+        return "\(placementSummary(for: card)) (\(note))"
+    }
+
+    /// The guard held on the upstream port: what a person reading the port's registers would find changed.
+    public var guardNote: String? {
+        if let lent = reflash.lentGuard { return "fatal-error reporting masked on \(lent.port) while lent" }
+        return reflash.state.guardRecord.map { "\(ReflashGuard.engagedText($0.mode)) on \($0.port)" }
+    }
+
+    private func placementSummary(for card: CardConfig) -> String {
         switch reflash.state {
         case .takingOff: return "\(card.name): being taken off the bus for a reflash"
         case .held: return "\(card.name): off the bus for a reflash"

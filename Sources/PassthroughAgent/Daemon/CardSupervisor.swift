@@ -347,6 +347,7 @@ public actor CardSupervisor {
             let steps = Reconciler.plan(for: observation.observed)
             if steps.isEmpty {
                 settle(card, observation)
+                keepLentGuard(card)
                 return
             }
             states[card.name]?.phase = .pending(steps: steps.count)

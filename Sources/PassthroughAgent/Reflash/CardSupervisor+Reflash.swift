@@ -43,7 +43,8 @@ extension CardSupervisor {
             return "\(card.name) is already off the bus (\(site.slot)); program the FPGA, then run: passthrough-agent reflash \(card.name) --finish"
         case .takeOff(let site):
             do {
-                try await coordinator.takeOff(card, at: site) { [weak self] record throws(ReflashStateError) in
+                let lentGuard = states[card.name]?.reflash.lentGuard
+                try await coordinator.takeOff(card, at: site, lentGuard: lentGuard) { [weak self] record throws(ReflashStateError) in
                     try await self?.guardSaved(card.name, record)
                 }
             } catch {
@@ -171,7 +172,9 @@ extension CardSupervisor {
 
     private func recover(_ card: CardConfig, at site: ReflashSite, generation: Int, resuming: Bool) async {
         let record = states[card.name]?.reflash.state.guardRecord
-        let (outcome, released) = await coordinator.recover(card, at: site, guard: record, resuming: resuming) { [weak self] record throws(ReflashStateError) in
+        let lentGuard = states[card.name]?.reflash.lentGuard
+        let (outcome, released) = await coordinator.recover(card, at: site, guard: record, lentGuard: lentGuard,
+                                                            resuming: resuming) { [weak self] record throws(ReflashStateError) in
             try await self?.guardSaved(card.name, record)
         }
         let result: ReflashStateMachine.RecoveryResult = switch outcome {
@@ -192,7 +195,7 @@ extension CardSupervisor {
 
     static func resumedReflash(of card: CardName, from store: ReflashStateStore, logger: Logger) -> ReflashStateMachine {
         do {
-            return ReflashStateMachine(resuming: try store.load(card))
+            return try store.resume(card)
         } catch {
             logger.critical("\(card): \(error); left in place for a person, the card is treated as placed")
             return ReflashStateMachine()
@@ -211,7 +214,7 @@ extension CardSupervisor {
                     startRecovery(card, at: site, generation: generation, resuming: true)
                 }
             case .held(let site, let record)?:
-                let guarded = record != nil ? ", its port guarded" : ""
+                let guarded = record != nil || states[card.name]?.reflash.lentGuard != nil ? ", its port guarded" : ""
                 logger.notice("\(card.name) is off the bus for a reflash (\(site.slot))\(guarded); run `passthrough-agent reflash \(card.name) --finish` when the FPGA is programmed",
                               metadata: .card(card))
                 remindIfNotFinished(card)
@@ -235,8 +238,9 @@ extension CardSupervisor {
         }
         for name in recorded where !config.cards.contains(where: { $0.name == name }) {
             do {
-                let state = try store.load(name)
-                if let record = state.guardRecord, !coordinator.release(record, of: name) { continue }
+                let machine = try store.resume(name)
+                let state = machine.state
+                if let record = state.guardRecord ?? machine.lentGuard, !coordinator.release(record, of: name) { continue }
                 try store.remove(name)
                 logger.warning(Logger.Message(stringLiteral: "\(name) is no longer configured; its reflash state from a previous run was removed"
                     + (state.site.map { " (it was at \($0.slot))" } ?? "")))
@@ -291,7 +295,8 @@ extension CardSupervisor {
         recoveries.removeValue(forKey: card.name)?.cancel()
         heldReminders.removeValue(forKey: card.name)?.cancel()
         graceProbes.removeValue(forKey: card.name)?.cancel()
-        guard let state = states[card.name]?.reflash.state, state != .placed else { return }
+        guard let machine = states[card.name]?.reflash, machine.state != .placed || machine.lentGuard != nil else { return }
+        let state = machine.state
         let record = transition(card.name) { $0.forget() }
         if let record, !options.dryRun { coordinator.release(record, of: card.name) }
         persist(card.name)
@@ -348,7 +353,7 @@ extension CardSupervisor {
 
     // MARK: Plumbing
 
-    private var coordinator: ReflashCoordinator {
+    var coordinator: ReflashCoordinator {
         ReflashCoordinator(
             host: host, hypervisor: hypervisor, logger: logger, clock: options.recoveryClock,
             pacing: options.recoveryPacing, detachTimeout: options.detachTimeout, holderRecheck: options.holderRecheck,
@@ -357,7 +362,7 @@ extension CardSupervisor {
     }
 
     @discardableResult
-    private func transition<Action>(_ card: CardName, _ body: (inout ReflashStateMachine) -> Action) -> Action {
+    func transition<Action>(_ card: CardName, _ body: (inout ReflashStateMachine) -> Action) -> Action {
         var machine = states[card]?.reflash ?? ReflashStateMachine()
         let action = body(&machine)
         states[card]?.reflash = machine
@@ -370,12 +375,12 @@ extension CardSupervisor {
         try save(card)
     }
 
-    private func save(_ card: CardName) throws(ReflashStateError) {
-        guard !options.dryRun, let state = states[card]?.reflash.state else { return }
-        try options.reflashStore.save(state, of: card)
+    func save(_ card: CardName) throws(ReflashStateError) {
+        guard !options.dryRun, let machine = states[card]?.reflash else { return }
+        try options.reflashStore.save(machine.state, lentGuard: machine.lentGuard, of: card)
     }
 
-    private func persist(_ card: CardName) {
+    func persist(_ card: CardName) {
         do {
             try save(card)
         } catch {

@@ -44,8 +44,12 @@ struct ReflashCoordinator: Sendable {
 
     /// Takes the card off the bus for a reflash. Fails closed: when any step before the removal
     /// cannot be done (a guest holds the card, its state is unknown, the guard cannot be engaged or
-    /// saved), nothing is removed and the port is as it was.
-    func takeOff(_ card: CardConfig, at site: ReflashSite, persist: Persist) async throws(CardSupervisor.ReflashRefused) {
+    /// saved), nothing is removed and the port is as it was. `link-disable` disables the link only once
+    /// the functions are removed; when it cannot, they are rescanned back and the request fails.
+    ///
+    /// - Parameter lentGuard: the `while-lent` guard held for the card: the port is guarded already, and
+    ///   reading it again would save masked registers as the original ones.
+    func takeOff(_ card: CardConfig, at site: ReflashSite, lentGuard: GuardRecord?, persist: Persist) async throws(CardSupervisor.ReflashRefused) {
         if let strangers = strangers(card, at: site) {
             throw .init(.unsafe, strangers)
         }
@@ -61,18 +65,22 @@ struct ReflashCoordinator: Sendable {
         if Task.isCancelled { throw .init(.failed, "\(card.name): cancelled before anything was changed") }
 
         var engaged: GuardRecord?
-        if card.reflashGuard {
+        let mode: ReflashGuardMode = card.reflashGuard == .linkDisable ? .linkDisable : .mask
+        if card.reflashGuard != .off, lentGuard == nil {
             do throws(ReflashGuardError) {
-                engaged = try await engageGuard(card, at: site, for: "the reflash", persist: persist)
+                // The link goes down only once nothing is left on it to notice; the mask goes first.
+                let record = try await saveGuard(at: site, mode: mode, persist: persist)
+                engaged = record
+                if mode != .linkDisable { try engage(record, of: card, for: "the reflash") }
             } catch {
-                // The lockdown hint only where config space refused: a full /run is not fixed by reading `check`.
-                let hint = if case .configSpace = error {
-                    " Kernel lockdown forbids config-space writes: see `passthrough-agent check`"
-                } else { "" }
-                throw .init(.failed, "\(card.name) stays on the bus: cannot mask fatal-error reporting on \(site.upstreamPort) "
-                    + "(\(error)); nothing was removed.\(hint)")
+                throw .init(.failed, "\(card.name) stays on the bus: cannot \(Self.verb(mode)) on \(site.upstreamPort) "
+                    + "(\(error)); nothing was removed.\(Self.lockdownHint(error))")
             }
         } else {
+            if lentGuard != nil {
+                logger.notice("\(card.name): \(site.upstreamPort) stays masked as while the card is lent (reflash-guard = \"while-lent\")",
+                              metadata: [LogMetadataKey.card: "\(card.name)"])
+            }
             do throws(ReflashStateError) {
                 try await persist(nil)
             } catch {
@@ -89,15 +97,49 @@ struct ReflashCoordinator: Sendable {
             release(engaged, of: card.name)
             throw .init(.failed, "\(card.name): removing it from the bus failed (\(error))")
         }
+        guard let engaged, mode == .linkDisable else { return }
+        do throws(ReflashGuardError) {
+            try engage(engaged, of: card, for: "the reflash")
+        } catch {
+            // Off the bus with a live link, a reprogramming would be the Surprise Down the guard is for.
+            release(engaged, of: card.name)
+            let outcome = await procedure.bringBack(target(card, site))
+            let back = if case .recovered = outcome { "it was rescanned back onto the bus" } else { "rescanning it back: \(outcome)" }
+            throw .init(.failed, "\(card.name): cannot disable the link on \(site.upstreamPort) (\(error)); \(back).\(Self.lockdownHint(error))")
+        }
+    }
+
+    private static func verb(_ mode: ReflashGuardMode) -> String {
+        mode == .linkDisable ? "save the link state" : "mask fatal-error reporting"
+    }
+
+    /// Only where config space refused: a full /run is not fixed by reading `check`.
+    private static func lockdownHint(_ error: ReflashGuardError) -> String {
+        if case .configSpace = error { " Kernel lockdown forbids config-space writes: see `passthrough-agent check`" } else { "" }
     }
 
     // MARK: reflash --finish
 
     /// Rescans until the card's functions are back (or its `recovery-timeout`), then puts the port back.
+    /// A disabled link is enabled first, whatever else happens (nothing comes back over a disabled link),
+    /// and given time to train: the rescans wait for Data Link Layer Link Active where the port reports
+    /// it, and a port that does not is given the pacing's settle time.
     /// - Returns: the outcome and whether the guard was released.
     func bringBack(_ card: CardConfig, at site: ReflashSite, guard record: GuardRecord?) async -> (RecoveryOutcome, guardReleased: Bool) {
+        var released = false
+        if let record, record.mode == .linkDisable {
+            guard release(record, of: card.name) else {
+                let why = "\(card.name): the link on \(record.port) cannot be enabled again; it stays off the bus (see the log for the register to write)"
+                return (.failed(.refused(why), lastState: RecoveryState()), false)
+            }
+            released = true
+            let port = ConfigSpace(address: record.port, layout: host.sysfs, io: host.io)
+            if (try? port.reportsLinkActive()) != true {
+                try? await clock.sleep(for: pacing.resetSettle)
+            }
+        }
         let outcome = await procedure.bringBack(target(card, site))
-        guard case .recovered = outcome else { return (outcome, false) }
+        guard case .recovered = outcome, !released else { return (outcome, released) }
         return (outcome, release(record, of: card.name))
     }
 
@@ -107,7 +149,10 @@ struct ReflashCoordinator: Sendable {
     /// open: a recovery must go on), remove, wait for the link, rescan, unguard.
     ///
     /// - Parameter resuming: a previous process died mid-recovery; the card may already be gone.
-    func recover(_ card: CardConfig, at site: ReflashSite, guard saved: GuardRecord?, resuming: Bool,
+    ///
+    /// The mask is engaged for `mask` and `while-lent` (unless held already as lent); a link cannot be
+    /// disabled for a card that has to come back over it, so `link-disable` guards no recovery.
+    func recover(_ card: CardConfig, at site: ReflashSite, guard saved: GuardRecord?, lentGuard: GuardRecord?, resuming: Bool,
                  persist: Persist) async -> (RecoveryOutcome, guardReleased: Bool) {
         let fields = Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 }
         // A snapshot reads driver_override, which waits for the device's lock: on the worker.
@@ -123,9 +168,11 @@ struct ReflashCoordinator: Sendable {
             }
         }
         var engaged = saved
-        if card.reflashGuard, engaged == nil {
+        if card.reflashGuard.masks, engaged == nil, lentGuard == nil {
             do throws(ReflashGuardError) {
-                engaged = try await engageGuard(card, at: site, for: "the recovery", persist: persist)
+                let record = try await saveGuard(at: site, mode: .mask, persist: persist)
+                engaged = record
+                try engage(record, of: card, for: "the recovery")
             } catch {
                 notify(.stepFailed, "\(card.name): recovering without the reflash guard: \(error)", level: .error, card: card.name, fields)
             }
@@ -169,16 +216,37 @@ struct ReflashCoordinator: Sendable {
 
     // MARK: Steps
 
-    /// Saves the port's registers with the card's state, then masks fatal-error reporting: the originals
-    /// are on disk before anything is cleared, so no crash can lose them.
-    private func engageGuard(_ card: CardConfig, at site: ReflashSite, for purpose: String,
-                             persist: Persist) async throws(ReflashGuardError) -> GuardRecord {
-        let record = try reflashGuard.read(port: site.upstreamPort)
+    /// Reads the port's registers and saves them with the card's state: the originals are on disk before
+    /// ``engage(_:of:for:)`` changes anything, so no crash can lose them.
+    private func saveGuard(at site: ReflashSite, mode: ReflashGuardMode, persist: Persist) async throws(ReflashGuardError) -> GuardRecord {
+        let record = try reflashGuard.read(port: site.upstreamPort, mode: mode)
         do { try await persist(record) } catch { throw .state(error) }
-        try reflashGuard.clear(record)
-        logger.notice("\(card.name): fatal-error reporting masked on \(site.upstreamPort) for \(purpose)",
-                      metadata: [LogMetadataKey.card: "\(card.name)", LogMetadataKey.pciSlot: "\(site.upstreamPort)"])
         return record
+    }
+
+    /// Changes the guarded bits of a saved record. When it throws, the port is as it was (the saved
+    /// record is released with the rest of the take-off or recovery).
+    func engage(_ record: GuardRecord, of card: CardConfig, for purpose: String) throws(ReflashGuardError) {
+        try reflashGuard.engage(record)
+        logger.notice("\(card.name): \(ReflashGuard.engagedText(record.mode)) on \(record.port) for \(purpose)",
+                      metadata: [LogMetadataKey.card: "\(card.name)", LogMetadataKey.pciSlot: "\(record.port)", "guard": "\(record.mode)"])
+    }
+
+    /// Reads and saves the port's registers for the `while-lent` guard, then masks; `persist` writes the
+    /// card's state with the record as its lent guard. Synchronous, so the supervisor does all of it without
+    /// another request slipping in between the reading and the masking.
+    func engageWhileLent(_ card: CardConfig, port: PCIAddress,
+                         persist: (GuardRecord) throws(ReflashStateError) -> Void) throws(ReflashGuardError) -> GuardRecord {
+        let record = try reflashGuard.read(port: port, mode: .whileLent)
+        do { try persist(record) } catch { throw .state(error) }
+        try engage(record, of: card, for: "as long as it is lent to \(card.guest)")
+        return record
+    }
+
+    /// Masks again what a `while-lent` record says is masked, reading nothing as original.
+    /// - Returns: whether a bit had to be cleared again.
+    func reassert(_ record: GuardRecord) throws(ReflashGuardError) -> Bool {
+        try reflashGuard.engage(record)
     }
 
     /// Asks the card's own guest to release the functions it lists and waits (up to the detach timeout)
@@ -221,12 +289,12 @@ struct ReflashCoordinator: Sendable {
         guard let record else { return true }
         do {
             try reflashGuard.restore(record)
-            logger.notice("\(card): error reporting restored on \(record.port)", metadata: [LogMetadataKey.card: "\(card)"])
+            logger.notice("\(card): \(ReflashGuard.releasedText(record.mode)) on \(record.port)",
+                          metadata: [LogMetadataKey.card: "\(card)", "guard": "\(record.mode)"])
             return true
         } catch {
-            logger.critical(Logger.Message(stringLiteral: "\(card): cannot restore error reporting on \(record.port) (\(error)); it was Command "
-                + "0x\(String(record.command, radix: 16)), Device Control 0x\(String(record.deviceControl, radix: 16))"),
-                metadata: [LogMetadataKey.card: "\(card)"])
+            logger.critical("\(card): cannot put \(record.port) back (\(error)); it was \(record.savedRegisters)",
+                            metadata: [LogMetadataKey.card: "\(card)", "guard": "\(record.mode)"])
             return false
         }
     }

@@ -3,17 +3,17 @@ import PassthroughCore
 import PassthroughSysfs
 import SystemPackage
 
-/// Keeps a reflash from taking the host down: while engaged, the card's upstream port has SERR#
-/// Enable (Command bit 8) and Fatal Error Reporting Enable (Device Control bit 2) cleared, so
-/// the Surprise Down of a JTAG reload is not escalated to a fatal system error, as Corundum's
-/// `pcie_disable_fatal_err.sh` does by hand.
+/// Keeps a reflash from taking the host down, on the card's upstream port, in one of two ways:
 ///
-/// Config space only: the caller persists the ``GuardRecord`` that ``read(port:)`` returns (with the
-/// card's reflash state) *before* calling ``clear(_:)``, so a crash never loses the original values.
+/// - the mask (`mask`, `while-lent`): SERR# Enable (Command bit 8) and Fatal Error Reporting Enable
+///   (Device Control bit 2) cleared, so the Surprise Down of a JTAG reload is not escalated to a fatal
+///   system error, as Corundum's `pcie_disable_fatal_err.sh` does by hand;
+/// - `link-disable`: Link Disable (Link Control bit 4) set, so the link is down by software's will and
+///   no Surprise Down happens at all (tapasco PR #412). Only once the card's functions are removed.
+///
+/// Config space only: the caller persists the ``GuardRecord`` that ``read(port:mode:)`` returns (with the
+/// card's reflash state) *before* calling ``engage(_:)``, so a crash never loses the original values.
 public struct ReflashGuard: Sendable {
-    /// The bits the guard clears, in the order it clears them.
-    public static let guardedBits: [ConfigSpaceBit] = [.serrEnable, .fatalErrorReporting]
-
     public let layout: SysfsLayout
     public let io: any SysfsIO
     public let logger: Logger
@@ -24,38 +24,46 @@ public struct ReflashGuard: Sendable {
         self.logger = logger
     }
 
-    /// The port's Command and Device Control registers as they are now: what to put back later.
-    public func read(port: PCIAddress) throws(ReflashGuardError) -> GuardRecord {
+    /// The port's registers as they are now, for `mode`: what to put back later.
+    public func read(port: PCIAddress, mode: ReflashGuardMode = .mask) throws(ReflashGuardError) -> GuardRecord {
         let space = configSpace(port)
         do {
-            return GuardRecord(port: port, command: try space.command(), deviceControl: try space.deviceControl())
+            return GuardRecord(port: port, command: try space.command(), deviceControl: try space.deviceControl(),
+                               linkControl: mode == .linkDisable ? try space.linkControl() : nil, mode: mode)
         } catch {
             throw .configSpace(error)
         }
     }
 
-    /// Clears the guarded bits. When one cannot be cleared, what was cleared is put back before
-    /// throwing: the guard is either wholly engaged or not at all.
-    public func clear(_ record: GuardRecord) throws(ReflashGuardError) {
+    /// Changes the guarded bits (a bit already as guarded is not written). When one cannot be changed, what
+    /// was changed is put back before throwing: the guard is either wholly engaged or not at all.
+    ///
+    /// - Returns: whether anything had to be written; engaging again what is engaged changes nothing.
+    @discardableResult
+    public func engage(_ record: GuardRecord) throws(ReflashGuardError) -> Bool {
         let space = configSpace(record.port)
-        for bit in Self.guardedBits {
+        var changed = false
+        for bit in record.guardedBits {
             do {
-                try space.set(bit, to: false)
+                changed = try space.set(bit, to: Self.guarded(bit)) != Self.guarded(bit) || changed
             } catch {
-                logger.error("reflash guard: clearing failed, restoring", metadata: metadata(record.port, ["bit": "\(bit)", "error": "\(error)"]))
+                logger.error("reflash guard: engaging failed, restoring", metadata: metadata(record.port, ["bit": "\(bit)", "error": "\(error)"]))
                 try? restore(record)
                 throw .configSpace(error)
             }
         }
-        logger.notice("reflash guard engaged: fatal error escalation masked on the upstream port", metadata: metadata(record.port, [
-            "command-was": "\(hex(record.command))", "device-control-was": "\(hex(record.deviceControl))",
-        ]))
+        if changed {
+            logger.notice("reflash guard engaged: \(Self.engagedText(record.mode)) on the upstream port", metadata: metadata(record.port, [
+                "guard": "\(record.mode)", "registers-were": "\(record.savedRegisters)",
+            ]))
+        }
+        return changed
     }
 
     /// Puts the guarded bits back as recorded; only those bits are written.
     public func restore(_ record: GuardRecord) throws(ReflashGuardError) {
         let space = configSpace(record.port)
-        for bit in Self.guardedBits {
+        for bit in record.guardedBits {
             do {
                 try space.set(bit, to: record.wasSet(bit))
             } catch {
@@ -63,8 +71,21 @@ public struct ReflashGuard: Sendable {
                 throw .configSpace(error)
             }
         }
-        logger.notice("reflash guard released: error reporting restored on the upstream port", metadata: metadata(record.port, [:]))
+        logger.notice("reflash guard released: \(Self.releasedText(record.mode)) on the upstream port",
+                      metadata: metadata(record.port, ["guard": "\(record.mode)"]))
     }
+
+    /// What the guard does to the port, for a log line: "fatal-error reporting masked".
+    static func engagedText(_ mode: ReflashGuardMode) -> String {
+        mode == .linkDisable ? "link disabled" : "fatal-error reporting masked"
+    }
+
+    static func releasedText(_ mode: ReflashGuardMode) -> String {
+        mode == .linkDisable ? "link enabled again" : "error reporting restored"
+    }
+
+    /// The value a guarded bit has while the guard is engaged.
+    private static func guarded(_ bit: ConfigSpaceBit) -> Bool { bit == .linkDisable }
 
     private func configSpace(_ port: PCIAddress) -> ConfigSpace {
         ConfigSpace(address: port, layout: layout, io: io)
@@ -73,6 +94,4 @@ public struct ReflashGuard: Sendable {
     private func metadata(_ port: PCIAddress, _ extra: Logger.Metadata) -> Logger.Metadata {
         extra.merging(["pci-port": "\(port)"]) { $1 }
     }
-
-    private func hex(_ value: UInt16) -> String { "0x" + String(value, radix: 16) }
 }

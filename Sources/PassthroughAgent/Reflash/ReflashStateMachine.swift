@@ -41,7 +41,8 @@ public enum ReflashState: Hashable, Sendable {
         }
     }
 
-    /// The upstream port's saved registers while the guard is engaged.
+    /// The upstream port's saved registers while a guard is engaged for this reflash or recovery (a
+    /// `while-lent` guard is the machine's ``ReflashStateMachine/lentGuard`` instead: it outlives them).
     public var guardRecord: GuardRecord? {
         switch self {
         case .placed, .gaveUp: nil
@@ -85,9 +86,15 @@ public struct ReflashStateMachine: Hashable, Sendable {
     public private(set) var state: ReflashState
     /// Counts losses, so an outcome or a grace probe from an earlier loss is recognised as stale.
     public private(set) var generation: Int
+    /// `while-lent`: the port's saved registers while the mask is held because the card is lent to its
+    /// guest. Held across the card's reflashes and recoveries (which then guard nothing themselves) and
+    /// across restarts of the agent; never at the same time as ``ReflashState/guardRecord``, since a port
+    /// has one set of original registers and a second reading would save masked values as original.
+    public private(set) var lentGuard: GuardRecord?
 
-    public init(resuming state: ReflashState = .placed) {
+    public init(resuming state: ReflashState = .placed, lentGuard: GuardRecord? = nil) {
         self.state = state
+        self.lentGuard = lentGuard
         if case .recovering(_, let generation, _) = state { self.generation = generation } else { self.generation = 0 }
     }
 
@@ -248,9 +255,50 @@ public struct ReflashStateMachine: Hashable, Sendable {
         }
     }
 
+    // MARK: Lent (`while-lent`)
+
+    public enum LendAction: Hashable, Sendable {
+        case none
+        /// Lent and not guarded yet: save the port's registers (persist them), then mask.
+        case engage
+        /// Lent and guarded: make sure the bits are still masked (a crash between saving and masking, or
+        /// something else setting them again), never reading them as original again.
+        case reassert(GuardRecord)
+        /// Home (or no longer `while-lent`): put the port back.
+        case release(GuardRecord)
+    }
+
+    /// The card settled where it is. `lent`: in its running guest (`true`), home on the host or idle on
+    /// vfio-pci (`false`), or not to be told (absent, a crashed guest holding it, libvirt unknown: `nil`),
+    /// which changes nothing. While a reflash or recovery has the card, the port is theirs.
+    public func lending(lent: Bool?, mode: ReflashGuardMode) -> LendAction {
+        guard case .placed = state else { return .none }
+        switch lentGuard {
+        case nil:
+            return lent == true && mode == .whileLent ? .engage : .none
+        case let record?:
+            if mode != .whileLent || lent == false { return .release(record) }
+            return lent == true ? .reassert(record) : .none
+        }
+    }
+
+    /// The port's registers were read for the `while-lent` guard, which is about to mask: persist this first.
+    public mutating func lentGuardSaved(_ record: GuardRecord) {
+        guard case .placed = state, lentGuard == nil else { return }
+        lentGuard = record
+    }
+
+    /// The `while-lent` guard was released (or its engaging failed and was rolled back).
+    public mutating func lentGuardReleased() {
+        lentGuard = nil
+    }
+
     /// The card left the configuration: forget it. Returns the guard to release, if one is engaged.
     public mutating func forget() -> GuardRecord? {
-        defer { state = .placed }
-        return state.guardRecord
+        defer {
+            state = .placed
+            lentGuard = nil
+        }
+        return state.guardRecord ?? lentGuard
     }
 }

@@ -49,9 +49,10 @@ public struct ReflashStateStore: Sendable {
 
     public func path(of card: CardName) -> FilePath { directory.appending(card.rawValue) }
 
-    /// Writes `state` for `card`, or removes the file when the card is placed again.
-    public func save(_ state: ReflashState, of card: CardName) throws(ReflashStateError) {
-        guard let contents = ReflashRecord(state: state.persisted)?.fileContents else {
+    /// Writes `state` (and a `while-lent` guard held for the card) for `card`, or removes the file when the
+    /// card is placed again with nothing held.
+    public func save(_ state: ReflashState, lentGuard: GuardRecord? = nil, of card: CardName) throws(ReflashStateError) {
+        guard let contents = ReflashRecord(state: state.persisted, lentGuard: lentGuard)?.fileContents else {
             try remove(card)
             return
         }
@@ -75,17 +76,22 @@ public struct ReflashStateStore: Sendable {
 
     /// The persisted state of `card`; `.placed` when there is no record.
     public func load(_ card: CardName) throws(ReflashStateError) -> ReflashState {
+        try resume(card).state
+    }
+
+    /// The card's state machine as the last process left it: its reflash state and a `while-lent` guard it held.
+    public func resume(_ card: CardName) throws(ReflashStateError) -> ReflashStateMachine {
         let file = path(of: card)
         let text: String
         do {
             text = try LinuxSysfsIO().read(file)
         } catch where error.isNotFound {
-            return .placed
+            return ReflashStateMachine()
         } catch {
             throw ReflashStateError(.read, path: file, errno: error.errno)
         }
         guard let record = ReflashRecord(fileContents: text) else { throw ReflashStateError(.parse, path: file) }
-        return record.state
+        return ReflashStateMachine(resuming: record.state, lentGuard: record.lentGuard)
     }
 
     /// Cards with a record; temporary files and foreign names are skipped.

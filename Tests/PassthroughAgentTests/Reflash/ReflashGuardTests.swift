@@ -24,7 +24,7 @@ struct ReflashGuardTests {
 
         let record = try reflashGuard.read(port: rootPort)
         #expect(record == GuardRecord(port: rootPort, command: 0x0547, deviceControl: 0x2937))
-        try reflashGuard.clear(record)
+        try reflashGuard.engage(record)
         var expected = original
         expected[0x05] &= ~0x01                                   // Command bit 8
         expected[ConfigSpaceImage.express + 0x08] &= ~0x04        // Device Control bit 2
@@ -38,6 +38,44 @@ struct ReflashGuardTests {
         #expect(bus.configWrites.allSatisfy { $0.bytes.count == 2 && $0.path == "bus/pci/devices/0000:00:01.0/config" })
     }
 
+    @Test("link-disable: Link Control saved whole; engage sets exactly Link Disable (bit 4), restore puts the file back byte for byte")
+    func linkDisable() throws {
+        let bus = reflashHost()
+        let original = bus.sysfs.configBytes(of: "0000:00:01.0")
+        let reflashGuard = guardFor(bus)
+        let linkControl = ConfigSpaceImage.express + 0x10
+
+        let record = try reflashGuard.read(port: rootPort, mode: .linkDisable)
+        #expect(record == GuardRecord(port: rootPort, command: 0x0547, deviceControl: 0x2937,
+                                      linkControl: ConfigSpaceImage.rootPort().get16(linkControl), mode: .linkDisable))
+        #expect(try reflashGuard.engage(record))
+        var expected = original
+        expected[linkControl] |= 0x10
+        #expect(bus.sysfs.configBytes(of: "0000:00:01.0") == expected)
+        #expect(try bus.configSpace(rootPort).isSet(.serrEnable) && bus.configSpace(rootPort).isSet(.fatalErrorReporting))
+        #expect(try !reflashGuard.engage(record), "engaging again writes nothing")
+
+        try reflashGuard.restore(record)
+        #expect(bus.sysfs.configBytes(of: "0000:00:01.0") == original)
+        #expect(bus.configWrites.map(\.offset) == [Int64(linkControl), Int64(linkControl)])
+    }
+
+    @Test("engaging what is engaged writes nothing and says so: a while-lent guard re-asserted after a restart")
+    func engageIsIdempotent() throws {
+        let bus = reflashHost()
+        let reflashGuard = guardFor(bus)
+        let record = try reflashGuard.read(port: rootPort, mode: .whileLent)
+        #expect(try reflashGuard.engage(record))
+        let writes = bus.configWrites.count
+        #expect(try !reflashGuard.engage(record))
+        #expect(bus.configWrites.count == writes)
+        // Something set SERR# again: engaging clears it, and only it.
+        try bus.configSpace(rootPort).set(.serrEnable, to: true)
+        #expect(try reflashGuard.engage(record))
+        #expect(bus.configWrites.count == writes + 2)
+        #expect(try !bus.configSpace(rootPort).isSet(.serrEnable))
+    }
+
     @Test("bits that were already clear stay clear after restore")
     func alreadyClear() throws {
         var image = ConfigSpaceImage.rootPort()
@@ -46,7 +84,7 @@ struct ReflashGuardTests {
         let original = bus.sysfs.configBytes(of: "0000:00:01.0")
         let reflashGuard = guardFor(bus)
         let record = try reflashGuard.read(port: rootPort)
-        try reflashGuard.clear(record)
+        try reflashGuard.engage(record)
         try reflashGuard.restore(record)
         #expect(bus.sysfs.configBytes(of: "0000:00:01.0") == original)
         #expect(try !bus.configSpace(rootPort).isSet(.serrEnable))
@@ -67,7 +105,7 @@ struct ReflashGuardTests {
         let reflashGuard = guardFor(bus)
         let record = try reflashGuard.read(port: rootPort)
         bus.failWrites(to: "bus/pci/devices/0000:00:01.0/config", with: .notPermitted)
-        #expect(throws: ReflashGuardError.self) { try reflashGuard.clear(record) }
+        #expect(throws: ReflashGuardError.self) { try reflashGuard.engage(record) }
         #expect(bus.sysfs.configBytes(of: "0000:00:01.0") == original)
     }
 }
@@ -123,12 +161,63 @@ struct ReflashStateStoreTests {
         }
     }
 
+    @Test("while-lent with the card placed: state=lent, the port and the original registers; read back as the machine's lent guard")
+    func lentRoundTrip() throws {
+        let bus = reflashHost()
+        let store = store(bus)
+        let record = GuardRecord(port: rootPort, command: 0x0547, deviceControl: 0x2937, mode: .whileLent)
+        try store.save(.placed, lentGuard: record, of: u200)
+        #expect(try LinuxSysfsIO().read(store.path(of: u200)) == """
+            state=lent
+            port=0000:00:01.0
+            guard=while-lent
+            guard-command=0x0547
+            guard-device-control=0x2937
+
+            """)
+        let resumed = try store.resume(u200)
+        #expect(resumed.state == .placed)
+        #expect(resumed.lentGuard == record)
+        #expect(try store.cards() == [u200])
+        try store.save(.placed, lentGuard: nil, of: u200)
+        #expect(!LinuxSysfsIO().exists(store.path(of: u200)))
+    }
+
+    @Test("a while-lent guard outlives the reflash it is held across; a link-disable record keeps Link Control")
+    func guardsAcrossStates() throws {
+        let bus = reflashHost()
+        let store = store(bus)
+        let lent = GuardRecord(port: rootPort, command: 0x0547, deviceControl: 0x2937, mode: .whileLent)
+        let link = GuardRecord(port: rootPort, command: 0x0547, deviceControl: 0x2937, linkControl: 0x0040, mode: .linkDisable)
+        let cases: [(ReflashState, GuardRecord?, ReflashState, GuardRecord?)] = [
+            (.takingOff(site, guard: nil), lent, .held(site, guard: nil), lent),
+            (.held(site, guard: nil), lent, .held(site, guard: nil), lent),
+            (.recovering(site, generation: 4, guard: nil), lent, .recovering(site, generation: 4, guard: nil), lent),
+            (.gaveUp(site), lent, .gaveUp(site), lent),
+            (.held(site, guard: link), nil, .held(site, guard: link), nil),
+            (.bringingBack(site, guard: link), nil, .held(site, guard: link), nil),
+        ]
+        for (state, lentGuard, loadedState, loadedLent) in cases {
+            try store.save(state, lentGuard: lentGuard, of: u200)
+            let resumed = try store.resume(u200)
+            #expect(resumed.state == loadedState, "\(state)")
+            #expect(resumed.lentGuard == loadedLent, "\(state)")
+        }
+        try store.save(.held(site, guard: link), of: u200)
+        #expect(try LinuxSysfsIO().read(store.path(of: u200)).contains("guard=link-disable\nguard-command=0x0547\nguard-device-control=0x2937\nguard-link-control=0x0040\n"))
+    }
+
     @Test("a file that is not ours is reported, and left alone")
     func foreign() throws {
         let bus = reflashHost()
         let store = store(bus)
         for text in ["garbage\n", "state=held\nslot=0000:01:00\n", "state=held\nstate=held\nslot=0000:01:00\nport=0000:00:01.0\nfunctions=\n",
-                     "state=held\nslot=0000:01:00\nport=0000:00:01.0\nfunctions=\nguard-command=0x0547\n"] {
+                     "state=held\nslot=0000:01:00\nport=0000:00:01.0\nfunctions=\nguard-command=0x0547\n",
+                     // A link-disable record without Link Control, a mode that is not one, a lent state without a while-lent guard.
+                     "state=held\nslot=0000:01:00\nport=0000:00:01.0\nfunctions=\nguard=link-disable\nguard-command=0x0547\nguard-device-control=0x2937\n",
+                     "state=held\nslot=0000:01:00\nport=0000:00:01.0\nfunctions=\nguard=off\nguard-command=0x0547\nguard-device-control=0x2937\n",
+                     "state=lent\nport=0000:00:01.0\nguard-command=0x0547\nguard-device-control=0x2937\n",
+                     "state=lent\nport=0000:00:01.0\n"] {
             bus.sysfs.writeFileCreatingDirectories("run/cards/u200", text)
             #expect(throws: ReflashStateError.self, "\(text)") { try store.load(u200) }
             #expect(LinuxSysfsIO().exists(store.path(of: u200)))

@@ -295,4 +295,58 @@ struct ReflashStateMachineTests {
             #expect(state.site == site && state.guardRecord == record)
         }
     }
+
+    // MARK: while-lent
+
+    fileprivate struct Lending: Sendable, CustomTestStringConvertible {
+        var state: ReflashState = .placed
+        var held: GuardRecord?
+        var lent: Bool?
+        var mode: ReflashGuardMode = .whileLent
+        var action: Machine.LendAction
+        var testDescription: String { "\(state), held \(held != nil), lent \(lent.map(String.init) ?? "unknown"), \(mode) → \(action)" }
+    }
+
+    private static let lentRecord = GuardRecord(port: PCIAddress("0000:00:01.0")!, command: 0x0547, deviceControl: 0x2937, mode: .whileLent)
+
+    @Test("while-lent: engaged once the card is in its guest, re-asserted while it stays, released once it is home or the mode changes; unknown changes nothing, and a reflash or recovery owns the port meanwhile",
+          arguments: [
+              Lending(lent: true, action: .engage),
+              Lending(lent: false, action: .none),
+              Lending(lent: nil, action: .none),
+              Lending(lent: true, mode: .mask, action: .none),
+              Lending(lent: true, mode: .off, action: .none),
+              Lending(held: lentRecord, lent: true, action: .reassert(lentRecord)),
+              Lending(held: lentRecord, lent: nil, action: .none),
+              Lending(held: lentRecord, lent: false, action: .release(lentRecord)),
+              Lending(held: lentRecord, lent: true, mode: .mask, action: .release(lentRecord)),
+              Lending(held: lentRecord, lent: nil, mode: .off, action: .release(lentRecord)),
+              Lending(state: .held(site, guard: nil), held: lentRecord, lent: false, action: .none),
+              Lending(state: .recovering(site, generation: 1, guard: nil), held: lentRecord, lent: false, action: .none),
+              Lending(state: .held(site, guard: saved), lent: true, action: .none),
+              Lending(state: .gaveUp(site), lent: true, action: .none),
+          ])
+    fileprivate func lending(_ row: Lending) {
+        let machine = Machine(resuming: row.state, lentGuard: row.held)
+        #expect(machine.lending(lent: row.lent, mode: row.mode) == row.action)
+    }
+
+    @Test("a lent guard is kept through a reflash of the card (which guards nothing itself) and comes out of forget")
+    func lentAcrossReflash() {
+        var machine = Machine()
+        machine.lentGuardSaved(Self.lentRecord)
+        #expect(machine.lentGuard == Self.lentRecord)
+        #expect(machine.prepare(onBus, dryRun: false) == .takeOff(site))
+        machine.takenOff()
+        #expect(machine.state == .held(site, guard: nil))
+        #expect(machine.finish(offBus, dryRun: false) == .bringBack(site))
+        machine.bringBackEnded(back: true, guardReleased: true)
+        #expect(machine.state == .placed)
+        #expect(machine.lentGuard == Self.lentRecord)
+        // Saved again while held: the first (original) registers stay.
+        machine.lentGuardSaved(GuardRecord(port: PCIAddress("0000:00:01.0")!, command: 0x0447, deviceControl: 0x2933, mode: .whileLent))
+        #expect(machine.lentGuard == Self.lentRecord)
+        #expect(machine.forget() == Self.lentRecord)
+        #expect(machine.lentGuard == nil)
+    }
 }
