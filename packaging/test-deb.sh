@@ -7,7 +7,9 @@
 #   2. as root, with a Debian 12 rootfs (the e2e base, never written: an overlay, or a copy): install into
 #      it with dpkg (enabled, the catalog compiled, the binary runs with the rootfs' libraries only),
 #      edit the configuration, upgrade to a newer version (edit kept, no conffile prompt, still enabled),
-#      disable and upgrade again (stays disabled), remove (configuration kept), purge (all gone).
+#      disable and upgrade again (stays disabled), remove (configuration kept), purge (all gone), and
+#      install over a configuration written before the package (--force-confold keeps it); then, with
+#      stand-ins for a running systemd and udev, what install, upgrade and removal ask of them.
 #
 # Usage: packaging/test-deb.sh BINARY     (make deb-check BINARY=… runs it)
 #   DEB_TEST_ROOTFS=DIR  the Debian 12 rootfs; default: Tests/EndToEnd/cache/base-*/rootfs of this tree
@@ -121,7 +123,7 @@ else
         echo "      (no overlayfs here: copying the rootfs)"
         cp -a "$rootfs/." "$merged/"
     fi
-    in_root() { chroot "$merged" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
+    in_root() { chroot "$merged" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
     # The same package, one Debian revision later: what an upgrade sees when the conffile did not change.
     upgraded=${version%-*}-$((${version##*-} + 1))
     dpkg-deb -R "$deb" "$tmp/v2"
@@ -155,6 +157,36 @@ else
     check "configuration gone after purge" test ! -e "$merged/etc/$package"
     check "deb-systemd-helper state gone after purge" \
         test ! -e "$merged/var/lib/systemd/deb-systemd-helper-enabled/$package.service.dsh-also"
+
+    # An image recipe or Ansible may write the configuration before the package comes: dpkg then asks
+    # whose to keep (and fails at end of input); --force-confold keeps the one already there.
+    mkdir -p "$merged/etc/$package" && echo "# written before the package" >"$conffile"
+    check "dpkg --force-confold -i over a configuration written first" in_root dpkg --force-confold -i /tmp/v1.deb </dev/null
+    check "that configuration kept" grep -qx "# written before the package" "$conffile"
+    check "and the unit enabled" test -L "$wants"
+    in_root dpkg -P $package >/dev/null 2>&1 </dev/null
+
+    # What the maintainer scripts ask of a running systemd and udev (a chroot has neither): stand-ins for
+    # systemctl, deb-systemd-invoke and udevadm log each call, /run/systemd/system and /run/udev say "booted".
+    mkdir -p "$merged/run/systemd/system" "$merged/run/udev"
+    for command in systemctl deb-systemd-invoke udevadm; do
+        printf '#!/bin/sh\necho "%s $*" >>/tmp/calls\n' "$command" >"$merged/usr/local/sbin/$command"
+        chmod 0755 "$merged/usr/local/sbin/$command"
+    done
+    calls=$merged/tmp/calls
+    called() { grep -qxF "$1" "$calls"; }
+    : >"$calls"; in_root dpkg -i /tmp/v1.deb </dev/null >/dev/null 2>&1 || true
+    check "install: udev rules reloaded" called "udevadm control --reload"
+    check "install: vfio-pci loaded (systemd-modules-load)" called "deb-systemd-invoke restart systemd-modules-load.service"
+    check "install: receive-buffer cap applied (systemd-sysctl)" called "deb-systemd-invoke restart systemd-sysctl.service"
+    check "install: systemd reloaded" called "systemctl --system daemon-reload"
+    check "install: agent started" called "deb-systemd-invoke start $package.service"
+    : >"$calls"; in_root dpkg -i /tmp/v2.deb </dev/null >/dev/null 2>&1 || true
+    check "upgrade: agent restarted" called "deb-systemd-invoke restart $package.service"
+    check "upgrade: agent not stopped first" sh -c "! grep -q 'stop $package' '$calls'"
+    : >"$calls"; in_root dpkg -r $package </dev/null >/dev/null 2>&1 || true
+    check "remove: agent stopped" called "deb-systemd-invoke stop $package.service"
+    check "remove: systemd and udev reloaded" sh -c "grep -qxF 'systemctl --system daemon-reload' '$calls' && grep -qxF 'udevadm control --reload' '$calls'"
 fi
 
 echo
