@@ -146,19 +146,20 @@ DEB_PATHS = PREFIX=/usr UNITDIR=/lib/systemd/system UDEVRULESDIR=/lib/udev/rules
 # (`swift package generate-manual`) would build every product of this package again in release mode first.
 GENERATE_MANUAL = .build-manual/debug/generate-manual
 
-$(GENERATE_MANUAL):
+$(GENERATE_MANUAL): $(wildcard Package.resolved)
 	$(SWIFT) package resolve
 	$(SWIFT) build --package-path .build/checkouts/swift-argument-parser --scratch-path .build-manual \
 		--product generate-manual
 
-deb: $(if $(BINARY),,build) $(GENERATE_MANUAL)
+deb: deps $(if $(BINARY),,build) $(GENERATE_MANUAL)
 	rm -rf $(DEB_WORK)
 	$(MAKE) --no-print-directory install BINARY=$(AGENT_BIN) DESTDIR=$(CURDIR)/$(DEB_WORK)/debian/passthrough-agent \
 		$(DEB_PATHS) >/dev/null
 	packaging/build-deb.sh $(DEB_WORK) $(DEB_VERSION) $(DEB_OUTDIR) $(GENERATE_MANUAL)
 
 # Not part of test-all yet: it needs root (chroot) and the e2e base rootfs for the install part.
-deb-check: $(if $(BINARY),,build) $(GENERATE_MANUAL)
+deb-check: deps $(if $(BINARY),,build) $(GENERATE_MANUAL)
+	.ci/install-deps lintian
 	packaging/test-deb.sh $(abspath $(AGENT_BIN))
 
 # ---- End-to-end rig (Tests/EndToEnd): a real kernel in QEMU TCG, libvirt, a nested L2 guest ----
