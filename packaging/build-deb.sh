@@ -94,7 +94,7 @@ install -m 0644 "$here/debian/control" "$work/debian/control"
 install -d "$root/DEBIAN"
 for script in postinst prerm postrm; do install -m 0755 "$here/debian/$script" "$root/DEBIAN/$script"; done
 # Every file under /etc is a conffile (as dh_installdeb marks them): dpkg keeps an edited one on upgrade.
-(cd "$root" && find etc -type f -printf '/%p\n' | sort) >"$root/DEBIAN/conffiles"
+(cd "$root" && find etc -type f -printf '/%p\n' | LC_ALL=C sort) >"$root/DEBIAN/conffiles"
 (cd "$work" && dpkg-shlibdeps -Tdebian/substvars "debian/$package/usr/bin/$package" \
     && dpkg-gencontrol -p"$package" -v"$version" -Tdebian/substvars -fdebian/files -P"debian/$package")
 # md5sums of every file but the conffiles (all of /etc), as dh_md5sums writes it.
