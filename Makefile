@@ -3,7 +3,9 @@
 #   make test      every test (udev tests under umockdev-wrapper)
 #   make report    build, then `check` and `status` of this host
 #   make fuzz      libFuzzer on every parser of untrusted bytes, FUZZ_SECONDS (600) each
-#   make install   PREFIX=/usr/local DESTDIR=
+#   make install   PREFIX=/usr/local DESTDIR=  (BINARY=PATH: install that binary, build nothing)
+#   make deb       passthrough-agent_VERSION_ARCH.deb with Debian's paths (BINARY=PATH: package that binary)
+#   make deb-check build the .deb from a binary, check its contents, lintian, install it into a chroot
 #   make guest-tool  passthrough-guest, the tool for inside a guest (fully static; never installed on the host)
 
 SWIFT ?= swift
@@ -19,10 +21,13 @@ SYSCTLDIR ?= $(SYSCONFDIR)/sysctl.d
 CONFIG ?= $(SYSCONFDIR)/passthrough-agent/config.toml
 
 RELEASE_BIN = .build/release/passthrough-agent
+# An existing release binary for install/deb instead of building one (e.g. one CI already built).
+BINARY ?=
+AGENT_BIN = $(or $(BINARY),$(RELEASE_BIN))
 GUEST_BIN = .build-guest/release/passthrough-guest
 DEBUG_BIN = .build/debug/passthrough-agent
 
-.PHONY: all deps build guest-tool test report bench fuzz fuzz-short install uninstall clean
+.PHONY: all deps build guest-tool test report bench fuzz fuzz-short install uninstall clean deb deb-check
 
 all: build
 
@@ -93,8 +98,8 @@ report: build
 	$(RELEASE_BIN) status --config "$$config"; \
 	echo; echo "check exit status: $$rc (0 ready, 1 not ready, 78 invalid configuration)"
 
-install: build
-	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/passthrough-agent
+install: $(if $(BINARY),,build)
+	install -D -m 0755 $(AGENT_BIN) $(DESTDIR)$(BINDIR)/passthrough-agent
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(CATALOGDIR) $(DESTDIR)$(MODULESLOADDIR) $(DESTDIR)$(SYSCTLDIR) \
 		$(DESTDIR)$(SYSCONFDIR)/passthrough-agent
 	@if [ -f systemd/passthrough-agent.service ]; then \
@@ -126,7 +131,36 @@ uninstall:
 		$(DESTDIR)$(MODULESLOADDIR)/passthrough-agent.conf $(DESTDIR)$(SYSCTLDIR)/passthrough-agent.conf
 
 clean:
-	rm -rf .build .build-fuzz .build-guest
+	rm -rf .build .build-fuzz .build-guest .build-deb .build-manual
+
+# ---- Debian package (packaging/): a staged `make install` with Debian 12's paths (those systemd.pc and
+# udev.pc give there), then packaging/build-deb.sh: strip, completions, man pages, DEBIAN/ with Depends: from
+# dpkg-shlibdeps, dpkg-deb. The version rises with every commit (commit time), e.g. 0.0~git20261202.064756.e0abf3a-1;
+# "-1", the Debian revision: the packaging of that upstream snapshot (a distribution would package it the same way).
+DEB_VERSION ?= 0.0~git$(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y%m%d.%H%M%S).$(shell git rev-parse --short=7 HEAD)-1
+DEB_OUTDIR ?= .
+DEB_WORK = .build-deb
+DEB_PATHS = PREFIX=/usr UNITDIR=/lib/systemd/system UDEVRULESDIR=/lib/udev/rules.d \
+	MODULESLOADDIR=/usr/lib/modules-load.d SYSCTLDIR=/usr/lib/sysctl.d
+# swift-argument-parser's man page generator, run on the packaged binary itself. Its SwiftPM plugin
+# (`swift package generate-manual`) would build every product of this package again in release mode first.
+GENERATE_MANUAL = .build-manual/debug/generate-manual
+
+$(GENERATE_MANUAL): $(wildcard Package.resolved)
+	$(SWIFT) package resolve
+	$(SWIFT) build --package-path .build/checkouts/swift-argument-parser --scratch-path .build-manual \
+		--product generate-manual
+
+deb: deps $(if $(BINARY),,build) $(GENERATE_MANUAL)
+	rm -rf $(DEB_WORK)
+	$(MAKE) --no-print-directory install BINARY=$(AGENT_BIN) DESTDIR=$(CURDIR)/$(DEB_WORK)/debian/passthrough-agent \
+		$(DEB_PATHS) >/dev/null
+	packaging/build-deb.sh $(DEB_WORK) $(DEB_VERSION) $(DEB_OUTDIR) $(GENERATE_MANUAL)
+
+# Not part of test-all yet: it needs root (chroot) and the e2e base rootfs for the install part.
+deb-check: deps $(if $(BINARY),,build) $(GENERATE_MANUAL)
+	.ci/install-deps lintian
+	packaging/test-deb.sh $(abspath $(AGENT_BIN))
 
 # ---- End-to-end rig (Tests/EndToEnd): a real kernel in QEMU TCG, libvirt, a nested L2 guest ----
 #   make e2e-image   L1 disk image (cached Debian base + `make install DESTDIR=`), Tests/EndToEnd/work/l1.img
