@@ -157,7 +157,7 @@ deb: deps $(if $(BINARY),,build) $(GENERATE_MANUAL)
 		$(DEB_PATHS) >/dev/null
 	packaging/build-deb.sh $(DEB_WORK) $(DEB_VERSION) $(DEB_OUTDIR) $(GENERATE_MANUAL)
 
-# Not part of test-all yet: it needs root (chroot) and the e2e base rootfs for the install part.
+# Last in test-all: it needs root (chroot) and the e2e base rootfs (make e2e-image's cache) for the install part.
 deb-check: deps $(if $(BINARY),,build) $(GENERATE_MANUAL)
 	.ci/install-deps lintian
 	packaging/test-deb.sh $(abspath $(AGENT_BIN))
@@ -171,13 +171,14 @@ deb-check: deps $(if $(BINARY),,build) $(GENERATE_MANUAL)
 #                    --mock-agent (rig self-test with a shell stand-in, NOT a test of the agent)
 .PHONY: e2e e2e-short demo e2e-image e2e-deps test-all
 
-# Everything CI runs: the unit tests, a short fuzzing pass, then the end-to-end suite. TCG emulation
-# has stalled an L1 CPU once in many runs; what failed is run once more, on a fresh L1 (not the whole suite:
+# Everything CI runs: the unit tests, a short fuzzing pass, the end-to-end suite, then the Debian package's
+# checks (make deb-check). TCG emulation has stalled an L1 CPU once in many runs; what failed is run once more, on a fresh L1 (not the whole suite:
 # that would take CI past its time limit), and a real failure fails twice.
 test-all: test
 	$(MAKE) fuzz-short
 	$(MAKE) e2e || { echo "e2e failed; running the failed scenarios once more (TCG stalls happen)"; \
 		$(MAKE) e2e E2E_FLAGS="$(E2E_FLAGS) --retry-failed"; }
+	$(MAKE) deb-check BINARY=$(RELEASE_BIN)
 
 e2e-deps:
 	.ci/install-e2e-deps
