@@ -22,6 +22,8 @@ public enum PlanPreview {
             case .attach(let target, let owner), .detach(let target, let owner):
                 address = target.description
                 guest = owner.rawValue
+            case .reassignBARs(let port):
+                address = port.description
             }
         }
     }
