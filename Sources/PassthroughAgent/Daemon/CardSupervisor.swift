@@ -355,7 +355,7 @@ public actor CardSupervisor {
         for round in 0..<3 {
             var observation = await observer.observe(card, devices: devices, history: states[card.name]?.history ?? CardHistory())
             noteChanges(observation.observed)
-            observation.observed.bars = CardBARs(readBARs(of: card, observation.observed.resolution.functions))
+            observation.observed.bars = CardBARs(readBARs(of: card, observation.observed))
             checkLink(of: card, observation.observed)
             let steps = Reconciler.plan(for: observation.observed)
             if steps.isEmpty {

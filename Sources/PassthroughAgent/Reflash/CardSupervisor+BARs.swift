@@ -15,17 +15,23 @@ import PassthroughSystemd
 extension CardSupervisor {
     // MARK: BARs
 
-    /// The BARs of the card's functions. A BAR whose `resource` line the kernel zeroed is sized in config
-    /// space once per appearance, and never on a function bound to vfio-pci (a guest may hold it) nor in a
-    /// dry run (sizing writes config space).
-    func readBARs(of card: CardConfig, _ functions: [PCIDeviceSnapshot]) -> [PCIBar] {
+    /// The BARs of the card's functions. A BAR whose `resource` line the kernel zeroed (failed, or simply not
+    /// implemented: only sizing tells) is sized in config space once per appearance, and only on a function
+    /// about to be taken from its host driver for vfio-pci: never one already on vfio-pci (a guest may hold
+    /// it), never one staying on the host (sizing turns its decoding off for a moment), never in a dry run.
+    func readBARs(of card: CardConfig, _ observed: ObservedCard) -> [PCIBar] {
+        let functions = observed.resolution.functions
+        let boundForVFIO = switch Placement(card: card, guest: observed.guest) {
+        case .inGuest, .vfioIdle: true
+        case .host, .unchanged, .heldByCrashedGuest: false
+        }
         let reader = host.reader
         var bars: [PCIBar] = []
         for function in functions {
             let address = function.address
             let found = try? reader.bars(of: address) { config, register in
                 if let known = states[card.name]?.sizedBARs[address]?[register.index] { return known }
-                guard !options.dryRun, function.driver != .vfioPCI else { return nil }
+                guard boundForVFIO, !options.dryRun, function.driver != .vfioPCI else { return nil }
                 guard let size = try? config.size(of: register) else { return nil }
                 states[card.name]?.sizedBARs[address, default: [:]][register.index] = size
                 return size
