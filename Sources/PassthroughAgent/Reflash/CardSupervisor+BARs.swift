@@ -118,10 +118,7 @@ extension CardSupervisor {
     func checkLink(of card: CardConfig, _ observed: ObservedCard) {
         guard states[card.name]?.linkCheckDue == true, let first = observed.resolution.functions.first else { return }
         states[card.name]?.linkCheckDue = false
-        let reader = host.reader
-        let (now, cardMaximum) = reader.link(of: first.address)
-        let portMaximum = first.upstreamPort.flatMap { reader.link(of: $0).maximum }
-        let capable = cardMaximum.map { card in portMaximum.map(card.limited(by:)) ?? card }
+        let (now, capable) = host.reader.trainedLink(of: first.address, below: first.upstreamPort)
         let answers = !LinkProbe(layout: host.sysfs, io: host.io).probe(first.address).isAllOnes
         let before = states[card.name]?.facts.healthyLink
         let verdict = LinkHealth.judge(now: now, before: before, capable: capable, answers: answers)
