@@ -162,12 +162,19 @@ extension RecoveryProcedure {
     /// (litepcie #36). The caller has checked that nothing else is below the port and nobody holds the card.
     func reenumerateFromParent(of target: RecoveryTarget) async throws(SysfsError) {
         let reader = reader
+        let layout = reader.layout
         try await blocking.run { () throws(SysfsError) in
             // Where to rescan is read before the port is gone and sysfs no longer says.
             let parent = try reader.upstreamPort(of: target.upstreamPort)
-            try removeFunctionsInPlace(target.functions)
-            try removeFunctionsInPlace([target.upstreamPort])
-            try reader.io.write("1", to: parent.map { reader.layout.attribute("rescan", of: $0) } ?? reader.layout.rescan)
+            do {
+                try removeFunctionsInPlace(target.functions)
+                try removeFunctionsInPlace([target.upstreamPort])
+                try reader.io.write("1", to: parent.map { layout.attribute("rescan", of: $0) } ?? layout.rescan)
+            } catch {
+                // Whatever was removed comes back: a card and its port are never left off the bus.
+                try? reader.io.write("1", to: layout.rescan)
+                throw error
+            }
         }
     }
 }
