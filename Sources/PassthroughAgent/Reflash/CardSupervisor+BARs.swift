@@ -166,7 +166,7 @@ extension RecoveryProcedure {
         try await blocking.run { () throws(SysfsError) in
             // Where to rescan is read before the port is gone and sysfs no longer says.
             let parent = try reader.upstreamPort(of: target.upstreamPort)
-            do {
+            do throws(SysfsError) {
                 try removeFunctionsInPlace(target.functions)
                 try removeFunctionsInPlace([target.upstreamPort])
                 try reader.io.write("1", to: parent.map { layout.attribute("rescan", of: $0) } ?? layout.rescan)
