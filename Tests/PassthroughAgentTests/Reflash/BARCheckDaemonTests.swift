@@ -88,6 +88,22 @@ struct BARCheckDaemonTests {
         #expect(await rig.hypervisor.liveHostdevs(of: "fpga-dev").isEmpty)
     }
 
+    @Test("3b. the port's removal fails half-way: the whole bus is rescanned so the card is not left off it; the failure is told, and so is the BAR")
+    func escalationFailsHalfWay() async throws {
+        let rig = try await ReflashRig()
+        defer { rig.loop.cancel() }
+        rig.newBitstreamOnRescan(Self.bigBitstream, tooBigForThePort: [2], windowResizable: true)
+        rig.bus.failWrites(to: "bus/pci/devices/\(ReflashRig.port)/remove", with: .resourceBusy)
+        try await rig.reflash()
+
+        try await waitUntil("told") { !rig.notifications(.barsUnassigned).isEmpty }
+        let failed = try #require(rig.notifications(.stepFailed).first)
+        #expect("\(failed.message)".hasPrefix("u200: re-enumerating it from above 0000:00:01.0 failed"))
+        #expect(rig.bus.writes.last { $0.path.hasSuffix("rescan") }?.path == "bus/pci/rescan")
+        #expect(rig.onBus())
+        #expect(await rig.hypervisor.liveHostdevs(of: "fpga-dev").isEmpty)
+    }
+
     @Test("4. the link comes back slower than before: a warning naming before and after, the daemon's status and `status`'s LINK column say so; the card is still lent")
     func degradedLink() async throws {
         let rig = try await ReflashRig()
