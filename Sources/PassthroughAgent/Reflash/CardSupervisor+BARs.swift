@@ -3,9 +3,9 @@ import PassthroughCore
 import PassthroughSysfs
 import PassthroughSystemd
 
-/// The checks after every re-enumeration of a card, whoever caused it (the agent's own recovery or
+/// The BAR check after every re-enumeration of a card, whoever caused it (the agent's own recovery or
 /// `--finish`, or the kernel's hotplug after the FPGA came back): its BARs must all have an address before
-/// it goes to vfio-pci, and its link should be as good as before.
+/// it goes to vfio-pci.
 ///
 /// A BAR the kernel could not place is escalated once per layout of unplaced BARs: the card's functions and
 /// its upstream port are removed and the port's parent rescanned, so the kernel sizes the port's windows
@@ -111,47 +111,13 @@ extension CardSupervisor {
         saveFacts(of: card)
     }
 
-    // MARK: Link
-
-    /// Once per appearance: the link of the card's first function against the one it had when last healthy,
-    /// and against what both ends can do. Worse is a warning; as good becomes the new "before".
-    func checkLink(of card: CardConfig, _ observed: ObservedCard) {
-        guard states[card.name]?.linkCheckDue == true, let first = observed.resolution.functions.first else { return }
-        states[card.name]?.linkCheckDue = false
-        let (now, capable) = host.reader.trainedLink(of: first.address, below: first.upstreamPort)
-        let answers = !LinkProbe(layout: host.sysfs, io: host.io).probe(first.address).isAllOnes
-        let before = states[card.name]?.facts.healthyLink
-        let verdict = LinkHealth.judge(now: now, before: before, capable: capable, answers: answers)
-        states[card.name]?.link = verdict
-        switch verdict {
-        case .healthy(let link):
-            if link != before {
-                states[card.name]?.facts.healthyLink = link
-                saveFacts(of: card.name)
-            }
-        case .degraded(let why):
-            Notify(logger: logger)(.linkDegraded, "\(card.name): its link came back degraded: \(why)", level: .warning, card: card.name,
-                                   Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(first.address)"]) { $1 })
-        case .unknown:
-            break
-        }
-    }
-
-    private func saveFacts(of card: CardName) {
+    func saveFacts(of card: CardName) {
         guard !options.dryRun, let facts = states[card]?.facts else { return }
         do {
             try options.facts.save(facts, of: card)
         } catch {
             logger.error("\(card): cannot record what was learnt about it in \(options.facts.directory): \(error); a restart forgets it")
         }
-    }
-}
-
-extension LinkProbeResult {
-    /// All-ones from a function still in sysfs: the link trained, but nothing answers behind it.
-    var isAllOnes: Bool {
-        if case .lost(.allOnes) = self { return true }
-        return false
     }
 }
 
