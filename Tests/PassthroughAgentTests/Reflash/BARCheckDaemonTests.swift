@@ -36,6 +36,25 @@ struct BARCheckDaemonTests {
         #expect(!rig.bus.sysfs.exists("run/facts/u200"))
     }
 
+    @Test("1b. the kernel re-enumerated it by itself (a hotplug slot after the FPGA came back): the same check on udev's add, same outcome")
+    func kernelHotplug() async throws {
+        let rig = try await ReflashRig()
+        defer { rig.loop.cancel() }
+        rig.newBitstreamOnRescan(Self.bigBitstream, tooBigForThePort: [2], windowResizable: true)
+        // pciehp: the old pci_dev (and the guest's hostdev) goes, a new one comes, xdma grabs it; the kernel's
+        // hot-add found no room in the port's window for BAR 2.
+        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")
+        rig.bus.sysfs.removeFunction(Self.card)
+        ReflashRig.plugCard(rig.bus.sysfs, id: "10ee:903f")
+        rig.bus.setBARs(Self.card, Self.bigBitstream, .assigned(base: 0xE000_0000), except: [2])
+        await rig.added()
+
+        try await waitUntil("back in its guest") { await rig.hypervisor.liveHostdevs(of: "fpga-dev") == [ReflashRig.function] }
+        #expect(rig.removals == Self.escalation)
+        #expect(rig.bus.sysfs.driver(of: Self.card) == "vfio-pci")
+        #expect(rig.notifications(.barsUnassigned).isEmpty)
+    }
+
     @Test("2. the escalation does not place it: neither bound nor attached, told once with the fix, shown in status; no second try on another event or a restart")
     func escalationDoesNotFixIt() async throws {
         let rig = try await ReflashRig()
