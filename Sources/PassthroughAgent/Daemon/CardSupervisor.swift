@@ -243,8 +243,10 @@ public actor CardSupervisor {
     public func reload(_ newConfig: AgentConfig) {
         for card in config.cards where !newConfig.cards.contains(where: { $0.name == card.name }) {
             forgetReflash(of: card)
-            states[card.name]?.facts = CardFacts()
-            saveFacts(of: card.name)
+            if let facts = states[card.name]?.facts, facts != CardFacts() {
+                states[card.name]?.facts = CardFacts()
+                saveFacts(of: card.name)
+            }
         }
         config = newConfig
         let names = Set(newConfig.cards.map(\.name))
