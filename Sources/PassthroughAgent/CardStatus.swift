@@ -41,6 +41,9 @@ public struct CardStatus: Encodable, Hashable, Sendable {
     public var problem: String?
     /// What the running daemon says about the card (nil when no daemon answers).
     public var daemon: String?
+    /// The link of its first function as trained (`8 GT/s x16`), with what it and its port can do when that is
+    /// more; nil when the kernel does not say (not PCIe, not present).
+    public var link: String?
 
     public init(resolution: CardResolution) {
         let card = resolution.card
@@ -79,7 +82,20 @@ public struct CardStatus: Encodable, Hashable, Sendable {
     /// The status of every configured card, in config order.
     public static func all(config: AgentConfig, reader: PCISysfsReader) throws(SysfsError) -> [CardStatus] {
         let devices = try reader.allFunctions()
-        return config.cards.map { CardStatus(resolution: CardResolution(card: $0, devices: devices)) }
+        return config.cards.map { card in
+            let resolution = CardResolution(card: card, devices: devices)
+            var status = CardStatus(resolution: resolution)
+            if let first = resolution.functions.first { status.link = linkText(of: first, reader: reader) }
+            return status
+        }
+    }
+
+    /// `8 GT/s x16`, or `2.5 GT/s x16 (can do 8 GT/s x16)` when it trained below what both ends can do.
+    static func linkText(of function: PCIDeviceSnapshot, reader: PCISysfsReader) -> String? {
+        let (now, capable) = reader.trainedLink(of: function.address, below: function.upstreamPort)
+        guard let now else { return nil }
+        guard let capable, now.isWorse(than: capable) else { return "\(now)" }
+        return "\(now) (can do \(capable))"
     }
 }
 

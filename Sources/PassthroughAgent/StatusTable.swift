@@ -2,11 +2,11 @@
 public enum StatusTable {
     public static func render(_ cards: [CardStatus]) -> String {
         guard !cards.isEmpty else { return "no cards configured\n" }
-        var rows: [[String]] = [["CARD", "ADDRESS", "PRESENT", "ID", "DRIVER", "IOMMU", "GUEST"]]
+        var rows: [[String]] = [["CARD", "ADDRESS", "PRESENT", "ID", "DRIVER", "IOMMU", "GUEST", "LINK"]]
         var notes: [Int: [String]] = [:]
         for card in cards {
             if card.functions.isEmpty {
-                rows.append([card.name, card.address ?? "-", "no", "-", "-", "-", card.guest])
+                rows.append([card.name, card.address ?? "-", "no", "-", "-", "-", card.guest, "-"])
             }
             for (index, function) in card.functions.enumerated() {
                 rows.append([
@@ -17,6 +17,7 @@ public enum StatusTable {
                     function.driverUnreadable != nil ? "(unreadable)" : function.driver ?? "(none)",
                     function.iommuGroup.map(String.init) ?? "-",
                     index == 0 ? card.guest : "",
+                    index == 0 ? card.link ?? "-" : "",
                 ])
             }
             var cardNotes: [String] = []

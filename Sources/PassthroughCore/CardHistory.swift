@@ -8,9 +8,12 @@ public struct CardHistory: Hashable, Sendable {
     /// to probe it. With `host-driver = "auto"` a function still driverless after that is where the
     /// kernel wants it (no driver claims its ID) and is left so, instead of being probed on every pass.
     public var probedForHost: Set<PCIAddress>
+    /// What was done, once, about BARs that did not fit (see ``BARReassignment``).
+    public var barReassignment: BARReassignment?
 
-    public init(lastSlot: PCISlot? = nil, probedForHost: Set<PCIAddress> = []) {
+    public init(lastSlot: PCISlot? = nil, probedForHost: Set<PCIAddress> = [], barReassignment: BARReassignment? = nil) {
         self.lastSlot = lastSlot
         self.probedForHost = probedForHost
+        self.barReassignment = barReassignment
     }
 }

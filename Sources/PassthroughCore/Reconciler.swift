@@ -28,14 +28,17 @@ public struct ObservedCard: Hashable, Sendable {
     /// PCI functions in the guest's live XML (only meaningful while the guest is active).
     public var attached: Set<PCIAddress>
     public var history: CardHistory
+    /// The BARs of the card's functions, as the kernel placed them (empty when it could not be read).
+    public var bars: CardBARs
 
     public init(card: CardConfig, devices: [PCIDeviceSnapshot], guest: GuestActivity, attached: Set<PCIAddress>,
-                history: CardHistory = CardHistory()) {
+                history: CardHistory = CardHistory(), bars: [PCIBar] = []) {
         self.card = card
         self.resolution = CardResolution(card: card, devices: devices, lastSlot: history.lastSlot)
         self.guest = guest
         self.attached = attached
         self.history = history
+        self.bars = CardBARs(bars)
     }
 }
 
@@ -83,6 +86,9 @@ public struct PlanStep: Hashable, Sendable, CustomStringConvertible {
         case bindHost(HostDriverPolicy)
         case attach(PCIAddress, to: GuestName)
         case detach(PCIAddress, from: GuestName)
+        /// Remove the card's functions and the port above them, then rescan the port's parent, so the
+        /// kernel sizes the port's windows anew for BARs that did not fit.
+        case reassignBARs(port: PCIAddress)
     }
 
     public var card: CardName
@@ -106,6 +112,7 @@ public struct PlanStep: Hashable, Sendable, CustomStringConvertible {
         case .bindHost: "bind-host"
         case .attach: "attach"
         case .detach: "detach"
+        case .reassignBARs: "reassign-bars"
         }
     }
 
@@ -115,8 +122,17 @@ public struct PlanStep: Hashable, Sendable, CustomStringConvertible {
         case .bindHost(let policy): "\(card): give back to the host, \(policy) (\(reason))"
         case .attach(let address, let guest): "\(card): attach \(address) to \(guest) (\(reason))"
         case .detach(let address, let guest): "\(card): detach \(address) from \(guest) (\(reason))"
+        case .reassignBARs(let port): "\(card): remove it and \(port), rescan above \(port) (\(reason))"
         }
     }
+}
+
+/// What the BAR check says about a card bound for vfio-pci with BARs that did not fit.
+public enum BARCheck: Hashable, Sendable {
+    /// Re-enumerate it from above its port (once per layout of unassigned BARs).
+    case reassign(port: PCIAddress)
+    /// Left on whatever driver it has; the fix is the person's (the kernel command line, the firmware).
+    case leftAlone(String)
 }
 
 /// Turns (actual, desired) into the steps that close the gap. Pure and level-triggered: the same
@@ -130,6 +146,15 @@ public enum Reconciler {
         // A bridge, or a driver nobody can name: whatever the guest does, the card stays as it is.
         if observed.resolution.handsOff != nil { return [] }
         let name = card.name
+        switch barCheck(observed) {
+        case .reassign(let port)?:
+            return [PlanStep(card: name, action: .reassignBARs(port: port),
+                             reason: "\(observed.bars.summary): the kernel found no room below \(port)", slot: slot)]
+        case .leftAlone?:
+            return []
+        case nil:
+            break
+        }
         var steps: [PlanStep] = []
         switch Placement(card: card, guest: observed.guest) {
         case .unchanged, .heldByCrashedGuest:
@@ -157,6 +182,32 @@ public enum Reconciler {
             }
         }
         return steps
+    }
+
+    /// What to do about a card bound for vfio-pci with a BAR the kernel could not place; `nil` when there is
+    /// nothing to do (every BAR placed, or the card goes to the host, whose driver copes or fails on its own).
+    /// Such a card is never bound to vfio-pci nor attached: a guest would get a half-working device.
+    public static func barCheck(_ observed: ObservedCard) -> BARCheck? {
+        let bars = observed.bars
+        guard !bars.unassigned.isEmpty, let first = observed.resolution.functions.first else { return nil }
+        switch Placement(card: observed.card, guest: observed.guest) {
+        case .inGuest, .vfioIdle: break
+        case .host, .unchanged, .heldByCrashedGuest: return nil
+        }
+        if let tried = observed.history.barReassignment, tried.layout == bars.unassignedLayout {
+            switch tried.outcome {
+            case .reenumerated: return .leftAlone("still unassigned after re-enumerating it below its port's parent")
+            case .refused: return .leftAlone("not re-enumerated: \(tried.detail ?? "refused")")
+            }
+        }
+        // Functions already in the guest (attached by an older run, or by hand) are its: never removed under it.
+        if observed.resolution.functions.contains(where: { observed.attached.contains($0.address) }) {
+            return .leftAlone("not re-enumerated: the guest \(observed.card.guest) holds it")
+        }
+        guard let port = first.upstreamPort else {
+            return .leftAlone("not re-enumerated: it has no upstream port whose windows could be sized anew")
+        }
+        return .reassign(port: port)
     }
 
     /// What keeps a function from its host placement, or `nil` when it is there.

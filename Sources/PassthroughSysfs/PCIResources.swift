@@ -49,6 +49,19 @@ public struct PCIResource: Hashable, Sendable {
 
     public var size: UInt64 { isAssigned ? end - start + 1 : 0 }
 
+    /// The size of a range the kernel sized but did not place: it keeps the kind, flags it
+    /// `IORESOURCE_UNSET` and moves it to start at 0 (a BAR it could not claim where the firmware put it).
+    /// `nil` for anything else, including the all-zero line of a BAR whose assignment failed outright
+    /// (`reset_resource()` in `drivers/pci/setup-bus.c` zeroes start, end and flags): only config space
+    /// still knows that one's size.
+    public var unplacedSize: UInt64? {
+        guard kind != .none, flags & Self.unsetFlag != 0, end > start else { return nil }
+        return end - start + 1
+    }
+
+    /// A line the kernel zeroed: an unimplemented BAR, or one whose assignment failed.
+    public var isZero: Bool { start == 0 && end == 0 && flags == 0 }
+
     public func contains(_ other: PCIResource) -> Bool {
         isAssigned && other.isAssigned && other.start >= start && other.end <= end
     }

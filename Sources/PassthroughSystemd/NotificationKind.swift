@@ -32,6 +32,11 @@ public enum NotificationKind: Hashable, Sendable, CaseIterable {
     /// A guest asked for something over its request channel that it may not have (not its card, requests
     /// off, not running, a dry run) or asked too often.
     case guestRequestRefused
+    /// A card bound for vfio-pci came back with BARs the kernel could not place, and re-enumerating it from
+    /// above its port did not help (or was not allowed): it is not given to its guest.
+    case barsUnassigned
+    /// A card's link came back slower or narrower than before (or than both ends can do), or not answering.
+    case linkDegraded
 
     public var messageID: MessageID {
         // Generated once with uuid.uuid4().hex.
@@ -53,6 +58,8 @@ public enum NotificationKind: Hashable, Sendable, CaseIterable {
         case .errorNotRecovered: "a2a6543f0cb846ac99fe8c5d5616e123"
         case .reflashNotFinished: "508f9842c9cd4eb38cc936d8fea2ee30"
         case .guestRequestRefused: "14fd44d16c164b9a82737a29ffd6a748"
+        case .barsUnassigned: "43fad8bcf5994be2a93b512f5154976f"
+        case .linkDegraded: "d38613aa3ec745a08eb4110612b90e40"
         }
         // The literals above are checked by the tests; a typo is a programming error.
         return MessageID(rawValue: hex)!

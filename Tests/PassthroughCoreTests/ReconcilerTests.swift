@@ -21,6 +21,7 @@ private func plan(_ card: CardConfig, _ devices: [PCIDeviceSnapshot], guest: Gue
         case .bindHost(let policy): "bind-host \(policy)"
         case .attach(let address, let guest): "attach \(address) \(guest)"
         case .detach(let address, let guest): "detach \(address) \(guest)"
+        case .reassignBARs(let port): "reassign-bars \(port)"
         }
     }
 }

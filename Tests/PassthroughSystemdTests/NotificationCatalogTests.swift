@@ -21,7 +21,7 @@ struct NotificationCatalogTests {
 
     @Test func idsAreWellFormedAndDistinct() {
         let ids = NotificationKind.allCases.map(\.messageID)
-        #expect(ids.count == 17)
+        #expect(ids.count == 19)
         #expect(Set(ids).count == ids.count)
         for id in ids {
             #expect(MessageID(rawValue: id.rawValue) == id)

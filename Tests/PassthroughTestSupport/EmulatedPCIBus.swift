@@ -28,6 +28,8 @@ public final class EmulatedPCIBus: SysfsIO {
         var rescanHooks: [RescanHook] = []
         var writeHooks: [FilePath: RescanHook] = [:]
         var rescans = 0
+        /// Per `config` file, BAR register offset → the bits a write can change and the read-only type bits.
+        var barRegisters: [FilePath: [Int: (writable: UInt32, fixed: UInt32)]] = [:]
     }
 
     public let sysfs: FakeSysfs
@@ -125,6 +127,24 @@ public final class EmulatedPCIBus: SysfsIO {
         // A write to a device that is not there is dropped by the link, not refused by the kernel.
         if isWithoutLink(path) { return }
         try real.writeBytes(path, offset: offset, bytes)
+        try keepBARBits(path, written: offset..<offset + Int64(bytes.count))
+    }
+
+    /// The device's BARs as config space sizes them: `registers` maps a register's offset to the bits a
+    /// write can change (the address bits above the BAR's size) and its read-only type bits.
+    func emulateBARRegisters(_ config: FilePath, _ registers: [Int: (writable: UInt32, fixed: UInt32)]) {
+        state.withLock { $0.barRegisters[config] = registers }
+    }
+
+    /// What hardware does with a BAR write: only the address bits above the size stick.
+    private func keepBARBits(_ path: FilePath, written range: Range<Int64>) throws(SysfsError) {
+        guard let registers = state.withLock({ $0.barRegisters[path] }) else { return }
+        for (offset, bits) in registers where range.overlaps(Int64(offset)..<Int64(offset + 4)) {
+            let bytes = try real.readBytes(path, offset: Int64(offset), count: 4)
+            let value = bytes.reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            let kept = value & bits.writable | bits.fixed
+            try real.writeBytes(path, offset: Int64(offset), (0..<4).map { UInt8(truncatingIfNeeded: kept >> (8 * $0)) })
+        }
     }
 
     /// Whether `path` is a file of a function whose slot has no link.

@@ -14,6 +14,9 @@ public struct CardRuntimeState: Hashable, Sendable {
         case handsOff(CardResolution.HandsOff)
         case pending(steps: Int)
         case retrying(attempt: Int, lastError: String)
+        /// Present, bound for vfio-pci, but with BARs the kernel could not place: left on whatever driver it
+        /// has, neither bound to vfio-pci nor attached, until the person applies `fix`.
+        case barsUnassigned(String, why: String, fix: String)
     }
 
     public var phase: Phase = .unknown
@@ -29,16 +32,34 @@ public struct CardRuntimeState: Hashable, Sendable {
     public var probedForHost: Set<PCIAddress> = []
     /// Where it stands around a reflash (persisted while not `placed`).
     public var reflash: ReflashStateMachine
+    /// What the BAR check and the link check remember (persisted, see ``CardFactsStore``).
+    public var facts: CardFacts
+    /// Sizes config space gave for BARs whose `resource` line the kernel zeroed, per function: sized once
+    /// per appearance (sizing turns the function's decoding off for a moment), forgotten when it re-enumerates.
+    public var sizedBARs: [PCIAddress: [Int: UInt64]] = [:]
+    /// The card (re)appeared since its link was last judged.
+    public var linkCheckDue = true
+    /// The last judgement of its link, for `status`.
+    public var link: LinkVerdict?
 
-    public init(reflash: ReflashStateMachine = ReflashStateMachine()) {
+    public init(reflash: ReflashStateMachine = ReflashStateMachine(), facts: CardFacts = CardFacts()) {
         self.reflash = reflash
+        self.facts = facts
         self.site = reflash.state.site
         self.lastAddresses = reflash.state.site?.functions ?? []
     }
 
     /// What the pure reconciler is told about the card's past.
     public var history: CardHistory {
-        CardHistory(lastSlot: site?.slot ?? lastAddresses.min()?.slot, probedForHost: probedForHost)
+        CardHistory(lastSlot: site?.slot ?? lastAddresses.min()?.slot, probedForHost: probedForHost,
+                    barReassignment: facts.barReassignment)
+    }
+
+    /// A new pci_dev for the card (hot-add, rescan, reflash): what was learnt about the old one's BARs and
+    /// link no longer holds.
+    public mutating func reenumerated() {
+        sizedBARs = [:]
+        linkCheckDue = true
     }
 
     /// ``summary(for:)`` in one token, for a guest's `status` (`u200=held`): a script splits on spaces.
@@ -62,6 +83,7 @@ public struct CardRuntimeState: Hashable, Sendable {
         case .handsOff: "hands-off"
         case .pending: "moving"
         case .retrying: "retrying"
+        case .barsUnassigned: "bars-unassigned"
         }
     }
 
@@ -85,7 +107,12 @@ public struct CardRuntimeState: Hashable, Sendable {
         case .recovering: return "\(card.name): recovering (lost from the link)"
         case .placed, .gaveUp: break
         }
-        return switch phase {
+        let linkNote = if case .degraded(let why)? = link { "; link degraded: \(why)" } else { "" }
+        return phaseSummary(for: card) + linkNote
+    }
+
+    private func phaseSummary(for card: CardConfig) -> String {
+        switch phase {
         case .unknown: "\(card.name): starting"
         case .absent: "\(card.name): absent"
         case .ambiguous: "\(card.name): ambiguous, add an address"
@@ -97,6 +124,8 @@ public struct CardRuntimeState: Hashable, Sendable {
         case .handsOff(let reason): "\(card.name): left where it is, \(reason)"
         case .pending(let steps): "\(card.name): \(steps) step(s) pending"
         case .retrying(let attempt, _): "\(card.name): retrying (attempt \(attempt))"
+        case .barsUnassigned(let bars, let why, let fix):
+            "\(card.name): \(bars); not given to \(card.guest) (\(why)); fix: \(fix)"
         }
     }
 }

@@ -35,8 +35,14 @@ public actor CardSupervisor {
         public var holderRecheck: Duration = .seconds(2)
         /// How long after an AER BEGIN_RECOVERY without success the card is probed for a dead link.
         public var aerGrace: Duration = .seconds(5)
+        /// Where the BAR check's and the link check's memory lives; `nil`: `facts` next to the reflash state.
+        public var factsStore: CardFactsStore?
 
         public init() {}
+
+        var facts: CardFactsStore {
+            factsStore ?? CardFactsStore(directory: reflashStore.directory.removingLastComponent().appending("facts"))
+        }
     }
 
     /// A person programs the card over JTAG: take it off the bus, then bring it back.
@@ -142,7 +148,8 @@ public actor CardSupervisor {
         self.reflashWorker = options.dryRun ? nil : try? WorkerThread(name: "pa-reflash")
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         for card in config.cards {
-            states[card.name] = CardRuntimeState(reflash: Self.resumedReflash(of: card.name, from: options.reflashStore, logger: logger))
+            states[card.name] = CardRuntimeState(reflash: Self.resumedReflash(of: card.name, from: options.reflashStore, logger: logger),
+                                                 facts: options.facts.load(card.name))
         }
     }
 
@@ -183,6 +190,10 @@ public actor CardSupervisor {
                 return states[card.name]?.lastAddresses.contains(device.address) == true
             }
             if !concerned.isEmpty {
+                // A hot-add coalesced with its removal into one pass is still a new pci_dev.
+                if device.action == .add {
+                    for card in concerned { states[card.name]?.reenumerated() }
+                }
                 if let aer = device.errorEvent {
                     logger.warning("AER \(aer) on \(device.address)", metadata: [
                         LogMetadataKey.pciSlot: "\(device.address)", "DEVICE_ONLINE": "\(device.deviceOnline.map { $0 ? "1" : "0" } ?? "-")",
@@ -232,12 +243,16 @@ public actor CardSupervisor {
     public func reload(_ newConfig: AgentConfig) {
         for card in config.cards where !newConfig.cards.contains(where: { $0.name == card.name }) {
             forgetReflash(of: card)
+            if let facts = states[card.name]?.facts, facts != CardFacts() {
+                states[card.name]?.facts = CardFacts()
+                saveFacts(of: card.name)
+            }
         }
         config = newConfig
         let names = Set(newConfig.cards.map(\.name))
         states = states.filter { names.contains($0.key) }
         dirty.formIntersection(names)
-        for card in newConfig.cards where states[card.name] == nil { states[card.name] = CardRuntimeState() }
+        for card in newConfig.cards where states[card.name] == nil { states[card.name] = CardRuntimeState(facts: options.facts.load(card.name)) }
         // The new configuration may be the fix for what kept failing: every card is due now.
         for name in names { states[name]?.retryAt = nil }
         if !awaitingFirstLook { startLinkWatches() }
@@ -342,8 +357,10 @@ public actor CardSupervisor {
         var devices = initialDevices
         // A plan, its steps, and a second look to confirm; a third plan means something undoes us.
         for round in 0..<3 {
-            let observation = await observer.observe(card, devices: devices, history: states[card.name]?.history ?? CardHistory())
+            var observation = await observer.observe(card, devices: devices, history: states[card.name]?.history ?? CardHistory())
             noteChanges(observation.observed)
+            observation.observed.bars = CardBARs(readBARs(of: card, observation.observed))
+            checkLink(of: card, observation.observed)
             let steps = Reconciler.plan(for: observation.observed)
             if steps.isEmpty {
                 settle(card, observation)
@@ -356,6 +373,10 @@ public actor CardSupervisor {
             }
             if options.dryRun { return }
             for step in steps {
+                if case .reassignBARs(let port) = step.action {
+                    await reassignBARs(of: card, observation.observed, below: port)
+                    break
+                }
                 do {
                     try await executor.run(step, card: card)
                     if case .bindHost = step.action {
@@ -401,7 +422,10 @@ public actor CardSupervisor {
                 LogMetadataKey.guest: "\(card.guest)",
             ]
             switch state.phase {
-            case .absent, .unknown, .ambiguous:
+            case .absent, .ambiguous:
+                state.reenumerated()
+                fallthrough
+            case .unknown:
                 notify(.cardAppeared, "\(card.name) appeared at \(slot) (\(ids.map(\.description).joined(separator: ", ")))",
                        card: card.name, fields)
                 state.probedForHost = []
@@ -409,6 +433,7 @@ public actor CardSupervisor {
                 state.probedForHost.formIntersection(functions.map(\.address))
             }
             if !state.lastIDs.isEmpty, state.lastIDs != ids {
+                state.reenumerated()
                 notify(.cardIDChanged, "\(card.name): ID changed \(state.lastIDs.map(\.description).joined(separator: ",")) -> \(ids.map(\.description).joined(separator: ","))",
                        card: card.name, fields)
             }
@@ -448,6 +473,9 @@ public actor CardSupervisor {
                 logger.error("\(card.name): \(reason)", metadata: .card(card))
             }
             state.phase = .handsOff(reason)
+        } else if case .leftAlone(let why)? = Reconciler.barCheck(observation.observed) {
+            let bars = observation.observed.bars
+            state.phase = .barsUnassigned(bars.summary, why: why, fix: bars.fix)
         } else if observation.observed.resolution.isPresent {
             state.phase = .converged(Placement(card: card, guest: observation.observed.guest))
         }
@@ -457,6 +485,7 @@ public actor CardSupervisor {
         state.failures = 0
         state.retryAt = nil
         states[card.name] = state
+        settleBARs(of: card, observation.observed)
         if let problem = observation.guestProblem, observation.observed.resolution.isPresent {
             logger.debug("\(card.name): guest state unknown (\(problem)); leaving the card where it is")
         }

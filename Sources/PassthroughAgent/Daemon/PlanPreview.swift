@@ -22,6 +22,8 @@ public enum PlanPreview {
             case .attach(let target, let owner), .detach(let target, let owner):
                 address = target.description
                 guest = owner.rawValue
+            case .reassignBARs(let port):
+                address = port.description
             }
         }
     }
@@ -38,7 +40,11 @@ public enum PlanPreview {
         var steps: [Step] = []
         var notes: [String] = []
         for card in config.cards {
-            let observation = await observer.observe(card, devices: devices)
+            // What the daemon already tried about BARs that did not fit, so the plan does not promise it again.
+            let tried = CardFactsStore().load(card.name).barReassignment
+            var observation = await observer.observe(card, devices: devices, history: CardHistory(barReassignment: tried))
+            // What the kernel flagged unset, read only: sizing a zeroed line writes config space, which `plan` never does.
+            observation.observed.bars = CardBARs(observation.observed.resolution.functions.flatMap { (try? host.reader.bars(of: $0.address)) ?? [] })
             if let problem = observation.guestProblem {
                 notes.append("\(card.name): state of guest \(card.guest) unknown (\(problem)); the card is left where it is")
             }

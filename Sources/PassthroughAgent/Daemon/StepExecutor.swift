@@ -46,6 +46,9 @@ struct StepExecutor: Sendable {
                 LogMetadataKey.pciSlot: "\(address)", LogMetadataKey.guest: "\(guest)",
                 LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
             ])
+        case .reassignBARs:
+            // Removing a port needs the reflash path's safety checks and worker: the supervisor runs it.
+            throw VerificationError(description: "\(step.actionName) is not a driver or guest move")
         }
     }
 

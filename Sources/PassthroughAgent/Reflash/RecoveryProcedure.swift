@@ -204,7 +204,7 @@ public struct RecoveryProcedure: Sendable {
         try await blocking.run { () throws(SysfsError) in try removeFunctionsInPlace(functions) }
     }
 
-    private func removeFunctionsInPlace(_ functions: Set<PCIAddress>) throws(SysfsError) {
+    func removeFunctionsInPlace(_ functions: Set<PCIAddress>) throws(SysfsError) {
         let present = try io.list(layout.pciDevices).compactMap(PCIAddress.init).filter(functions.contains)
         for address in present.sorted().reversed() {
             do {
