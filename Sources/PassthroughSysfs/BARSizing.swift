@@ -6,10 +6,15 @@ public struct BARRegister: Hashable, Sendable {
     public var index: Int
     public var space: PCIBar.Space
     public var is64Bit: Bool
+    /// Whether the register reads anything but zero: type bits (64-bit, prefetchable, I/O) or an address left
+    /// in it. Such a BAR is implemented for certain; one that reads zero may be unimplemented (hard-wired to
+    /// zero), and only sizing can tell.
+    public var readsNonZero: Bool
 
     /// Decodes the read-only type bits of a BAR (PCI Local Bus 3.0 §6.2.5.1); `nil` for the reserved type.
     init?(index: Int, raw: UInt32) {
         self.index = index
+        readsNonZero = raw != 0
         if raw & 0x1 != 0 {
             space = .io
             is64Bit = false

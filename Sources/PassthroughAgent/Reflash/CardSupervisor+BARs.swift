@@ -18,7 +18,11 @@ extension CardSupervisor {
     /// The BARs of the card's functions. A BAR whose `resource` line the kernel zeroed (failed, or simply not
     /// implemented: only sizing tells) is sized in config space once per appearance, and only on a function
     /// about to be taken from its host driver for vfio-pci: never one already on vfio-pci (a guest may hold
-    /// it), never one staying on the host (sizing turns its decoding off for a moment), never in a dry run.
+    /// it), never one staying on the host, never in a dry run. Sizing turns the function's decoding off for a
+    /// moment, so under a driver only a register that reads non-zero is sized: that BAR is implemented and the
+    /// kernel failed to place it, so the card is leaving that driver anyway. A healthy card's unimplemented
+    /// BARs read zero and are never written to. (A 32-bit BAR the kernel could not place whose register reads
+    /// zero is then found only on a function without a driver.)
     func readBARs(of card: CardConfig, _ observed: ObservedCard) -> [PCIBar] {
         let functions = observed.resolution.functions
         let boundForVFIO = switch Placement(card: card, guest: observed.guest) {
@@ -31,7 +35,8 @@ extension CardSupervisor {
             let address = function.address
             let found = try? reader.bars(of: address) { config, register in
                 if let known = states[card.name]?.sizedBARs[address]?[register.index] { return known }
-                guard boundForVFIO, !options.dryRun, function.driver != .vfioPCI else { return nil }
+                guard boundForVFIO, !options.dryRun, function.driver != .vfioPCI,
+                      register.readsNonZero || function.driver == .unbound else { return nil }
                 guard let size = try? config.size(of: register) else { return nil }
                 states[card.name]?.sizedBARs[address, default: [:]][register.index] = size
                 return size

@@ -123,6 +123,19 @@ struct BARCheckDaemonTests {
         #expect(await rig.hypervisor.liveHostdevs(of: "fpga-dev").isEmpty)
     }
 
+    @Test("1c. a bitstream whose BARs all fit: back in its guest, and its config space never written (its unimplemented BARs, which read zero, are not sized under the host driver)")
+    func healthyCardIsNotSized() async throws {
+        let rig = try await ReflashRig()
+        defer { rig.loop.cancel() }
+        // BARs 1, 4 and 5 are not implemented: their `resource` lines are zero, as an unplaced BAR's would be.
+        rig.newBitstreamOnRescan(Self.bigBitstream, tooBigForThePort: [], windowResizable: false)
+
+        try await rig.reflash()
+        try await waitUntil("back in its guest") { await rig.hypervisor.liveHostdevs(of: "fpga-dev") == [ReflashRig.function] }
+        #expect(rig.bus.configWrites.filter { $0.path.hasPrefix("bus/pci/devices/\(Self.card)/") }.isEmpty)
+        #expect(rig.notifications(.barsUnassigned).isEmpty)
+    }
+
     @Test("4. the link comes back slower than before: a warning naming before and after, the daemon's status and `status`'s LINK column say so; the card is still lent")
     func degradedLink() async throws {
         let rig = try await ReflashRig()
