@@ -44,7 +44,7 @@ extension ConfigSpace {
         var registers: [BARRegister] = []
         var index = 0
         while index < Self.endpointBARs {
-            let raw = try readRegister(Self.firstBAR + 4 * index, width: 4)
+            let raw = try readField(Self.firstBAR + 4 * index, width: 4)
             if let register = BARRegister(index: index, raw: raw) {
                 registers.append(register)
                 if register.is64Bit { index += 1 }
@@ -58,7 +58,7 @@ extension ConfigSpace {
     public func size(of register: BARRegister) throws(ConfigSpaceError) -> UInt64 {
         if try vendorID() == 0xFFFF { throw .notResponding(address) }
         let offset = Self.firstBAR + 4 * register.index
-        let command = UInt16(try readRegister(0x04, width: 2))
+        let command = UInt16(try readField(0x04, width: 2))
         if command & Self.decodeBits != 0 { try writeRegister(0x04, width: 2, UInt32(command & ~Self.decodeBits)) }
         defer { if command & Self.decodeBits != 0 { try? writeRegister(0x04, width: 2, UInt32(command)) } }
         let low = try probe(offset)
@@ -77,22 +77,11 @@ extension ConfigSpace {
 
     /// Writes all-ones to one register, reads what sticks, puts the old value back.
     private func probe(_ offset: Int) throws(ConfigSpaceError) -> UInt32 {
-        let original = try readRegister(offset, width: 4)
+        let original = try readField(offset, width: 4)
         try writeRegister(offset, width: 4, 0xFFFF_FFFF)
-        let sized = try readRegister(offset, width: 4)
+        let sized = try readField(offset, width: 4)
         try writeRegister(offset, width: 4, original)
         return sized
-    }
-
-    private func readRegister(_ offset: Int, width: Int) throws(ConfigSpaceError) -> UInt32 {
-        let bytes: [UInt8]
-        do {
-            bytes = try io.readBytes(path, offset: Int64(offset), count: width)
-        } catch {
-            throw .access(error)
-        }
-        guard bytes.count == width else { throw .shortRead(address, offset: offset, expected: width, got: bytes.count) }
-        return bytes.reversed().reduce(0) { $0 << 8 | UInt32($1) }
     }
 
     private func writeRegister(_ offset: Int, width: Int, _ value: UInt32) throws(ConfigSpaceError) {

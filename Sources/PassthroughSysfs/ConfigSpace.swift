@@ -203,7 +203,8 @@ public struct ConfigSpace: Sendable {
         guard type & ConfigSpaceLayout.headerLayoutMask == 1 else { throw .notABridge(address, headerType: type) }
     }
 
-    private func readField(_ offset: Int, width: Int) throws(ConfigSpaceError) -> UInt32 {
+    /// One little-endian field of `width` bytes (1, 2 or 4): the one funnel every config-space read goes through.
+    func readField(_ offset: Int, width: Int) throws(ConfigSpaceError) -> UInt32 {
         let bytes: [UInt8]
         do {
             bytes = try io.readBytes(path, offset: Int64(offset), count: width)
