@@ -944,7 +944,9 @@ class Suite:
                               f"[ $(grep -ac 'L2-REQ {request} -> ' {console}) -ge {n} ]", timeout)
         except RigError as e:
             tail = self.rig.out(f"grep -a L2-REQ {console} | tail -n 3")
-            raise Fail(f"{e}; the guest's last request lines: {tail!r}")
+            # Whether the guest is alive at all: its PCI report loop prints a line whenever what it sees changes.
+            last = self.rig.out(f"tail -c 600 {console}")
+            raise Fail(f"{e}; the guest's last request lines: {tail!r}; the console's last bytes: {last!r}")
         return self.l2_requests(console)[request][n - 1]
 
     def wait_card_seen(self, n, device="0x10d3", console="/var/log/l2-console.log"):
