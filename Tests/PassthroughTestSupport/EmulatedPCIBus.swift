@@ -30,6 +30,8 @@ public final class EmulatedPCIBus: SysfsIO {
         var rescans = 0
         /// Per `config` file, BAR register offset → the bits a write can change and the read-only type bits.
         var barRegisters: [FilePath: [Int: (writable: UInt32, fixed: UInt32)]] = [:]
+        /// Per `config` file, byte offset → bits that read zero whatever is written (not implemented).
+        var hardWiredZero: [FilePath: [Int64: UInt8]] = [:]
     }
 
     public let sysfs: FakeSysfs
@@ -54,6 +56,13 @@ public final class EmulatedPCIBus: SysfsIO {
     /// The next writes to `relativePath` fail with `errno`.
     public func failWrites(to relativePath: String, with errno: Errno) {
         state.withLock { $0.failingWrites[sysfs.root.appending(relativePath)] = errno }
+    }
+
+    /// Bits of one config-space byte that the device does not implement: writes to them are dropped, so they
+    /// read zero (QEMU's root ports do that to Link Disable).
+    public func hardWireToZero(_ address: String, byteOffset: Int, bits: UInt8) {
+        let config = sysfs.root.appending("bus/pci/devices/\(address)/config")
+        state.withLock { $0.hardWiredZero[config, default: [:]][Int64(byteOffset)] = bits }
     }
 
     /// Every write made through the bus, relative to the root, in order.
@@ -128,6 +137,10 @@ public final class EmulatedPCIBus: SysfsIO {
         if isWithoutLink(path) { return }
         try real.writeBytes(path, offset: offset, bytes)
         try keepBARBits(path, written: offset..<offset + Int64(bytes.count))
+        for (byte, bits) in state.withLock({ $0.hardWiredZero[path] ?? [:] }) where (offset..<offset + Int64(bytes.count)).contains(byte) {
+            let value = try real.readBytes(path, offset: byte, count: 1)
+            try real.writeBytes(path, offset: byte, [value[0] & ~bits])
+        }
     }
 
     /// The device's BARs as config space sizes them: `registers` maps a register's offset to the bits a

@@ -52,6 +52,12 @@ public struct ReflashGuard: Sendable {
                 throw .configSpace(error)
             }
         }
+        // A bit the port does not implement reads back as it was: a guard that is not there must not be said to be.
+        for bit in record.guardedBits where (try? space.isSet(bit)) != Self.guarded(bit) {
+            logger.error("reflash guard: the port ignored the write, restoring", metadata: metadata(record.port, ["bit": "\(bit)"]))
+            try? restore(record)
+            throw .bitIgnored(bit, port: record.port)
+        }
         if changed {
             logger.notice("reflash guard engaged: \(Self.engagedText(record.mode)) on the upstream port", metadata: metadata(record.port, [
                 "guard": "\(record.mode)", "registers-were": "\(record.savedRegisters)",

@@ -103,6 +103,25 @@ struct GuardModeTests {
         try await waitUntil("back in its guest") { await rig.isBackInItsGuest() }
     }
 
+    @Test("link-disable on a port that does not implement Link Disable (the bit reads back zero, as on QEMU's root ports) → the card is rescanned back, --prepare fails naming the port, no state is left")
+    func linkDisableNotImplemented() async throws {
+        let rig = try await ReflashRig(extraConfig: "reflash-guard = \"link-disable\"")
+        defer { rig.loop.cancel() }
+        let port = ConfigSpace(address: rootPort, layout: rig.bus.sysfs.layout, io: rig.bus)
+        rig.bus.hardWireToZero("\(rootPort)", byteOffset: try port.expressCapability() + 0x10, bits: 0x10)
+        rig.cardReturnsOnRescan(as: "10ee:903f")
+
+        let refused = try #require(await rig.refusal(.prepare))
+        #expect(refused.reason == .failed)
+        #expect(refused.description.contains("u200: cannot disable the link on 0000:00:01.0"))
+        #expect(refused.description.contains("ignores writes to"))
+        #expect(refused.description.contains("it was rescanned back onto the bus"))
+        #expect(rig.onBus())
+        #expect(portBytes(rig) == Self.original)
+        #expect(!rig.hasStateFile())
+        try await waitUntil("back in its guest") { await rig.isBackInItsGuest() }
+    }
+
     @Test("link-disable: the agent died between saving Link Control and removing the card → the restarted agent finds the card on the bus: the reflash is over, the port as it was, no record")
     func linkDisableCrashBeforeRemoval() async throws {
         let rig = try await ReflashRig(extraConfig: "reflash-guard = \"link-disable\"")
