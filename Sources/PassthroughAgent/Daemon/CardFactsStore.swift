@@ -76,25 +76,17 @@ public struct CardFactsStore: Sendable {
         return CardFacts(fileContents: text) ?? CardFacts()
     }
 
-    /// Replaces the file whole (write a temporary, rename), or removes it when there is nothing to keep.
+    /// Replaces the file whole (``StateFile``), or removes it when there is nothing to keep.
     public func save(_ facts: CardFacts, of card: CardName) throws(Errno) {
-        let final = directory.appending(card.rawValue)
-        guard facts != CardFacts() else {
-            if final.withPlatformString({ unlink($0) }) != 0, errno != ENOENT { throw Errno(rawValue: errno) }
-            return
-        }
-        var current = FilePath(root: directory.root)
-        for component in directory.components {
-            current.append(component)
-            if current.withPlatformString({ mkdir($0, 0o700) }) != 0, errno != EEXIST { throw Errno(rawValue: errno) }
-        }
-        let temporary = directory.appending(".\(card.rawValue).new")
-        do {
-            let fd = try FileDescriptor.open(temporary, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: .ownerReadWrite)
-            _ = try fd.closeAfter { try fd.writeAll(Array(facts.fileContents.utf8)) }
+        let file = directory.appending(card.rawValue)
+        do throws(StateFile.Failure) {
+            if facts == CardFacts() {
+                try StateFile.remove(file)
+            } else {
+                try StateFile.replace(file, with: facts.fileContents)
+            }
         } catch {
-            throw error as? Errno ?? .ioError
+            throw error.errno
         }
-        if temporary.withPlatformString({ from in final.withPlatformString { rename(from, $0) } }) != 0 { throw Errno(rawValue: errno) }
     }
 }

@@ -25,6 +25,15 @@ public struct ReflashStateError: Error, Hashable, Sendable, CustomStringConverti
         self.errno = errno
     }
 
+    init(_ failure: StateFile.Failure) {
+        let operation: Operation = switch failure.step {
+        case .createDirectory: .createDirectory
+        case .write: .write
+        case .remove: .remove
+        }
+        self.init(operation, path: failure.path, errno: failure.errno)
+    }
+
     public var description: String {
         let what = "cannot \(operation.rawValue) reflash state \(path)"
         return errno.map { "\(what): \($0)" } ?? what
@@ -36,8 +45,7 @@ public struct ReflashStateError: Error, Hashable, Sendable, CustomStringConverti
 /// `/run/passthrough-agent` across restarts and stops (`RuntimeDirectoryPreserve=yes`), so a held
 /// card stays held, guard and all, until `--finish` or the next boot.
 ///
-/// Not sysfs, so it has its own small door: atomic replace (write, fsync, rename, fsync the directory),
-/// so a kill -9 at any point leaves either the old record or the new one, never half of one.
+/// Each record is replaced whole (``StateFile``): a kill -9 at any point leaves the old record or the new one.
 public struct ReflashStateStore: Sendable {
     public static let defaultDirectory: FilePath = "/run/passthrough-agent/cards"
 
@@ -56,22 +64,11 @@ public struct ReflashStateStore: Sendable {
             try remove(card)
             return
         }
-        try makeDirectory()
-        let final = path(of: card)
-        let temporary = directory.appending(".\(card.rawValue).new")
-        do {
-            let fd = try FileDescriptor.open(
-                temporary, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: .ownerReadWrite)
-            try fd.closeAfter {
-                _ = try fd.writeAll(Array(contents.utf8))
-                try Self.fsync(fd)
-            }
+        do throws(StateFile.Failure) {
+            try StateFile.replace(path(of: card), with: contents)
         } catch {
-            throw ReflashStateError(.write, path: temporary, errno: error as? Errno ?? .ioError)
+            throw ReflashStateError(error)
         }
-        let renamed = temporary.withPlatformString { from in final.withPlatformString { to in rename(from, to) } }
-        if renamed != 0 { throw ReflashStateError(.write, path: final, errno: Errno(rawValue: errno)) }
-        syncDirectory()
     }
 
     /// The persisted state of `card`; `.placed` when there is no record.
@@ -105,33 +102,10 @@ public struct ReflashStateStore: Sendable {
     }
 
     public func remove(_ card: CardName) throws(ReflashStateError) {
-        let file = path(of: card)
-        if file.withPlatformString({ unlink($0) }) != 0, errno != ENOENT {
-            throw ReflashStateError(.remove, path: file, errno: Errno(rawValue: errno))
-        }
-    }
-
-    private func makeDirectory() throws(ReflashStateError) {
-        var current = FilePath(root: directory.root)
-        for component in directory.components {
-            current.append(component)
-            if current.withPlatformString({ mkdir($0, 0o700) }) != 0, errno != EEXIST {
-                throw ReflashStateError(.createDirectory, path: current, errno: Errno(rawValue: errno))
-            }
-        }
-    }
-
-    /// The rename is durable only once the directory is; /run is tmpfs, but a test or a packager may
-    /// point this elsewhere.
-    private func syncDirectory() {
-        guard let fd = try? FileDescriptor.open(directory, .readOnly, options: [.directory, .closeOnExec]) else { return }
-        _ = try? fd.closeAfter { try Self.fsync(fd) }
-    }
-
-    private static func fsync(_ fd: FileDescriptor) throws(Errno) {
-        while Glibc.fsync(fd.rawValue) != 0 {
-            let code = Errno(rawValue: errno)
-            if code != .interrupted { throw code }
+        do throws(StateFile.Failure) {
+            try StateFile.remove(path(of: card))
+        } catch {
+            throw ReflashStateError(error)
         }
     }
 }
