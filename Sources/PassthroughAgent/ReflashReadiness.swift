@@ -46,11 +46,12 @@ enum ReflashReadiness {
                              host: HostEnvironment, commandLine: KernelCommandLine) throws(ConfigSpaceError) -> ReadinessReport.Item {
         let name = "card \(card.name) reflash path"
         let hotplug = try hotplug(functions: functions, port: port, config: config, host: host)
-        if case .driven(let driver) = hotplug {
-            return .init(name: name, status: .ok,
-                         detail: "hotplug slot at port \(port) (\(driver)): the kernel removes and re-adds it", fix: nil)
-        }
         let aer = try errorReporting(port: port, config: config, host: host, commandLine: commandLine)
+        if case .driven(let driver) = hotplug {
+            // Who sees the surprise down matters even with a slot: firmware-first AER may still reset the server.
+            return .init(name: name, status: .ok,
+                         detail: "hotplug slot at port \(port) (\(driver)): the kernel removes and re-adds it; \(aer)", fix: nil)
+        }
         if case .osFirst(let handler) = aer {
             return .init(name: name, status: .ok,
                          detail: "AER recovery: port \(port) reports errors to the kernel (OS-first, aer on \(handler)); the agent recovers the card", fix: nil)

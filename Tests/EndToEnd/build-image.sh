@@ -1,6 +1,6 @@
 #!/bin/sh
-# Builds work/l1.img: the cached base rootfs (cache/base-<key>/) + the agent installed with
-# `make install DESTDIR=…` + its configuration + the L2 guest + the (inactive) baseline.
+# Builds work/l1.img: the cached base rootfs (cache/base-<key>/) + the agent installed from its Debian
+# package (make deb, dpkg -i) + its configuration + the L2 guest + the (inactive) baseline.
 # The base is rebuilt from nothing when its cache entry is absent (key: recipe hash + kernel).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -55,15 +55,30 @@ host-driver = "auto"
 when-guest-stops = "host"
 reflash-guard = true
 TOML
-# E2E_AGENT_SRC: another checkout of the agent to install (default: this repository).
+# The agent from its Debian package, as a user installs it (issue 13): `make deb` from the release binary,
+# then dpkg in the image; its dependencies are in the base already. The configuration above is an edited
+# conffile for dpkg, kept (--force-confold). E2E_AGENT_SRC: another checkout of the agent (default: this one).
 SRC=${E2E_AGENT_SRC:-$REPO}
-log "make -C $SRC install DESTDIR=$ROOT"
-make -C "$SRC" --no-print-directory install DESTDIR="$ROOT" >"$WORK/make-install.log" 2>&1 \
-    || { tail -30 "$WORK/make-install.log"; exit 1; }
-# What a live `make install` does for the catalog; then enable the service as a user would.
-chroot "$ROOT" journalctl --update-catalog >/dev/null 2>&1 || true
-chroot "$ROOT" systemctl enable passthrough-agent.service >/dev/null 2>&1 \
-    || ln -sf /etc/systemd/system/passthrough-agent.service "$ROOT/etc/systemd/system/multi-user.target.wants/"
+log "make -C $SRC deb; dpkg -i in the image"
+rm -rf "$WORK/deb"; mkdir -p "$WORK/deb"
+make -C "$SRC" --no-print-directory deb BINARY="$SRC/.build/release/passthrough-agent" DEB_OUTDIR="$WORK/deb" \
+    >"$WORK/make-deb.log" 2>&1 || { tail -30 "$WORK/make-deb.log"; exit 1; }
+DEB=$(ls "$WORK"/deb/passthrough-agent_*.deb)
+in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@" </dev/null; }
+cp "$DEB" "$ROOT/tmp/passthrough-agent.deb"
+in_root dpkg -i --force-confold --force-confdef /tmp/passthrough-agent.deb >"$WORK/dpkg-install.log" 2>&1 \
+    || { cat "$WORK/dpkg-install.log"; exit 1; }
+rm "$ROOT/tmp/passthrough-agent.deb"
+[ -e "$ROOT/etc/systemd/system/multi-user.target.wants/passthrough-agent.service" ] \
+    || { echo "the package did not enable passthrough-agent.service"; exit 1; }
+# The upgrade scenario's package: the same build one Debian revision later, as packaging/test-deb.sh makes it.
+VERSION=$(dpkg-deb -f "$DEB" Version)
+UPGRADED=${VERSION%-*}-$((${VERSION##*-} + 1))
+rm -rf "$WORK/deb/v2"; dpkg-deb -R "$DEB" "$WORK/deb/v2"
+sed -i "s/^Version: .*/Version: $UPGRADED/" "$WORK/deb/v2/DEBIAN/control"
+mkdir -p "$ROOT/var/lib/e2e/upgrade"
+dpkg-deb --root-owner-group -b "$WORK/deb/v2" "$ROOT/var/lib/e2e/upgrade/passthrough-agent_${UPGRADED}.deb" >/dev/null
+log "installed passthrough-agent $VERSION from its package; $UPGRADED waits in /var/lib/e2e/upgrade"
 
 # L2: the same kernel, a busybox initramfs, defined (persistent) but not autostarted.
 L2=$ROOT/var/lib/e2e/l2

@@ -207,7 +207,8 @@ class QGA:
 
 class Rig:
     CARD_BDF = "0000:01:00.0"
-    MODELS = {"e1000e": "8086:10d3", "e1000": "8086:100e"}
+    # ivshmem-plain stands in for a bitstream whose BAR2 size we choose (plug_ivshmem); it has no host driver.
+    MODELS = {"e1000e": "8086:10d3", "e1000": "8086:100e", "ivshmem-plain": "1af4:1110"}
 
     def __init__(self, work=WORK, pciehp=False):
         self.work = work
@@ -381,6 +382,16 @@ class Rig:
         t0 = time.monotonic()
         self.qmp.command("device_add", driver=model, bus="rp1", id="fpga0")
         self.card_model = model
+        return t0
+
+    def plug_ivshmem(self, size, backend):
+        """A "bitstream" whose BAR2 has `size` bytes: ivshmem-plain (1af4:1110, 64-bit prefetchable BAR2 the
+        size of its memory backend) on rp1. The backend is reserved lazily (reserve=off: no swap accounting), so
+        a BAR of many GiB costs L0 nothing until the guest touches it. Returns the time of device_add."""
+        self.qmp.command("object-add", **{"qom-type": "memory-backend-ram", "id": backend, "size": size, "reserve": False})
+        t0 = time.monotonic()
+        self.qmp.command("device_add", driver="ivshmem-plain", memdev=backend, bus="rp1", id="fpga0")
+        self.card_model = "ivshmem-plain"
         return t0
 
     # ---- libvirt / L2 --------------------------------------------------------------

@@ -732,7 +732,7 @@ class Suite:
         self.ensure_attached()
         port0, lines0 = self.port_errors(), self.l2_pci_lines()
         pid = self.agent_pid()
-        r.sh(f"mkdir -p {DROPIN} && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/passthrough-agent run --dry-run\\n' "
+        r.sh(f"mkdir -p {DROPIN} && printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/passthrough-agent run --dry-run\\n' "
              f">{DROPIN}/e2e-dry-run.conf && systemctl daemon-reload && systemctl restart passthrough-agent",
              check=True, timeout=150)
         problems = []
@@ -1174,6 +1174,215 @@ class Suite:
         check(not problems, "; ".join(problems))
         return "; ".join(done)
 
+    # ---- a bigger bitstream (issue 11): check's facts, a BAR that grows past its port's window ----------
+    def check_report(self):
+        """`passthrough-agent check --json` in L1, as {item name: item}; and its text form."""
+        r = self.rig
+        rc, out, err = r.sh("passthrough-agent check --json", timeout=120)
+        check(rc in (0, 1), f"`check --json` exited {rc}: {(err or out).strip()[:300]}")
+        try:
+            items = {i["name"]: i for i in json.loads(out)["items"]}
+        except (ValueError, KeyError, TypeError) as e:
+            raise Fail(f"`check --json` printed no report ({e}): {out[:300]!r}")
+        return items, r.out("passthrough-agent check 2>&1; true")
+
+    def check_facts_as_they_are(self, items):
+        """The root port's facts in `check --json` against what config space and sysfs say, read here with
+        setpci and ls: the hotplug driver, who handles AER, Data Link Layer Link Active reporting, the windows."""
+        r, port = self.rig, self.root_port()
+        problems = []
+        path = items.get("card fpga0 reflash path", {}).get("detail", "")
+        services = r.out(f"for d in /sys/bus/pci/devices/{port}/{port}:pcie*; do "
+                         "[ -e $d/driver ] && basename $(readlink -f $d/driver); done; true").split()
+        slot = r.sh("grep -lx 0000:01:00 /sys/bus/pci/slots/*/address")[0] == 0
+        driver = "pciehp" if "pciehp" in services else "acpiphp" if slot else None
+        if driver and f"hotplug slot at port {port} ({driver})" not in path:
+            problems.append(f"reflash path {path!r}, but {port} has {'pciehp' if driver == 'pciehp' else 'an acpiphp slot'}")
+        aer = "aer" in services
+        if ("OS-first" in path) != aer:
+            problems.append(f"reflash path {path!r}, but the aer service is {'bound' if aer else 'not bound'} on {port}")
+        dllla = int(r.out(f"setpci -s {port} CAP_EXP+0c.l"), 16) >> 20 & 1
+        link = items.get("card fpga0 link state", {})
+        if (link.get("status") == "ok") != bool(dllla):
+            problems.append(f"link state {link!r}, but Link Capabilities of {port} say DLLLA reporting {bool(dllla)}")
+        pref = r.out(f"sed -n 16p /sys/bus/pci/devices/{port}/resource").split()
+        size = int(pref[1], 16) - int(pref[0], 16) + 1 if len(pref) == 3 and int(pref[1], 16) else 0
+        windows = items.get("card fpga0 windows", {}).get("detail", "")
+        if size and f"prefetchable window" in windows and f"{size >> 20} MiB" not in windows:
+            problems.append(f"windows {windows!r}, but {port}'s prefetchable window is {size >> 20} MiB")
+        return problems, f"path: {path}; DLLLA reporting {bool(dllla)}; prefetchable window {size >> 20} MiB"
+
+    def card_bar2(self):
+        """(start, size) of the card's BAR2 from its `resource` file; start 0 = not placed."""
+        line = self.rig.out(f"sed -n 3p {DEV}/resource").split()
+        if len(line) != 3:
+            return None
+        start, end = int(line[0], 16), int(line[1], 16)
+        return start, (end - start + 1) if end else 0
+
+    def bitstream(self, size, backend):
+        """A reflash to an ivshmem-plain whose BAR2 has `size` bytes, from whatever is on rp1 now."""
+        r = self.rig
+        self.unplug()
+        r.wait_for("hostdev gone from live XML", f"! grep -q '<hostdev' {STATUS_XML}", 60)
+        for old in self.backends:
+            r.qmp.command("object-del", id=old)
+        self.backends = [backend]
+        return r.plug_ivshmem(size, backend)
+
+    def s23_bigger_bitstream(self):
+        """`check --json` reports the root port's hotplug/AER/DLLLA facts and windows as setpci and sysfs
+        read them. Then three bitstreams (ivshmem-plain, BAR2 = its memory backend) on the root port whose
+        prefetchable window the firmware sized at 2 MiB: 1 MiB fits and is attached; 256 MiB does not fit the
+        window on the ACPI hot-add ("can't assign; no space"), the agent removes the card and its port and
+        rescans the root bus, the kernel sizes the window anew, the card is attached with BAR2 placed; 64 GiB
+        fits no window of this host bridge (32 GiB above 4 GiB): not bound to vfio-pci, not attached, one
+        error notification naming the fix, shown by `status`. Back to the e1000e: attached again."""
+        r = self.rig
+        problems, done = [], []
+        self.backends = []
+        r.sh(f"mkdir -p /run/e2e && cp {self.CONFIG} /run/e2e/config.bar-before && "
+             f"sed -i 's/^ids = \\[\\(.*\\)\\]$/ids = [\\1, \\\"1af4:1110\\\"]/' {self.CONFIG} && "
+             f"grep -q 1af4:1110 {self.CONFIG} && systemctl reload passthrough-agent", check=True)
+        time.sleep(2)
+        try:
+            self.ensure_attached()
+            items, text = self.check_report()
+            facts_problems, facts = self.check_facts_as_they_are(items)
+            problems += facts_problems
+            log("check on the test host:\n" + text)
+            done.append(f"check --json: {facts}")
+
+            # 1 MiB: inside the firmware's window.
+            t_add = self.bitstream(1 << 20, "bar1m")
+            try:
+                r.wait_for("the 1 MiB bitstream attached", self.attached_cond(), T_ATTACH)
+            except RigError as e:
+                raise Fail(f"1 MiB: {e}; driver={r.driver()}, hostdevs={r.hostdev_count()}, BAR2={self.card_bar2()}")
+            bar = self.card_bar2()
+            if not bar or not bar[0] or bar[1] != 1 << 20:
+                problems.append(f"1 MiB: BAR2 {bar}")
+            done.append(f"1 MiB: attached {time.monotonic() - t_add:.1f} s after device_add, BAR2 at {bar[0]:#x}")
+
+            # 256 MiB: the hot-add cannot place it; the agent's rescan from the root bus can.
+            cursor = r.out("journalctl -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'")
+            t_add = self.bitstream(256 << 20, "bar256m")
+            try:
+                r.wait_for("the 256 MiB bitstream attached", self.attached_cond(), T_ATTACH + 60)
+            except RigError as e:
+                raise Fail(f"256 MiB: {e}; driver={r.driver()}, hostdevs={r.hostdev_count()}, BAR2={self.card_bar2()}; "
+                           f"agent said: {r.out(f'journalctl --after-cursor={cursor!r} -u passthrough-agent -o cat --no-pager | tail -5')!r}")
+            t_att = time.monotonic() - t_add
+            bar = self.card_bar2()
+            kernel = r.out(f"journalctl -k --after-cursor='{cursor}' --no-pager -o cat | grep -c \"BAR 2 .*can't assign\" || true")
+            agent = r.out(f"journalctl --after-cursor='{cursor}' -u passthrough-agent --no-pager -o cat | grep -m1 'rescanning above' || true")
+            if not bar or not bar[0] or bar[1] != 256 << 20:
+                problems.append(f"256 MiB: attached with BAR2 {bar}")
+            if not agent:
+                problems.append(f"256 MiB: attached without the agent's rescan from above the port (kernel: {kernel} failed placements)")
+            done.append(f"256 MiB: kernel could not place BAR2 on hot-add ({kernel}×), agent rescanned above "
+                        f"{self.root_port()}, attached {t_att:.1f} s after device_add with BAR2 at {bar[0]:#x}" if bar else "")
+            self.figures.setdefault("bigger bitstream: device_add → attached via a rescan above the port (s23)", []).append(t_att)
+            items, _ = self.check_report()
+            facts_problems, facts = self.check_facts_as_they_are(items)
+            problems += [f"after the rescan: {p}" for p in facts_problems]
+
+            # 64 GiB: no window of this host bridge holds it.
+            cursor = r.out("journalctl -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'")
+            self.bitstream(64 << 30, "bar64g")
+            notified = ("journalctl --after-cursor='%s' -u passthrough-agent --no-pager -o cat "
+                        "MESSAGE_ID=43fad8bcf5994be2a93b512f5154976f" % cursor)
+            try:
+                r.wait_for("the BARs-unassigned notification", f"{notified} | grep -q .", T_ATTACH + 60)
+            except RigError as e:
+                raise Fail(f"64 GiB: {e}; driver={r.driver()}, hostdevs={r.hostdev_count()}, BAR2={self.card_bar2()}; "
+                           f"agent said: {r.out(f'journalctl --after-cursor={cursor!r} -u passthrough-agent -o cat --no-pager | tail -5')!r}")
+            time.sleep(5)  # a later pass must not bind or attach it either, nor say it again
+            message = r.out(notified)
+            if message.count("\n") != 0:
+                problems.append(f"64 GiB: notified more than once: {message!r}")
+            if "pci=realloc" not in message and "above 4G" not in message.lower():
+                problems.append(f"64 GiB: the notification names no fix: {message!r}")
+            if r.driver() == "vfio-pci" or r.hostdev_count() != 0:
+                problems.append(f"64 GiB: driver={r.driver()}, hostdevs={r.hostdev_count()} (want neither vfio-pci nor attached)")
+            status = r.out("passthrough-agent status 2>&1; true")
+            if "unassigned" not in status.lower() and "bar" not in status.lower():
+                problems.append(f"64 GiB: `status` does not show it: {status[-300:]!r}")
+            done.append(f"64 GiB: not bound, not attached, notified once: {message[:200]!r}")
+        finally:
+            # Back to the normal card and configuration, whatever happened.
+            try:
+                if r.card_model is not None:
+                    self.unplug()
+                for old in self.backends:
+                    r.qmp.command("object-del", id=old)
+                self.backends = []
+                r.plug("e1000e")
+            except RigError as e:
+                problems.append(f"cleanup: {e}")
+            r.sh(f"cp /run/e2e/config.bar-before {self.CONFIG} && systemctl reload passthrough-agent; true")
+        try:
+            r.wait_for("the e1000e attached again", self.attached_cond(), T_ATTACH + 60)
+        except RigError as e:
+            problems.append(f"back to the e1000e: {e}; driver={r.driver()}, hostdevs={r.hostdev_count()}")
+        check(not problems, "; ".join(problems))
+        return "; ".join(d for d in done if d)
+
+    # ---- the Debian package (issue 13): an upgrade in place while a card is lent ---------------------
+    def s24_package_upgrade(self):
+        """The image runs the agent installed from its .deb (build-image.sh: make deb, dpkg -i). `dpkg -i` of
+        the next Debian revision while the card is in l2: the daemon is restarted by the postinst and comes
+        back READY, the configuration the admin edited is kept byte for byte (a conffile), and the card never
+        leaves l2 (its hostdev is in the live XML at every look during the upgrade, L2's PCI list unchanged)."""
+        r = self.rig
+        self.ensure_attached()
+        version = r.out("dpkg-query -W -f '${Version}' passthrough-agent")
+        deb = r.out("ls /var/lib/e2e/upgrade/*.deb")
+        check(version and deb.endswith(".deb"), f"no installed package ({version!r}) or no upgrade package ({deb!r})")
+        config_before = r.out(f"sha256sum < {self.CONFIG}")
+        check("name = \"fpga0\"" in r.out(f"cat {self.CONFIG}"), "the image's configuration does not lend fpga0")
+        pid, lines = self.agent_pid(), self.l2_pci_lines()
+        cursor = r.out("journalctl -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p'")
+        # A look at l2's live XML every half second, in L1, for as long as the upgrade runs.
+        r.sh("rm -f /run/e2e/hostdev-looks; mkdir -p /run/e2e; (while [ ! -e /run/e2e/upgrade-done ]; do "
+             f"grep -c '<hostdev' {STATUS_XML} >> /run/e2e/hostdev-looks; sleep 0.5; done) "
+             ">/dev/null 2>&1 </dev/null & echo started", check=True)
+        t0 = time.monotonic()
+        rc, out, err = r.sh(f"dpkg -i {deb} </dev/null", timeout=300)
+        upgrade_seconds = time.monotonic() - t0
+        check(rc == 0, f"`dpkg -i {deb}` exited {rc}: {(err or out).strip()[-400:]}")
+        self.wait_agent_back(pid)
+        self.wait_agent_ready()
+        time.sleep(3)  # the restarted agent's first passes
+        r.sh("touch /run/e2e/upgrade-done; sleep 1")
+        looks = [int(x) for x in r.out("cat /run/e2e/hostdev-looks").split() if x.isdigit()]
+        problems = []
+        upgraded = r.out("dpkg-query -W -f '${Version}' passthrough-agent")
+        if upgraded == version:
+            problems.append(f"still version {version} after the upgrade")
+        if r.out(f"sha256sum < {self.CONFIG}") != config_before:
+            problems.append(f"the upgrade changed {self.CONFIG}")
+        leftovers = r.out("ls /etc/passthrough-agent/ | grep -e dpkg- -e ucf || true")
+        if leftovers:
+            problems.append(f"dpkg left {leftovers!r} beside the configuration")
+        if not looks or min(looks) < 1:
+            problems.append(f"the card left l2's live XML during the upgrade ({looks.count(0)} of {len(looks)} looks without it)")
+        if r.hostdev_count() != 1 or r.driver() != "vfio-pci":
+            problems.append(f"after the upgrade: hostdevs={r.hostdev_count()}, driver={r.driver()}")
+        if self.l2_pci_lines() != lines:
+            problems.append("L2 saw its PCI devices change during the upgrade")
+        errors = r.out(f"journalctl --after-cursor='{cursor}' -u passthrough-agent -p err --no-pager -o cat | grep -v '^-- ' || true")
+        if errors:
+            problems.append(f"errors in the journal during the upgrade: {errors[:300]!r}")
+        moved = r.out(f"journalctl --after-cursor='{cursor}' -u passthrough-agent --no-pager -o cat "
+                      "| grep -i -e detach -e unbind -e 'taken off' || true")
+        if moved:
+            problems.append(f"the agent moved the card during the upgrade: {moved[:300]!r}")
+        check(not problems, "; ".join(problems))
+        self.figures.setdefault("package upgrade (dpkg -i → agent READY again), card lent", []).append(upgrade_seconds)
+        return (f"{version} → {upgraded} by dpkg -i in {upgrade_seconds:.1f} s; agent restarted (pid {pid} → "
+                f"{self.agent_pid()}) and READY; configuration kept; hostdev in the live XML at all {len(looks)} looks")
+
     def proc_figures(self):
         """(pid, VmRSS KiB, open fds, threads, RssAnon KiB) of the agent."""
         pid = self.agent_pid()
@@ -1348,6 +1557,9 @@ class Suite:
             self.run("3: reflash (same ID) → re-attached", self.s3_reflash_same)
             self.run("4: reflash with a new ID → re-attached, 'ID changed'", self.s4_reflash_new_id)
             self.run("6: libvirtd restart → no duplicate attach", self.s6_libvirtd_restart)
+            if a.tier == "full":
+                self.run("23: bigger bitstream: BAR fits after the agent's rescan above the port, or not attached with the fix; check's facts", self.s23_bigger_bitstream)
+            self.run("24: package upgraded in place (dpkg -i, next revision) → restarted, config kept, card stays in l2", self.s24_package_upgrade)
             if a.tier == "full":
                 self.run("7: kill -9 mid-rebind → restarted, converged", self.s7_kill9_mid_rebind)
             self.run(f"8: {a.cycles} reflash cycles, RSS/fds flat", self.s8_cycles)

@@ -14,7 +14,16 @@ struct ReflashReadinessTests {
         bus.sysfs.writeFileCreatingDirectories("bus/pci_express/drivers/pciehp/0000:00:01.0:pcie004", "")
         let path = try item("card u200 reflash path", bus)
         #expect(path.status == .ok)
-        #expect(path.detail == "hotplug slot at port 0000:00:01.0 (pciehp): the kernel removes and re-adds it")
+        #expect(path.detail == "hotplug slot at port 0000:00:01.0 (pciehp): the kernel removes and re-adds it; port 0000:00:01.0 has no AER capability")
+
+        // Who hears of the surprise down is said too: firmware-first AER may reset the server despite the slot.
+        let withAER = host(port: .rootPort().withHotplugSlot().withAdvancedErrorReporting())
+        withAER.sysfs.writeFileCreatingDirectories("bus/pci_express/drivers/pciehp/0000:00:01.0:pcie004", "")
+        let firmwareFirst = try item("card u200 reflash path", withAER)
+        #expect(firmwareFirst.status == .ok)
+        #expect(firmwareFirst.detail.hasSuffix("re-adds it; AER is firmware-first at 0000:00:01.0 (the kernel was refused AER control; a surprise down goes to the firmware, which may reboot the server)"))
+        withAER.sysfs.writeFileCreatingDirectories("bus/pci_express/drivers/aer/0000:00:01.0:pcie002", "")
+        #expect(try item("card u200 reflash path", withAER).detail.hasSuffix("re-adds it; AER OS-first at 0000:00:01.0"))
     }
 
     @Test("a hot-plug capable port that pciehp does not drive is no hotplug path; an acpiphp slot is")
