@@ -166,10 +166,11 @@ deb-check: deps $(if $(BINARY),,build) $(GENERATE_MANUAL)
 #   make e2e-image   L1 disk image (cached Debian base + `make install DESTDIR=`), Tests/EndToEnd/work/l1.img
 #   make e2e         every scenario, 20 reflash cycles, baseline comparison, timing table
 #   make e2e-short   the CI tier: fewer cycles, no kill -9 / guest restart scenarios
+#   make e2e-trixie  the short tier with Debian 13 (trixie) in L1 (E2E_SUITE=trixie; default bookworm)
 #   make demo        boot, start the guest, reflash twice while streaming the agent's journal
 #   E2E_FLAGS=...    extra flags: --pciehp (native PCIe hotplug in L1), --cycles N, --only 1,2,baseline,
 #                    --mock-agent (rig self-test with a shell stand-in, NOT a test of the agent)
-.PHONY: e2e e2e-short demo e2e-image e2e-deps test-all
+.PHONY: e2e e2e-short e2e-trixie demo e2e-image e2e-deps test-all
 
 # Everything CI runs: the unit tests, a short fuzzing pass, the end-to-end suite, then the Debian package's
 # checks (make deb-check). TCG emulation has stalled an L1 CPU once in many runs; what failed is run once more, on a fresh L1 (not the whole suite:
@@ -178,6 +179,8 @@ test-all: test
 	$(MAKE) fuzz-short
 	$(MAKE) e2e || { echo "e2e failed; running the failed scenarios once more (TCG stalls happen)"; \
 		$(MAKE) e2e E2E_FLAGS="$(E2E_FLAGS) --retry-failed"; }
+	$(MAKE) e2e-trixie || { echo "e2e on Debian 13 failed; running the failed scenarios once more"; \
+		$(MAKE) e2e-trixie E2E_FLAGS="$(E2E_FLAGS) --retry-failed"; }
 	$(MAKE) deb-check BINARY=$(RELEASE_BIN)
 
 e2e-deps:
@@ -191,6 +194,10 @@ e2e: e2e-image
 
 e2e-short: e2e-image
 	python3 Tests/EndToEnd/scenarios.py --tier short $(E2E_FLAGS)
+
+# The same package and the short tier on a Debian 13 (trixie, libvirt 11) L1: its own base and work/ (work-trixie/).
+e2e-trixie:
+	$(MAKE) e2e-short E2E_SUITE=trixie
 
 demo: e2e-image
 	python3 Tests/EndToEnd/scenarios.py --demo $(E2E_FLAGS)

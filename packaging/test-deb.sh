@@ -12,7 +12,7 @@
 #      stand-ins for a running systemd and udev, what install, upgrade and removal ask of them.
 #
 # Usage: packaging/test-deb.sh BINARY     (make deb-check BINARY=… runs it)
-#   DEB_TEST_ROOTFS=DIR  the Debian 12 rootfs; default: Tests/EndToEnd/cache/base-*/rootfs of this tree
+#   DEB_TEST_ROOTFS=DIR  the Debian 12 rootfs; default: Tests/EndToEnd/cache/base-bookworm-*/rootfs of this tree
 # Exit status: 0 all passed, 1 something failed, 64 usage.
 set -eu
 
@@ -111,7 +111,7 @@ grep -v '^running with root' "$tmp/lintian" | sed 's/^/      /' || true
 # --- 2. Installing it into Debian 12 --------------------------------------------------------------------
 rootfs=${DEB_TEST_ROOTFS:-}
 if [ -z "$rootfs" ]; then
-    for candidate in "$src"/Tests/EndToEnd/cache/base-*/rootfs; do [ -d "$candidate" ] && rootfs=$candidate; done
+    for candidate in "$src"/Tests/EndToEnd/cache/base-bookworm-*/rootfs; do [ -d "$candidate" ] && rootfs=$candidate; done
 fi
 if [ "$(id -u)" -ne 0 ] || [ -z "$rootfs" ] || [ ! -x "$rootfs/usr/bin/dpkg" ]; then
     echo "SKIP  install into Debian 12: needs root and a rootfs (DEB_TEST_ROOTFS, or make e2e-image's cache)"

@@ -1,13 +1,13 @@
 #!/bin/sh
-# L1 base image recipe: Debian 12 + systemd + udev + libvirt + qemu + the Debian kernel's modules.
-# Its sha256 (with the kernel version) is the cache key of the base rootfs: change anything here
-# and the next `make e2e` rebuilds the base from nothing.
-# Usage: base-recipe.sh ROOTFS KVER MIRROR
+# L1 base image recipe: Debian 12 (or SUITE: trixie is Debian 13) + systemd + udev + libvirt + qemu +
+# the L0 Debian kernel's modules. Its sha256 (with the suite and the kernel version) is the cache key of
+# the base rootfs: change anything here and the next `make e2e` rebuilds the base from nothing.
+# Usage: base-recipe.sh ROOTFS KVER MIRROR [SUITE]
 set -eu
-ROOT=$1 KVER=$2 MIRROR=$3
+ROOT=$1 KVER=$2 MIRROR=$3 SUITE=${4:-bookworm}
 PACKAGES=systemd,systemd-sysv,libpam-systemd,udev,kmod,dbus,iproute2,pciutils,procps,libvirt-daemon-system,libvirt-daemon-driver-qemu,libvirt-clients,qemu-system-x86,qemu-guest-agent,libvirt0,libudev1,libsystemd0,libstdc++6
 
-debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 \
+debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 \
     || { tail -30 "$ROOT.debootstrap.log"; exit 1; }
 
 # Kernel modules of the L0 Debian kernel (the same kernel boots L1 and L2); drop what no card needs.

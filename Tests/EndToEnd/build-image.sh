@@ -5,7 +5,10 @@
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# E2E_SUITE: the Debian suite of L1 (bookworm = Debian 12; trixie = Debian 13 runs the short tier in CI).
+SUITE=${E2E_SUITE:-bookworm}
 CACHE=$HERE/cache WORK=$HERE/work
+[ "$SUITE" = bookworm ] || WORK=$HERE/work-$SUITE
 mkdir -p "$CACHE" "$WORK"
 START=$(date +%s.%N)
 log() { echo "[$(date -u +%H:%M:%S)] build-image: $*"; }
@@ -19,21 +22,23 @@ MIRROR=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {prin
 [ -n "$MIRROR" ] || MIRROR=$(awk '/^deb / {print ($2 ~ /^\[/ ? $3 : $2); exit}' /etc/apt/sources.list 2>/dev/null)
 [ -n "$MIRROR" ] || { echo "no apt mirror found in /etc/apt"; exit 1; }
 
-KEY=$( (cat "$HERE/base-recipe.sh"; echo "$KVER") | sha256sum | cut -c1-16)
-BASE=$CACHE/base-$KEY
+KEY=$( (cat "$HERE/base-recipe.sh"; echo "$SUITE $KVER") | sha256sum | cut -c1-16)
+BASE=$CACHE/base-$SUITE-$KEY
 if [ ! -e "$BASE/done" ]; then
-    log "base image cache miss ($KEY): debootstrap bookworm from $MIRROR"
+    log "base image cache miss ($KEY): debootstrap $SUITE from $MIRROR"
     t0=$(date +%s)
     rm -rf "$BASE" "$BASE.tmp"; mkdir -p "$BASE.tmp"
-    "$HERE/base-recipe.sh" "$BASE.tmp/rootfs" "$KVER" "$MIRROR"
+    "$HERE/base-recipe.sh" "$BASE.tmp/rootfs" "$KVER" "$MIRROR" "$SUITE"
     echo "$(( $(date +%s) - t0 ))" >"$BASE.tmp/build-seconds"
     touch "$BASE.tmp/done"
     mv "$BASE.tmp" "$BASE"
-    # Older cache entries are dead weight.
-    for old in "$CACHE"/base-*; do [ "$old" = "$BASE" ] || rm -rf "$old"; done
+    # Older cache entries of this suite are dead weight (and entries named before suites were).
+    for old in "$CACHE"/base-*; do
+        case "${old##*/base-}" in "$SUITE"-*|????????????????) [ "$old" = "$BASE" ] || rm -rf "$old" ;; esac
+    done
     log "base built in $(cat "$BASE/build-seconds") s"
 else
-    log "base image cache hit ($KEY)"
+    log "base image cache hit ($SUITE, $KEY)"
 fi
 
 ROOT=$WORK/rootfs
@@ -69,7 +74,7 @@ cp "$DEB" "$ROOT/tmp/passthrough-agent.deb"
 in_root dpkg -i --force-confold --force-confdef /tmp/passthrough-agent.deb >"$WORK/dpkg-install.log" 2>&1 \
     || { cat "$WORK/dpkg-install.log"; exit 1; }
 rm "$ROOT/tmp/passthrough-agent.deb"
-[ -e "$ROOT/etc/systemd/system/multi-user.target.wants/passthrough-agent.service" ] \
+[ -L "$ROOT/etc/systemd/system/multi-user.target.wants/passthrough-agent.service" ] \
     || { echo "the package did not enable passthrough-agent.service"; exit 1; }
 # The upgrade scenario's package: the same build one Debian revision later, as packaging/test-deb.sh makes it.
 VERSION=$(dpkg-deb -f "$DEB" Version)

@@ -14,7 +14,9 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WORK = os.path.join(HERE, "work")
+# One work directory per Debian suite of L1 (E2E_SUITE, as build-image.sh has it): Debian 12's is work/.
+SUITE = os.environ.get("E2E_SUITE") or "bookworm"
+WORK = os.path.join(HERE, "work" if SUITE == "bookworm" else f"work-{SUITE}")
 T0 = time.monotonic()
 
 
