@@ -6,6 +6,8 @@
 #   make install   PREFIX=/usr/local DESTDIR=  (BINARY=PATH: install that binary, build nothing)
 #   make deb       passthrough-agent_VERSION_ARCH.deb with Debian's paths (BINARY=PATH: package that binary)
 #   make deb-check build the .deb from a binary, check its contents, lintian, install it into a chroot
+#   make rules-check  the Prometheus alerting rules: promtool check rules + promtool test rules (+ mutants)
+#   make ansible-check  the Ansible role, run against a copy of the e2e base rootfs over a chroot (root)
 #   make guest-tool  passthrough-guest, the tool for inside a guest (fully static; never installed on the host)
 
 SWIFT ?= swift
@@ -27,7 +29,8 @@ AGENT_BIN = $(or $(BINARY),$(RELEASE_BIN))
 GUEST_BIN = .build-guest/release/passthrough-guest
 DEBUG_BIN = .build/debug/passthrough-agent
 
-.PHONY: all deps build guest-tool test report bench fuzz fuzz-short install uninstall clean deb deb-check
+.PHONY: all deps build guest-tool test report bench fuzz fuzz-short install uninstall clean deb deb-check \
+	rules-check ansible-check
 
 all: build
 
@@ -68,6 +71,12 @@ test: deps
 			PASSTHROUGH_FAKE_JOURNAL=1 $(SWIFT) test --skip-build --filter JournalWireTests'; \
 	else \
 		echo "not root (or no unshare): the journal wire-format test is skipped"; \
+	fi
+	@# The alerting rules, when promtool is here (make rules-check installs it: 16 s).
+	@if command -v promtool >/dev/null; then \
+		packaging/prometheus/check-rules.sh; \
+	else \
+		echo "promtool not found: the alerting rules' tests are skipped (make rules-check installs it)"; \
 	fi
 
 # Figures, not assertions: reconcile decision time, RSS, idle wake-ups, a uevent storm.
@@ -162,6 +171,13 @@ deb-check: deps $(if $(BINARY),,build) $(GENERATE_MANUAL)
 	.ci/install-deps lintian
 	packaging/test-deb.sh $(abspath $(AGENT_BIN))
 
+# ---- Fleet: alerting rules (packaging/prometheus) and the Ansible role (packaging/ansible) ----
+# Debian 12 has promtool only in the `prometheus` package, which also enables a Prometheus server; so it is
+# installed here, on demand (as lintian for deb-check), not by every `make deps`.
+rules-check:
+	.ci/install-deps prometheus
+	packaging/prometheus/check-rules.sh
+
 # ---- End-to-end rig (Tests/EndToEnd): a real kernel in QEMU TCG, libvirt, a nested L2 guest ----
 #   make e2e-image   L1 disk image (cached Debian base + `make install DESTDIR=`), Tests/EndToEnd/work/l1.img
 #   make e2e         every scenario, 20 reflash cycles, baseline comparison, timing table
@@ -172,10 +188,11 @@ deb-check: deps $(if $(BINARY),,build) $(GENERATE_MANUAL)
 #                    --mock-agent (rig self-test with a shell stand-in, NOT a test of the agent)
 .PHONY: e2e e2e-short e2e-trixie demo e2e-image e2e-deps test-all
 
-# Everything CI runs: the unit tests, a short fuzzing pass, the end-to-end suite, then the Debian package's
+# Everything CI runs: the unit tests, the alerting rules' tests, a short fuzzing pass, the end-to-end suite, then the Debian package's
 # checks (make deb-check). TCG emulation has stalled an L1 CPU once in many runs; what failed is run once more, on a fresh L1 (not the whole suite:
 # that would take CI past its time limit), and a real failure fails twice.
 test-all: test
+	$(MAKE) rules-check
 	$(MAKE) fuzz-short
 	$(MAKE) e2e || { echo "e2e failed; running the failed scenarios once more (TCG stalls happen)"; \
 		$(MAKE) e2e E2E_FLAGS="$(E2E_FLAGS) --retry-failed"; }
