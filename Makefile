@@ -178,6 +178,12 @@ rules-check:
 	.ci/install-deps prometheus
 	packaging/prometheus/check-rules.sh
 
+# Root; skipped with the reason when ansible (.ci/install-ansible) or the e2e base rootfs (make e2e-image) is
+# missing. DEB=PATH plays that package; else BINARY=PATH (or the release binary) is packaged first.
+DEB ?=
+ansible-check: deps $(if $(or $(DEB),$(BINARY)),,build)
+	packaging/ansible/test/test-role.sh $(or $(DEB),$(abspath $(AGENT_BIN)))
+
 # ---- End-to-end rig (Tests/EndToEnd): a real kernel in QEMU TCG, libvirt, a nested L2 guest ----
 #   make e2e-image   L1 disk image (cached Debian base + `make install DESTDIR=`), Tests/EndToEnd/work/l1.img
 #   make e2e         every scenario, 20 reflash cycles, baseline comparison, timing table
