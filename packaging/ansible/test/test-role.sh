@@ -1,6 +1,6 @@
 #!/bin/sh
 # The Ansible role (packaging/ansible/roles/passthrough_agent), played with ansible-playbook over a chroot
-# connection (community.general.chroot) on a scratch copy of the e2e suite's Debian 12 base rootfs:
+# connection (community.general.chroot) on a scratch copy of the e2e suite's base rootfs (Debian 12, else 13):
 #   - check mode on the bare image changes nothing and says the plan waits for the package;
 #   - a run installs the .deb, writes config.toml from the host variables (compared with the file expected,
 #     byte for byte), enables the unit, and calls the reload handler; `check` there says "not ready" (exit 1),
@@ -17,7 +17,8 @@
 #
 # Usage: packaging/ansible/test/test-role.sh PACKAGE.deb|RELEASE-BINARY   (make ansible-check)
 #   A binary is packaged first (make deb BINARY=…).
-#   ROLE_TEST_ROOTFS=DIR  the Debian 12 rootfs (never written: copied); default Tests/EndToEnd/cache/base-*/rootfs
+#   ROLE_TEST_ROOTFS=DIR  a Debian rootfs (never written: copied); default Tests/EndToEnd/cache/base-bookworm-*/rootfs,
+#                         else another suite's base there
 # Exit status: 0 all passed or skipped (the reason is printed), 1 something failed, 64 usage.
 set -eu
 
@@ -31,10 +32,11 @@ skip() { echo "SKIP  the Ansible role's test: $*"; exit 0; }
 command -v ansible-playbook >/dev/null || skip "no ansible-playbook (.ci/install-ansible installs it)"
 ansible-doc -t connection -l 2>/dev/null | grep -q '^community\.general\.chroot ' \
     || skip "no community.general.chroot connection plugin (.ci/install-ansible installs it)"
+# Debian 12's base first (the package's first target), else another suite's (make e2e-trixie's Debian 13).
 rootfs=${ROLE_TEST_ROOTFS:-}
-if [ -z "$rootfs" ]; then
-    for candidate in "$src"/Tests/EndToEnd/cache/base-*/rootfs; do [ -d "$candidate" ] && rootfs=$candidate; done
-fi
+for candidate in "$src"/Tests/EndToEnd/cache/base-bookworm-*/rootfs "$src"/Tests/EndToEnd/cache/base-*/rootfs; do
+    [ -z "$rootfs" ] && [ -d "$candidate" ] && rootfs=$candidate
+done
 [ -n "$rootfs" ] && [ -x "$rootfs/usr/bin/dpkg" ] || skip "no Debian rootfs (ROLE_TEST_ROOTFS, or make e2e-image's cache)"
 
 tmp=$(mktemp -d /tmp/test-role.XXXXXX)
