@@ -185,7 +185,7 @@ ansible-check: deps $(if $(or $(DEB),$(BINARY)),,build)
 	packaging/ansible/test/test-role.sh $(or $(DEB),$(abspath $(AGENT_BIN)))
 
 # ---- End-to-end rig (Tests/EndToEnd): a real kernel in QEMU TCG, libvirt, a nested L2 guest ----
-#   make e2e-image   L1 disk image (cached Debian base + `make install DESTDIR=`), Tests/EndToEnd/work/l1.img
+#   make e2e-image   L1 disk image (cached Debian base + the agent's .deb), Tests/EndToEnd/work/l1.img
 #   make e2e         every scenario, 20 reflash cycles, baseline comparison, timing table
 #   make e2e-short   the CI tier: fewer cycles, no kill -9 / guest restart scenarios
 #   make e2e-trixie  the short tier with Debian 13 (trixie) in L1 (E2E_SUITE=trixie; default bookworm)
@@ -194,8 +194,8 @@ ansible-check: deps $(if $(or $(DEB),$(BINARY)),,build)
 #                    --mock-agent (rig self-test with a shell stand-in, NOT a test of the agent)
 .PHONY: e2e e2e-short e2e-trixie demo e2e-image e2e-deps test-all
 
-# Everything CI runs: the unit tests, the alerting rules' tests, a short fuzzing pass, the end-to-end suite, then the Debian package's
-# checks (make deb-check). TCG emulation has stalled an L1 CPU once in many runs; what failed is run once more, on a fresh L1 (not the whole suite:
+# Everything CI runs: the unit tests, the alerting rules' tests, a short fuzzing pass, the end-to-end suite (Debian 12's
+# full tier, then Debian 13's short tier), then the Debian package's checks (make deb-check) and the Ansible role's. TCG emulation has stalled an L1 CPU once in many runs; what failed is run once more, on a fresh L1 (not the whole suite:
 # that would take CI past its time limit), and a real failure fails twice.
 test-all: test
 	$(MAKE) rules-check
@@ -205,6 +205,8 @@ test-all: test
 	$(MAKE) e2e-trixie || { echo "e2e on Debian 13 failed; running the failed scenarios once more"; \
 		$(MAKE) e2e-trixie E2E_FLAGS="$(E2E_FLAGS) --retry-failed"; }
 	$(MAKE) deb-check BINARY=$(RELEASE_BIN)
+	.ci/install-ansible
+	$(MAKE) ansible-check DEB=$$(ls Tests/EndToEnd/work/deb/passthrough-agent_*.deb)
 
 e2e-deps:
 	.ci/install-e2e-deps
