@@ -1,9 +1,18 @@
 import Dispatch
+import PassthroughAgent
 import PassthroughThreads
 
 #if canImport(Glibc)
 import Glibc
 #endif
+
+// Swift reads the arguments from /proc/self/cmdline. Without /proc (a chroot an installer or Ansible runs it in)
+// they come back empty, and the command would print its help and exit 0 as if asked nothing: an Ansible
+// `validate: passthrough-agent check --config %s` would then accept any file. Nothing can be done without them.
+if CommandLine.argc == 0 {
+    fputs("passthrough-agent: cannot read its command line from /proc/self/cmdline (is /proc mounted?)\n", stderr)
+    exit(ExitStatus.osError)
+}
 
 // Every command, the daemon above all, runs its tasks on the main thread (see MainThreadExecutor):
 // an idle `run` sleeps until something happens instead of waking every second for libdispatch.

@@ -56,6 +56,29 @@ struct CommandLineTests {
         #expect(bus.sysfs.driverOverride(of: "0000:01:00.0") == "(null)\n")
     }
 
+    @Test("without /proc (a chroot) the command line cannot be read: exit 71, never help and 0 as if asked nothing",
+          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"), "needs root and unshare"))
+    func noProc() async throws {
+        let bus = readyHost()
+        let path = writeConfig("[[card]]\nname = \"u200\"\naddres = \"0000:01:00\"\nguest = \"vm\"\n", in: bus)
+        // An Ansible `validate:` of this invalid file in a chroot without /proc must not pass.
+        let result = try await onOwnThread { () throws -> AgentProcess in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+            process.arguments = ["--mount", "sh", "-c", "umount -l /proc && exec \"$0\" check --config \"$1\"",
+                                 AgentProcess.binary.path, path]
+            let err = Pipe()
+            process.standardError = err
+            process.standardOutput = Pipe()
+            try process.run()
+            let stderr = err.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return AgentProcess(status: process.terminationStatus, stdout: "", stderr: String(decoding: stderr, as: UTF8.self))
+        }
+        #expect(result.status == 71, "\(result.stderr)")
+        #expect(result.stderr.contains("cannot read its command line from /proc/self/cmdline"), "\(result.stderr)")
+    }
+
     @Test("a zero-filled, non-UTF-8 or parser-crashing config is invalid (78) at its place, not 'no cards', 'missing' or an abort")
     func configBytes() async throws {
         let bus = readyHost()
