@@ -10,7 +10,8 @@ import Glibc
 // they come back empty, and the command would print its help and exit 0 as if asked nothing: an Ansible
 // `validate: passthrough-agent check --config %s` would then accept any file. Nothing can be done without them.
 if CommandLine.argc == 0 {
-    fputs("passthrough-agent: cannot read its command line from /proc/self/cmdline (is /proc mounted?)\n", stderr)
+    let message = "passthrough-agent: cannot read its command line from /proc/self/cmdline (is /proc mounted?)\n"
+    _ = message.utf8CString.withUnsafeBufferPointer { write(STDERR_FILENO, $0.baseAddress, $0.count - 1) }
     exit(ExitStatus.osError)
 }
 
