@@ -12,7 +12,7 @@ import Synchronization
 /// rather than passed as swift-metrics labels and dimensions, and each daemon (each test) has its own.
 package final class AgentMetrics: AgentFactSink {
     /// Metric names and help texts. Do not rename: alerting rules and dashboards use these.
-    package enum Name {
+    enum Name {
         static let placement = "passthrough_agent_card_placement"
         static let attached = "passthrough_agent_card_attached"
         static let guestRunning = "passthrough_agent_card_guest_running"
