@@ -3,7 +3,8 @@ import TOMLKit
 
 /// Turns a parsed TOML table into the config model, collecting every mistake with its place.
 struct ConfigDecoder {
-    static let topLevelKeys = ["card", "libvirt"]
+    static let topLevelKeys = ["agent", "card", "libvirt"]
+    static let agentKeys = ["metrics-file"]
     static let libvirtKeys = ["uri"]
     static let cardKeys = [
         "address", "guest", "guest-requests", "host-driver", "ids", "link-watch", "name", "recovery-timeout",
@@ -37,6 +38,14 @@ struct ConfigDecoder {
                 }
             } else {
                 report(keyAt: "libvirt", "'libvirt' must be a table ([libvirt]), not \(Self.describe(libvirt.type))")
+            }
+        }
+        if let agent = root["agent"] {
+            if let table = agent.table {
+                rejectUnknownKeys(in: table, allowed: Self.agentKeys, tablePath: "agent")
+                config.metricsFile = metricsFile(table)
+            } else {
+                report(keyAt: "agent", "'agent' must be a table ([agent]), not \(Self.describe(agent.type))")
             }
         }
         var decoded: [(path: String, card: CardConfig)] = []
@@ -186,6 +195,25 @@ struct ConfigDecoder {
                 }
             }
         }
+    }
+
+    /// `metrics-file`: node_exporter's textfile collector reads only `*.prom` files of one directory, and the
+    /// daemon's working directory is `/`, so a relative path would land somewhere nobody looks.
+    private mutating func metricsFile(_ table: TOMLTable) -> String? {
+        let key = "metrics-file"
+        guard let text = string(table, key, in: "agent") else { return nil }
+        let example = "e.g. \"/var/lib/prometheus/node-exporter/passthrough_agent.prom\""
+        if !text.hasPrefix("/") {
+            report(valueAt: "agent.\(key)", "'\(key)' must be an absolute path, not \(Self.quoted(text)): \(example)")
+        } else if text.unicodeScalars.contains(where: \.isControlOrBidiControl) {
+            report(valueAt: "agent.\(key)", "'\(key)' has a control character: \(Self.quoted(text))")
+        } else if !text.hasSuffix(".prom") || text.hasSuffix("/.prom") || text.split(separator: "/").contains(where: { $0 == ".." }) {
+            report(valueAt: "agent.\(key)", "'\(key)' must name a file ending in .prom (node_exporter's textfile collector reads no other), "
+                + "without '..', not \(Self.quoted(text)): \(example)")
+        } else {
+            return text
+        }
+        return nil
     }
 
     // MARK: Values

@@ -138,10 +138,14 @@ public struct AgentConfig: Hashable, Sendable {
 
     public var libvirtURI: String
     public var cards: [CardConfig]
+    /// `[agent] metrics-file`: where node_exporter's textfile collector reads the agent's metrics (an absolute
+    /// path ending in `.prom`); `nil`: no metrics are written.
+    public var metricsFile: String?
 
-    public init(libvirtURI: String = AgentConfig.defaultLibvirtURI, cards: [CardConfig] = []) {
+    public init(libvirtURI: String = AgentConfig.defaultLibvirtURI, cards: [CardConfig] = [], metricsFile: String? = nil) {
         self.libvirtURI = libvirtURI
         self.cards = cards
+        self.metricsFile = metricsFile
     }
 
     public func card(named name: String) -> CardConfig? {

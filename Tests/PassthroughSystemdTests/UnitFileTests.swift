@@ -122,6 +122,15 @@ struct UnitFileTests {
         #expect(writable.isSuperset(of: ["/sys/bus/pci", "/sys/devices"]), "\(writable)")
     }
 
+    /// `[agent] metrics-file` in node_exporter's textfile directory: writable, and optional ('-'), so a host
+    /// without node_exporter starts the agent as before; nothing else under /var is opened.
+    @Test func metricsDirectoryIsOptionalAndTheOnlyOneUnderVar() throws {
+        let writable = try unitDirectives().filter { $0.section == "Service" && $0.key == "ReadWritePaths" }
+            .flatMap { $0.value.split(separator: " ").map(String.init) }
+        #expect(writable.contains("-/var/lib/prometheus/node-exporter"), "\(writable)")
+        #expect(writable.filter { $0.hasPrefix("/var") || $0.hasPrefix("-/var") } == ["-/var/lib/prometheus/node-exporter"], "\(writable)")
+    }
+
     /// Room for every control connection the socket serves on top of the agent's own descriptors.
     @Test func descriptorLimitFitsTheConnectionCap() throws {
         let limit = try #require(Int(try serviceSettings()["LimitNOFILE"] ?? ""), "LimitNOFILE= is not a number")

@@ -76,6 +76,9 @@ public struct AgentService: Service {
         let (uevents, stopUdev) = try ueventSource(logger)
         defer { stopUdev() }
         let hypervisor = ReconnectingHypervisor(libvirtURI: initialConfig.libvirtURI, logger: logger)
+        var options = options
+        let metricsFile = openMetricsFile()
+        if let metricsFile { options.observer = metricsFile.metrics }
         let supervisor = CardSupervisor(
             config: initialConfig, host: host, hypervisor: hypervisor, logger: logger,
             options: options, waitingFor: [.udev, .libvirt]
@@ -97,6 +100,9 @@ public struct AgentService: Service {
         let (endings, end) = AsyncStream.makeStream(of: AgentServiceError.self, bufferingPolicy: .bufferingNewest(1))
         let failure: AgentServiceError? = await withTaskGroup(of: Void.self) { group in
             group.addTask { await hypervisor.run() }
+            if let metricsFile {
+                group.addTask { await metricsFile.run() }
+            }
             group.addTask {
                 for await event in hypervisor.events {
                     await supervisor.handle(event)
@@ -163,6 +169,17 @@ public struct AgentService: Service {
             return failure
         }
         if let failure { throw failure }
+    }
+
+    /// `[agent] metrics-file`, unless this is a dry run: `--dry-run` changes nothing on the host, and a file
+    /// that node_exporter serves is a change others see (a dry run's metrics would claim cards it never moved).
+    private func openMetricsFile() -> MetricsFileWriter? {
+        guard let path = initialConfig.metricsFile else { return nil }
+        if options.dryRun {
+            logger.notice("dry run: the metrics file \(path) is not written")
+            return nil
+        }
+        return MetricsFileWriter(file: FilePath(path), metrics: AgentMetrics(), logger: logger)
     }
 
     private func openControlSocket() -> ControlServer? {
@@ -254,6 +271,9 @@ public enum ConfigReload {
             let config = try ConfigLoader.load(path: path)
             if config.libvirtURI != current.libvirtURI {
                 logger.warning("libvirt.uri changed; the new URI takes effect after a restart")
+            }
+            if config.metricsFile != current.metricsFile {
+                logger.warning("agent.metrics-file changed; the new file is written after a restart")
             }
             notify(.configReloaded, "configuration reloaded: \(config.cards.count) card(s)", card: nil, [LogMetadataKey.configPath: "\(path)"])
             return config

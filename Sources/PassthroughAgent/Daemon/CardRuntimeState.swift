@@ -41,6 +41,17 @@ public struct CardRuntimeState: Hashable, Sendable {
     public var linkCheckDue = true
     /// The last judgement of its link, for `status`.
     public var link: LinkVerdict?
+    /// The link it trained to when it last appeared, as judged in ``link`` (for the metrics).
+    public var trainedLink: PCILinkState?
+    /// What the last look found on the guest's side: its guest running or not, and a function of the card in
+    /// the guest's live XML (for the metrics; placement itself is re-read on every pass).
+    public var guestActivity: GuestActivity = .unknown
+    public var inLiveXML = false
+    /// When its functions came back after it left the bus (a reflash, a recovery, a hot-plug): where the
+    /// re-attach the metrics time starts. Cleared once it is attached, or when its guest is not running.
+    public var reappearedAt: ContinuousClock.Instant?
+    /// It left the bus without a reflash request or a recovery ("vanished"): its return ends an unannounced reflash.
+    public var leftUnannounced = false
 
     public init(reflash: ReflashStateMachine = ReflashStateMachine(), facts: CardFacts = CardFacts()) {
         self.reflash = reflash

@@ -37,6 +37,8 @@ public actor CardSupervisor {
         public var aerGrace: Duration = .seconds(5)
         /// Where the BAR check's and the link check's memory lives; `nil`: `facts` next to the reflash state.
         public var factsStore: CardFactsStore?
+        /// Who is told where each card is and what happened to it (the metrics file); `nil`: nobody.
+        package var observer: (any AgentFactSink)?
 
         public init() {}
 
@@ -192,7 +194,10 @@ public actor CardSupervisor {
             if !concerned.isEmpty {
                 // A hot-add coalesced with its removal into one pass is still a new pci_dev.
                 if device.action == .add {
-                    for card in concerned { states[card.name]?.reenumerated() }
+                    for card in concerned {
+                        states[card.name]?.reenumerated()
+                        cameBack(card.name)
+                    }
                 }
                 if let aer = device.errorEvent {
                     logger.warning("AER \(aer) on \(device.address)", metadata: [
@@ -207,6 +212,7 @@ public actor CardSupervisor {
             markAllDirty()
         case .resync(let reason):
             Notify(logger: logger)(.resync, "udev: \(reason); re-reading every card", level: .warning)
+            tell(.udevResync)
             markAllDirty()
         case .failed:
             break  // AgentService ends the daemon: a deaf agent helps nobody
@@ -217,11 +223,14 @@ public actor CardSupervisor {
         switch event {
         case .connected:
             logger.notice("libvirt connected")
+            tell(.libvirtConnected(true))
         case .disconnected(let reason):
             logger.warning("libvirt unreachable, retrying: \(reason)")
+            tell(.libvirtConnected(false))
             sourceReady(.libvirt)
         case .resync:
             Notify(logger: logger)(.resync, "libvirt (re)connected; re-reading every card")
+            tell(.libvirtConnected(true))
             sourceReady(.libvirt)
             markAllDirty()
         case .deviceRemovalFailed(let guest, let alias):
@@ -243,6 +252,7 @@ public actor CardSupervisor {
     public func reload(_ newConfig: AgentConfig) {
         for card in config.cards where !newConfig.cards.contains(where: { $0.name == card.name }) {
             forgetReflash(of: card)
+            tell(.cardForgotten(card.name))
             if let facts = states[card.name]?.facts, facts != CardFacts() {
                 states[card.name]?.facts = CardFacts()
                 saveFacts(of: card.name)
@@ -355,10 +365,13 @@ public actor CardSupervisor {
             hypervisor: hypervisor, logger: logger, settleTimeout: options.attachTimeout
         )
         var devices = initialDevices
+        // Whatever this pass ends in (settled, retrying, a dry run's plan), the metrics hear of it.
+        defer { publish(card.name) }
         // A plan, its steps, and a second look to confirm; a third plan means something undoes us.
         for round in 0..<3 {
             var observation = await observer.observe(card, devices: devices, history: states[card.name]?.history ?? CardHistory())
             noteChanges(observation.observed)
+            noteGuestSide(of: card, observation.observed)
             observation.observed.bars = CardBARs(readBARs(of: card, observation.observed))
             checkLink(of: card, observation.observed)
             let steps = Reconciler.plan(for: observation.observed)
@@ -386,6 +399,9 @@ public actor CardSupervisor {
                     recordFailure(card, "\(step.actionName) failed: \(error)", step: step)
                     return
                 }
+            }
+            if steps.contains(where: { if case .attach = $0.action { true } else { false } }) {
+                reattached(card.name)
             }
             if round < 2 {
                 do {
@@ -423,6 +439,15 @@ public actor CardSupervisor {
             ]
             switch state.phase {
             case .absent, .ambiguous:
+                if state.phase == .absent {
+                    // Back after leaving the bus: the re-attach is timed from here (unless an earlier sign,
+                    // a hot-add or a rescan's result, started the clock already).
+                    if state.reappearedAt == nil { state.reappearedAt = .now }
+                    if state.leftUnannounced {
+                        state.leftUnannounced = false
+                        tell(.reflashEnded(card.name, .unannounced, .recovered))
+                    }
+                }
                 state.reenumerated()
                 fallthrough
             case .unknown:
@@ -453,8 +478,10 @@ public actor CardSupervisor {
                     " (\(observed.resolution.lookalikes.map(\.description).joined(separator: ", ")) shows the same IDs and is another card: not taken)"
                 notify(.cardVanished, "\(card.name) vanished from \(slot); waiting for it to return\(lookalikes)",
                        level: .warning, card: card.name, [LogMetadataKey.guest: "\(card.guest)", LogMetadataKey.pciSlot: "\(slot)"])
+                state.leftUnannounced = true
             }
             state.phase = .absent
+            state.reappearedAt = nil
             state.probedForHost = []
         case .ambiguous(let slots):
             if state.phase != .ambiguous {
@@ -484,6 +511,8 @@ public actor CardSupervisor {
         }
         state.failures = 0
         state.retryAt = nil
+        // Settled with its guest shut off: nothing is going to be re-attached.
+        if observation.observed.guest == .inactive { state.reappearedAt = nil }
         states[card.name] = state
         settleBARs(of: card, observation.observed)
         if let problem = observation.guestProblem, observation.observed.resolution.isPresent {
@@ -500,7 +529,10 @@ public actor CardSupervisor {
         states[card.name] = state
         let notify = Notify(logger: logger)
         var fields = Logger.Metadata.card(card)
-        if let step { fields[LogMetadataKey.step] = "\(step.actionName)" }
+        if let step {
+            fields[LogMetadataKey.step] = "\(step.actionName)"
+            tell(.stepFailed(action: step.actionName))
+        }
         fields[LogMetadataKey.attempt] = "\(state.failures)"
         notify(.stepFailed, "\(card.name): \(message)", level: .error, card: card.name, fields)
         notify(.retry, "\(card.name): retrying in \(delay) (attempt \(state.failures + 1))", level: .notice, card: card.name, fields)

@@ -8,23 +8,40 @@ import SystemPackage
 /// One file of the agent's own state under `/run/passthrough-agent`, replaced whole: written to a temporary
 /// beside it, fsynced, renamed over the old one, the directory fsynced. A kill -9 at any point leaves the old
 /// contents or the new, never half of them. Not sysfs, so not through the sysfs funnel.
+///
+/// The metrics file goes through here too: node_exporter's textfile collector reads `*.prom` files only, so
+/// the temporary (`.NAME.new`) is never read half-written.
 enum StateFile {
     /// Which step failed, and on which path.
-    struct Failure: Error {
+    struct Failure: Error, Equatable, CustomStringConvertible {
         enum Step { case createDirectory, write, remove }
         let step: Step
         let path: FilePath
         let errno: Errno
+
+        var description: String {
+            let what = switch step {
+            case .createDirectory: "cannot create \(path)"
+            case .write: "cannot write \(path)"
+            case .remove: "cannot remove \(path)"
+            }
+            return "\(what): \(errno)"
+        }
     }
 
-    /// Replaces `file` with `contents`, creating its directory (mode 0700) first.
-    static func replace(_ file: FilePath, with contents: String) throws(Failure) {
+    /// Replaces `file` with `contents`. The agent's own state: its directory is created (mode 0700) first,
+    /// and the file is the owner's only. `permissions` and no `createDirectory` are for a file another
+    /// program reads from a directory that program's package made (the metrics file).
+    static func replace(_ file: FilePath, with contents: String, permissions: FilePermissions = .ownerReadWrite,
+                        createDirectory: Bool = true) throws(Failure) {
         let directory = file.removingLastComponent()
-        try makeDirectory(directory)
+        if createDirectory { try makeDirectory(directory) }
         let temporary = directory.appending(".\(file.lastComponent?.string ?? "state").new")
         do {
-            let fd = try FileDescriptor.open(temporary, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: .ownerReadWrite)
+            let fd = try FileDescriptor.open(temporary, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: permissions)
             try fd.closeAfter {
+                // The unit's UMask=0077 would take a reader's bits away from what open() asked for.
+                if permissions != .ownerReadWrite, fchmod(fd.rawValue, permissions.rawValue) != 0 { throw Errno(rawValue: errno) }
                 _ = try fd.writeAll(Array(contents.utf8))
                 try fsync(fd)
             }

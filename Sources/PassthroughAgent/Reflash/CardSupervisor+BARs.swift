@@ -68,6 +68,7 @@ extension CardSupervisor {
         do {
             try await procedure.reenumerateFromParent(of: target)
         } catch {
+            tell(.stepFailed(action: "reassign-bars"))
             Notify(logger: logger)(.stepFailed, "\(card.name): re-enumerating it from above \(port) failed: \(error)", level: .error,
                                    card: card.name, fields.merging([LogMetadataKey.step: "reassign-bars"]) { $1 })
         }

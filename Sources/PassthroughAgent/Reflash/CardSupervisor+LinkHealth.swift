@@ -16,6 +16,7 @@ extension CardSupervisor {
         let before = states[card.name]?.facts.healthyLink
         let verdict = LinkHealth.judge(now: now, before: before, capable: capable, answers: answers)
         states[card.name]?.link = verdict
+        states[card.name]?.trainedLink = now
         switch verdict {
         case .healthy(let link):
             if link != before {

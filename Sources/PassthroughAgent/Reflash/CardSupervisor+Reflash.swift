@@ -76,6 +76,9 @@ extension CardSupervisor {
             heldReminders.removeValue(forKey: card.name)?.cancel()
             let record = states[card.name]?.reflash.state.guardRecord
             let (outcome, released) = await coordinator.bringBack(card, at: site, guard: record)
+            if outcome.isRecovered { cameBack(card.name) }
+            states[card.name]?.leftUnannounced = false
+            tell(.reflashEnded(card.name, .announced, EndResult(outcome)))
             // Cancelled too (the client hung up): held again, or the card would stay "being brought back",
             // refusing every later --finish, until the agent restarts.
             transition(card.name) { $0.bringBackEnded(back: outcome.isRecovered, guardReleased: released) }
@@ -109,7 +112,8 @@ extension CardSupervisor {
 
     /// The card fell off the link (AER, link watch): recover it on a task of its own. One recovery per
     /// loss: a loss reported while a recovery or a reflash is under way is the same loss.
-    public func cardLost(_ name: CardName, reason: String) async {
+    /// `cause`: what the metrics count the recovery under.
+    package func cardLost(_ name: CardName, cause: LossCause, reason: String) async {
         guard let card = config.cards.first(where: { $0.name == name }) else { return }
         let sighting = (try? await look(at: card)) ?? .init(present: nil, last: states[name]?.site)
         switch transition(name, { $0.lost(sighting, dryRun: options.dryRun) }) {
@@ -119,7 +123,7 @@ extension CardSupervisor {
             Notify(logger: logger)(.cardLost, "\(name) lost: \(reason); recovering", level: .warning, card: name,
                                    Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
             persist(name)
-            startRecovery(card, at: site, generation: generation, resuming: false)
+            startRecovery(card, at: site, generation: generation, cause: cause)
         }
     }
 
@@ -141,7 +145,7 @@ extension CardSupervisor {
                                        + "leaving it where it is\(guest)",
                                        level: .warning, card: card, [LogMetadataKey.pciSlot: "\(address)"])
             case .lost, .inconclusive:
-                await cardLost(card, reason: "AER recovery failed on \(address)")
+                await cardLost(card, cause: .aer, reason: "AER recovery failed on \(address)")
             }
         case .beginRecovery where online == false:
             guard let generation = states[card]?.reflash.generation else { return }
@@ -160,17 +164,19 @@ extension CardSupervisor {
         graceProbes[card] = nil
         guard states[card]?.reflash.isCurrent(generation) == true else { return }
         if case .lost(let why) = probe.probe(address), why != .removed {
-            await cardLost(card, reason: "AER on \(address), then the link stayed down (\(why))")
+            await cardLost(card, cause: .aer, reason: "AER on \(address), then the link stayed down (\(why))")
         }
     }
 
-    private func startRecovery(_ card: CardConfig, at site: ReflashSite, generation: Int, resuming: Bool) {
+    /// `cause` `.resumed`: a previous run left it half-done.
+    private func startRecovery(_ card: CardConfig, at site: ReflashSite, generation: Int, cause: LossCause) {
         recoveries[card.name] = Task { [weak self] in
-            await self?.recover(card, at: site, generation: generation, resuming: resuming)
+            await self?.recover(card, at: site, generation: generation, cause: cause)
         }
     }
 
-    private func recover(_ card: CardConfig, at site: ReflashSite, generation: Int, resuming: Bool) async {
+    private func recover(_ card: CardConfig, at site: ReflashSite, generation: Int, cause: LossCause) async {
+        let resuming = cause == .resumed
         let record = states[card.name]?.reflash.state.guardRecord
         let lentGuard = states[card.name]?.reflash.lentGuard
         let (outcome, released) = await coordinator.recover(card, at: site, guard: record, lentGuard: lentGuard,
@@ -183,6 +189,8 @@ extension CardSupervisor {
         case .failed: .failed
         case .cancelled: .interrupted
         }
+        if outcome.isRecovered { cameBack(card.name) }
+        tell(.recoveryEnded(card.name, cause, EndResult(outcome)))
         transition(card.name) { $0.recoveryEnded(generation: generation, result, guardReleased: released) }
         persist(card.name)
         recoveries[card.name] = nil
@@ -211,7 +219,7 @@ extension CardSupervisor {
                     logger.notice("\(card.name): a previous run left it recovering; dry run, not resuming", metadata: .card(card))
                 } else {
                     logger.notice("\(card.name): resuming the recovery a previous run left", metadata: .card(card))
-                    startRecovery(card, at: site, generation: generation, resuming: true)
+                    startRecovery(card, at: site, generation: generation, cause: .resumed)
                 }
             case .held(let site, let record)?:
                 let guarded = record != nil || states[card.name]?.reflash.lentGuard != nil ? ", its port guarded" : ""
@@ -258,6 +266,9 @@ extension CardSupervisor {
         if case .releaseGuard(let record) = action, !options.dryRun {
             logger.notice("\(card.name) is back on the bus without --finish; the reflash is over", metadata: .card(card))
             coordinator.release(record, of: card.name)
+        }
+        if case .held = before, states[card.name]?.reflash.state == .placed {
+            tell(.reflashEnded(card.name, .announced, .recovered))
         }
         if states[card.name]?.reflash.state != before {
             persist(card.name)
@@ -330,7 +341,7 @@ extension CardSupervisor {
                 await LinkWatcher(probe: probe).watch(address, every: interval) { result in
                     // A function removed from sysfs is udev's news (a remove event), not a dead link.
                     guard case .lost(let why) = result, why != .removed else { return }
-                    await self?.cardLost(name, reason: "link watch: \(address) \(why)")
+                    await self?.cardLost(name, cause: .linkWatch, reason: "link watch: \(address) \(why)")
                 }
             }
             linkWatches[name] = (interval, task)
@@ -364,8 +375,15 @@ extension CardSupervisor {
     @discardableResult
     func transition<Action>(_ card: CardName, _ body: (inout ReflashStateMachine) -> Action) -> Action {
         var machine = states[card]?.reflash ?? ReflashStateMachine()
+        let before = machine.state
         let action = body(&machine)
         states[card]?.reflash = machine
+        if machine.state != before {
+            // A take-off or recovery detaches the card first, and keeps the loop's looks at the live XML away
+            // until it is done: not in its guest from now on, until a look says otherwise.
+            if machine.state.expectsAbsence { states[card]?.inLiveXML = false }
+            publish(card)
+        }
         return action
     }
 

@@ -54,7 +54,7 @@ struct ReflashDaemonTests {
         rig.bus.dropLink("0000:01:00")
         #expect(LinkProbe(layout: rig.bus.sysfs.layout, io: rig.bus).probe(ReflashRig.function) == .lost(.allOnes))
         rig.cardReturnsOnRescan(as: "10ee:903f")
-        await rig.supervisor.cardLost(CardName("u200")!, reason: "link watch: all-ones")
+        await rig.supervisor.cardLost(CardName("u200")!, cause: .linkWatch, reason: "link watch: all-ones")
         try await waitUntil("re-attached") { rig.notifications(.cardAttached).count >= 2 }
         #expect(rig.notifications(.cardLost).count == 1)
         #expect(rig.bus.sysfs.driver(of: "0000:01:00.0") == "vfio-pci")
@@ -64,7 +64,7 @@ struct ReflashDaemonTests {
     func neverReturns() async throws {
         let rig = try await ReflashRig()
         defer { rig.loop.cancel() }
-        await rig.supervisor.cardLost(CardName("u200")!, reason: "test")
+        await rig.supervisor.cardLost(CardName("u200")!, cause: .aer, reason: "test")
         try await waitUntil("gave up") { !rig.notifications(.recoveryGaveUp).isEmpty }
         let gaveUp = try #require(rig.notifications(.recoveryGaveUp).first)
         #expect(gaveUp.metadata[LogMetadataKey.card] == "u200")

@@ -90,7 +90,7 @@ struct ReflashRulesTests {
         defer { rig.loop.cancel() }
         await rig.hypervisor.ignoreDetaches(in: "fpga-dev")
         rig.cardReturnsOnRescan(as: "10ee:903f")
-        await rig.supervisor.cardLost(ReflashRig.card, reason: "AER recovery failed on 0000:01:00.0")
+        await rig.supervisor.cardLost(ReflashRig.card, cause: .aer, reason: "AER recovery failed on 0000:01:00.0")
 
         try await waitUntil("told it waits") { !rig.notifications(.stepFailed).isEmpty }
         try await waitUntil("asked again") { await rig.hypervisor.detachCalls.count >= 2 }
@@ -160,7 +160,7 @@ struct ReflashRulesTests {
         defer { rig.loop.cancel() }
         rig.cardReturnsOnRescan(as: "10ee:903f")
         await rig.hypervisor.setReachable(false)
-        await rig.supervisor.cardLost(ReflashRig.card, reason: "link watch: all-ones")
+        await rig.supervisor.cardLost(ReflashRig.card, cause: .linkWatch, reason: "link watch: all-ones")
 
         try await waitUntil("told it waits") { !rig.notifications(.stepFailed).isEmpty }
         try await Task.sleep(for: .milliseconds(100))
@@ -189,7 +189,7 @@ struct ReflashRulesTests {
         #expect(refused.description.contains("nothing was removed"))
         #expect(await rig.hypervisor.detachCalls.isEmpty)
 
-        await rig.supervisor.cardLost(ReflashRig.card, reason: "link watch: all-ones")
+        await rig.supervisor.cardLost(ReflashRig.card, cause: .linkWatch, reason: "link watch: all-ones")
         try await waitUntil("recovery refused") { !rig.notifications(.stepFailed).filter { "\($0.message)".contains("not recovering") }.isEmpty }
         try await waitUntil("placed again") { await rig.reflashState() == .placed }
         #expect(rig.removals.isEmpty)
@@ -313,7 +313,7 @@ struct ReflashRulesTests {
         rig.bus.dropLink("0000:01:00")
         await rig.aer(.beginRecovery)
         await rig.aer(.failedRecovery)
-        await rig.supervisor.cardLost(ReflashRig.card, reason: "link watch: all-ones")
+        await rig.supervisor.cardLost(ReflashRig.card, cause: .linkWatch, reason: "link watch: all-ones")
         try await Task.sleep(for: .milliseconds(200))   // the grace probe has fired
 
         #expect(rig.bus.writes.isEmpty)
@@ -353,7 +353,7 @@ struct ReflashRulesTests {
         rig.bus.dropLink("0000:01:00")
         await rig.aer(.beginRecovery)
         await rig.aer(.failedRecovery)
-        await rig.supervisor.cardLost(ReflashRig.card, reason: "link watch: 0000:01:00.0 all-ones")
+        await rig.supervisor.cardLost(ReflashRig.card, cause: .linkWatch, reason: "link watch: 0000:01:00.0 all-ones")
         try await waitUntil("removed by the recovery") { !rig.removals.isEmpty }
         try await Task.sleep(for: .milliseconds(200))   // the grace probe has fired, the card still off the bus
 
@@ -395,7 +395,7 @@ struct ReflashRulesTests {
         let rig = try await ReflashRig(secondCard: true)
         defer { rig.loop.cancel() }
         await rig.hypervisor.ignoreDetaches(in: "fpga-dev")
-        await rig.supervisor.cardLost(ReflashRig.card, reason: "AER recovery failed on 0000:01:00.0")
+        await rig.supervisor.cardLost(ReflashRig.card, cause: .aer, reason: "AER recovery failed on 0000:01:00.0")
         try await waitUntil("A waits for its guest") { !rig.notifications(.stepFailed).isEmpty }
 
         await rig.hypervisor.define("fpga-test", state: .running)
@@ -433,7 +433,7 @@ struct ReflashRulesTests {
         rig.cardReturnsOnRescan(as: "10ee:903f")
         try await waitUntil("fed at start") { await rig.supervisor.heartbeat() }
 
-        await rig.supervisor.cardLost(ReflashRig.card, reason: "link watch: all-ones")
+        await rig.supervisor.cardLost(ReflashRig.card, cause: .linkWatch, reason: "link watch: all-ones")
         try await waitUntil("removal under way") { !rig.removals.isEmpty }
         try await waitUntil("watchdog starved", timeout: .seconds(5)) { await !rig.supervisor.heartbeat() }
         #expect(rig.supervisor.stuckWork().contains { $0.hasPrefix("reflash sysfs call on a worker thread for ") })
