@@ -45,9 +45,13 @@ ROOT=$WORK/rootfs
 rm -rf "$ROOT"
 cp -a "$BASE/rootfs" "$ROOT"
 
-# The agent's configuration first: `make install` keeps an existing config.toml, as for a user.
-mkdir -p "$ROOT/etc/passthrough-agent"
+# The agent's configuration first: dpkg keeps an existing config.toml, as for a user. Its metrics go where
+# node_exporter's textfile collector reads them (the directory Debian's prometheus-node-exporter makes).
+mkdir -p "$ROOT/etc/passthrough-agent" "$ROOT/var/lib/prometheus/node-exporter"
 cat >"$ROOT/etc/passthrough-agent/config.toml" <<'TOML'
+[agent]
+metrics-file = "/var/lib/prometheus/node-exporter/passthrough_agent.prom"
+
 [libvirt]
 uri = "qemu:///system"
 

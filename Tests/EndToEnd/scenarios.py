@@ -13,7 +13,9 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -1330,6 +1332,60 @@ class Suite:
         check(not problems, "; ".join(problems))
         return "; ".join(d for d in done if d)
 
+    # ---- metrics (issue 13): node_exporter's textfile, as Prometheus would read it ---------------------
+    def s25_metrics(self):
+        """After the reflashes of 3 and 4 with l2 running: the textfile the agent keeps passes `promtool check
+        metrics` (on L0, when it has promtool) and says what a user would check: fpga0 attached to a running l2,
+        its current ID, unannounced reflashes counted and re-attach times observed, libvirt connected; and it is
+        rewritten at least every 30 s while nothing happens."""
+        r = self.rig
+        self.ensure_attached()
+        path = "/var/lib/prometheus/node-exporter/passthrough_agent.prom"
+        text = r.out(f"cat {path}")
+        check(text, f"no metrics file at {path}: {r.out(f'ls -la {os.path.dirname(path)}')!r}")
+        problems = []
+        if shutil.which("promtool"):
+            lint = subprocess.run(["promtool", "check", "metrics"], input=text + "\n", capture_output=True, text=True)
+            if lint.returncode != 0:
+                problems.append(f"promtool check metrics: {(lint.stdout + lint.stderr).strip()[:300]}")
+            linted = "promtool check metrics passes"
+        else:
+            linted = "promtool not on L0: not linted"
+        samples = {}
+        for line in text.splitlines():
+            m = re.match(r"^([a-z_]+)(\{[^}]*\})? (\S+)$", line)
+            if m:
+                samples[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+        model_id = Rig.MODELS[r.card_model]
+        want = {
+            'passthrough_agent_card_placement{card="fpga0",placement="attached"}': lambda v: v == 1,
+            'passthrough_agent_card_attached{card="fpga0"}': lambda v: v == 1,
+            'passthrough_agent_card_guest_running{card="fpga0"}': lambda v: v == 1,
+            'passthrough_agent_libvirt_connected': lambda v: v == 1,
+            'passthrough_agent_reattach_duration_seconds_count{card="fpga0"}': lambda v: v >= 1,
+        }
+        for key, ok in want.items():
+            if key not in samples or not ok(samples[key]):
+                problems.append(f"{key} = {samples.get(key)}")
+        info = [k for k in samples if k.startswith("passthrough_agent_card_info{") and f'id="{model_id}"' in k and 'guest="l2"' in k]
+        if not info:
+            problems.append(f"no passthrough_agent_card_info with id={model_id} and guest=l2")
+        unannounced = sum(v for k, v in samples.items() if k.startswith("passthrough_agent_reflashes_total{") and 'kind="unannounced"' in k)
+        if unannounced < 1:
+            problems.append(f"no unannounced reflash counted (3 and 4 made {unannounced:.0f})")
+        mtime = lambda: float(r.out(f"stat -c %Y {path}"))
+        before = mtime()
+        time.sleep(35)
+        if mtime() <= before:
+            problems.append("not rewritten within 35 s while nothing happened (a staleness alert would fire)")
+        mode = r.out(f"stat -c %a {path}")
+        if mode != "644":
+            problems.append(f"mode {mode}: node_exporter (not root) cannot read it")
+        check(not problems, "; ".join(problems))
+        reattached = samples['passthrough_agent_reattach_duration_seconds_count{card="fpga0"}']
+        return (f"{linted}; attached, guest running, id {model_id}, {unannounced:.0f} unannounced reflashes, "
+                f"{reattached:.0f} re-attach times, libvirt connected; rewritten within 35 s; mode 644")
+
     # ---- the Debian package (issue 13): an upgrade in place while a card is lent ---------------------
     def s24_package_upgrade(self):
         """The image runs the agent installed from its .deb (build-image.sh: make deb, dpkg -i). `dpkg -i` of
@@ -1562,6 +1618,7 @@ class Suite:
             self.run("2: guest starts → vfio-pci, attached, L2 sees it", self.s2_guest_starts)
             self.run("3: reflash (same ID) → re-attached", self.s3_reflash_same)
             self.run("4: reflash with a new ID → re-attached, 'ID changed'", self.s4_reflash_new_id)
+            self.run("25: metrics textfile: promtool-clean, card attached and its reflashes counted, refreshed every 30 s", self.s25_metrics)
             self.run("6: libvirtd restart → no duplicate attach", self.s6_libvirtd_restart)
             if a.tier == "full":
                 self.run("23: bigger bitstream: BAR fits after the agent's rescan above the port, or not attached with the fix; check's facts", self.s23_bigger_bitstream)
