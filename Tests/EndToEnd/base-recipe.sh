@@ -1,11 +1,12 @@
 #!/bin/sh
 # L1 base image recipe: Debian 12 (or SUITE: trixie is Debian 13) + systemd + udev + libvirt + qemu +
+# python3 and python3-apt (Ansible's modules run on the image: build-image.sh writes it with the role) +
 # the L0 Debian kernel's modules. Its sha256 (with the suite and the kernel version) is the cache key of
 # the base rootfs: change anything here and the next `make e2e` rebuilds the base from nothing.
 # Usage: base-recipe.sh ROOTFS KVER MIRROR [SUITE]
 set -eu
 ROOT=$1 KVER=$2 MIRROR=$3 SUITE=${4:-bookworm}
-PACKAGES=systemd,systemd-sysv,libpam-systemd,udev,kmod,dbus,iproute2,pciutils,procps,libvirt-daemon-system,libvirt-daemon-driver-qemu,libvirt-clients,qemu-system-x86,qemu-guest-agent,libvirt0,libudev1,libsystemd0,libstdc++6
+PACKAGES=systemd,systemd-sysv,libpam-systemd,udev,kmod,dbus,iproute2,pciutils,procps,libvirt-daemon-system,libvirt-daemon-driver-qemu,libvirt-clients,qemu-system-x86,qemu-guest-agent,libvirt0,libudev1,libsystemd0,libstdc++6,python3,python3-apt
 
 debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 \
     || { tail -30 "$ROOT.debootstrap.log"; exit 1; }

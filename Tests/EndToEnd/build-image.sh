@@ -45,41 +45,47 @@ ROOT=$WORK/rootfs
 rm -rf "$ROOT"
 cp -a "$BASE/rootfs" "$ROOT"
 
-# The agent's configuration first: dpkg keeps an existing config.toml, as for a user. Its metrics go where
-# node_exporter's textfile collector reads them (the directory Debian's prometheus-node-exporter makes).
-mkdir -p "$ROOT/etc/passthrough-agent" "$ROOT/var/lib/prometheus/node-exporter"
-cat >"$ROOT/etc/passthrough-agent/config.toml" <<'TOML'
-[agent]
-metrics-file = "/var/lib/prometheus/node-exporter/passthrough_agent.prom"
-
-[libvirt]
-uri = "qemu:///system"
-
-[[card]]
-name = "fpga0"
-address = "0000:01:00"
-ids = ["8086:10d3", "8086:100e"]
-guest = "l2"
-host-driver = "auto"
-when-guest-stops = "host"
-reflash-guard = true
-TOML
-# The agent from its Debian package, as a user installs it (issue 13): `make deb` from the release binary,
-# then dpkg in the image; its dependencies are in the base already. The configuration above is an edited
-# conffile for dpkg, kept (--force-confold). E2E_AGENT_SRC: another checkout of the agent (default: this one).
+# The agent as a lab installs it (issue 13): the Ansible role (packaging/ansible) over a chroot on the image
+# tree installs the .deb (`make deb` from the release binary), writes config.toml from host variables, checks
+# it with `passthrough-agent check` before it is in place, and enables the unit (nothing runs in a chroot;
+# the boot starts it). E2E_AGENT_SRC: another checkout of the agent (default: this one).
 SRC=${E2E_AGENT_SRC:-$REPO}
-log "make -C $SRC deb; dpkg -i in the image"
+log "make -C $SRC deb"
 rm -rf "$WORK/deb"; mkdir -p "$WORK/deb"
 make -C "$SRC" --no-print-directory deb BINARY="$SRC/.build/release/passthrough-agent" DEB_OUTDIR="$WORK/deb" \
     >"$WORK/make-deb.log" 2>&1 || { tail -30 "$WORK/make-deb.log"; exit 1; }
 DEB=$(ls "$WORK"/deb/passthrough-agent_*.deb)
-in_root() { chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@" </dev/null; }
-cp "$DEB" "$ROOT/tmp/passthrough-agent.deb"
-in_root dpkg -i --force-confold --force-confdef /tmp/passthrough-agent.deb >"$WORK/dpkg-install.log" 2>&1 \
-    || { cat "$WORK/dpkg-install.log"; exit 1; }
-rm "$ROOT/tmp/passthrough-agent.deb"
+command -v ansible-playbook >/dev/null || { echo "no ansible-playbook: run .ci/install-ansible (make e2e-deps does)"; exit 1; }
+cat >"$WORK/l1-vars.yml" <<VARS
+passthrough_agent_deb: $DEB
+passthrough_agent_start: false
+passthrough_agent_metrics_file: /var/lib/prometheus/node-exporter/passthrough_agent.prom
+passthrough_agent_cards:
+  - name: fpga0
+    address: "0000:01:00"
+    ids: ["8086:10d3", "8086:100e"]
+    guest: l2
+    host-driver: auto
+    when-guest-stops: host
+    reflash-guard: true
+VARS
+printf 'l1 ansible_connection=community.general.chroot ansible_host=%s ansible_python_interpreter=/usr/bin/python3\n' "$ROOT" \
+    >"$WORK/l1-inventory"
+# node_exporter's textfile directory (Debian's prometheus-node-exporter makes it) for the metrics.
+mkdir -p "$ROOT/var/lib/prometheus/node-exporter"
+log "ansible-playbook: the passthrough_agent role over a chroot on the image"
+# `check` reads /proc (its own command line) and /sys (read-only here) as on a booted host.
+mount -t proc proc "$ROOT/proc"; mount -t sysfs -o ro sysfs "$ROOT/sys"; played=0
+ANSIBLE_ROLES_PATH="$REPO/packaging/ansible/roles" ANSIBLE_NOCOLOR=1 \
+    ansible-playbook -i "$WORK/l1-inventory" "$REPO/packaging/ansible/test/site.yml" -e "@$WORK/l1-vars.yml" \
+    >"$WORK/ansible.log" 2>&1 || played=$?
+umount "$ROOT/sys" "$ROOT/proc"
+[ $played -eq 0 ] || { tail -40 "$WORK/ansible.log"; exit 1; }
+grep -q '^# Ansible managed' "$ROOT/etc/passthrough-agent/config.toml" \
+    || { echo "the role did not write config.toml"; exit 1; }
 [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/passthrough-agent.service" ] \
     || { echo "the package did not enable passthrough-agent.service"; exit 1; }
+rm -rf "$ROOT/var/cache/passthrough-agent"  # the role's copy of the package: 16 MB the image does not need
 # The upgrade scenario's package: the same build one Debian revision later, as packaging/test-deb.sh makes it.
 VERSION=$(dpkg-deb -f "$DEB" Version)
 UPGRADED=${VERSION%-*}-$((${VERSION##*-} + 1))
