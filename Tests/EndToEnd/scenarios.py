@@ -224,7 +224,12 @@ class Suite:
         small = [e.get("MESSAGE") for e in r.journal() if "receive buffer" in str(e.get("MESSAGE", ""))]
         check(not small, f"the udev monitor did not get its receive buffer: {small[:1]} "
                          f"(net.core.rmem_max = {r.out('cat /proc/sys/net/core/rmem_max')})")
-        return f"card on e1000e; status: {' '.join(row.split())}; udev receive buffer as asked"
+        # The image was written by the Ansible role (build-image.sh): the agent runs with what it rendered.
+        rendered = r.out(f"head -1 {self.CONFIG}")
+        check(rendered.startswith("# Ansible managed"), f"{self.CONFIG} was not written by the Ansible role: {rendered!r}")
+        version = r.out("dpkg-query -W -f '${Version}' passthrough-agent")
+        return (f"card on e1000e; status: {' '.join(row.split())}; udev receive buffer as asked; "
+                f"passthrough-agent {version} from its package, config.toml rendered by the Ansible role")
 
     def s2_guest_starts(self):
         r = self.rig
