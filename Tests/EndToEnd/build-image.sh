@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds work/l1.img: the cached base rootfs (cache/base-<key>/) + the agent installed from its Debian
-# package (make deb, dpkg -i) + its configuration + the L2 guest + the (inactive) baseline.
+# package (make deb, dpkg -i) + its configuration + the L2 guest + the (inactive) baseline and floor.
 # The base is rebuilt from nothing when its cache entry is absent (key: recipe hash + kernel).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -129,6 +129,10 @@ cp "$WORK/l2.xml" "$ROOT/etc/libvirt/qemu/l2.xml"
 # Baseline (udev RUN+= script users write today): installed, inactive until the harness enables it.
 cp "$HERE/baseline/baseline-reattach" "$ROOT/usr/local/sbin/baseline-reattach"
 cp "$HERE/baseline/90-baseline-reattach.rules" "$HERE/baseline/hostdev.xml" "$ROOT/var/lib/e2e/baseline/"
+# The floor (issue 14): the same work done by the smallest C program, built here on L0 (Debian 12, as L1), installed
+# inactive; the harness starts it as a transient unit only in its turn.
+gcc -O2 -Wall -o "$ROOT/usr/local/sbin/passthrough-floor" "$HERE/floor/floor.c" \
+    $(pkg-config --cflags --libs libvirt libudev libsystemd)
 
 # qemu-ga syslogs every guest-exec and every status poll. A scenario that blocks the PCI layer blocks
 # journald too (reading a device's uevent); once /dev/log's queue is full, qemu-ga blocks in syslog() and

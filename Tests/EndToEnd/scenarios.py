@@ -1517,6 +1517,108 @@ class Suite:
              f"echo {BDF} > /sys/bus/pci/drivers_probe; systemctl enable --now passthrough-agent >/dev/null 2>&1; true")
         return f"{len(lat)}/{self.args.baseline_cycles} re-attached; median {statistics.median(lat):.1f}s max {max(lat):.1f}s"
 
+    # ---- the floor (issue 14): agent / floor program / udev baseline, alternated over the same reflash ----
+    FLOOR_UNIT = "e2e-floor"
+    BASELINE_RULES = "/etc/udev/rules.d/90-baseline-reattach.rules"
+
+    def contender_on(self, who):
+        """Only `who` handles the card's next `add`: the agent (its service), the floor program (a transient
+        unit, Type=notify: started once its connection and monitor are up) or the baseline's udev rule."""
+        r = self.rig
+        if who == "agent":
+            r.sh("systemctl start passthrough-agent", check=True, timeout=120)
+            r.wait_for("agent READY", "systemctl is-active -q passthrough-agent", T_READY)
+        else:
+            r.sh("systemctl stop passthrough-agent", check=True, timeout=120)
+        if who == "floor":
+            r.sh(f"systemd-run --quiet --unit={self.FLOOR_UNIT} -p Type=notify /usr/local/sbin/passthrough-floor "
+                 f"qemu:///system {BDF} l2", check=True, timeout=120)
+        if who == "baseline":
+            r.sh(f"cp /var/lib/e2e/baseline/90-baseline-reattach.rules {self.BASELINE_RULES} && udevadm control --reload",
+                 check=True)
+
+    def contender_off(self, who):
+        r = self.rig
+        if who == "floor":
+            r.sh(f"systemctl stop {self.FLOOR_UNIT}; systemctl reset-failed {self.FLOOR_UNIT} 2>/dev/null; true")
+        if who == "baseline":
+            r.sh(f"rm -f {self.BASELINE_RULES}; udevadm control --reload")
+
+    def l1_clock_offset(self):
+        """L1's realtime clock minus L0's, from qemu-guest-agent's guest-get-time (one round trip, no process
+        in L1): the sample with the shortest round trip, its error at most half that."""
+        best = None
+        for _ in range(5):
+            t0 = time.time()
+            ns = self.rig.qga.call("guest-get-time")
+            t1 = time.time()
+            if best is None or t1 - t0 < best[0]:
+                best = (t1 - t0, ns / 1e9 - (t0 + t1) / 2)
+        return best[1]
+
+    def timed_reflash(self, who):
+        """One reflash of the e1000e, timed on L1's clock by a watcher started before device_add (50 ms polls,
+        no guest-exec round trip in the figures): device_add (L0's time, mapped onto L1's clock) → the
+        function in sysfs → vfio-pci + hostdev in the live XML → L2's next PCI line lists it."""
+        r = self.rig
+        self.unplug()
+        r.wait_for("hostdev gone from live XML", f"! grep -q '<hostdev' {STATUS_XML}", 60)
+        tag = f"floor-watch-{who}"
+        limit = T_ATTACH + T_L2_SEES
+        r.spawn(tag, f"end=$(( $(date +%s) + {limit} )); late() {{ [ $(date +%s) -ge $end ] && exit 99; sleep 0.05; }}; "
+                     f"until [ -e {DEV} ]; do late; done; a=$(date +%s.%N); "
+                     f"until {self.attached_cond()}; do late; done; b=$(date +%s.%N); "
+                     f"until {self.l2_sees_cond('8086:10d3')}; do late; done; echo $a $b $(date +%s.%N)")
+        offset = self.l1_clock_offset()
+        t_add = time.time() + offset
+        r.plug("e1000e")
+        job = r.collect(tag, limit + 10)
+        if not job.done or job.rc != 0:
+            raise Fail(f"{who}: not re-attached and seen within {limit} s ({job}); card driver={r.driver()}, "
+                       f"hostdevs={r.hostdev_count()}")
+        appear, attached, seen = (float(x) for x in job.out.split()[-3:])
+        return attached - t_add, seen - t_add, attached - appear
+
+    def floor(self):
+        """Agent, floor program and udev baseline take turns over the same reflash, --floor-rounds rounds of
+        one each; only the one whose turn it is runs."""
+        r = self.rig
+        n = self.args.floor_rounds
+        contenders = ("agent", "floor", "baseline")
+        times = {who: ([], [], []) for who in contenders}  # device_add → attached, → L2 sees; sysfs → attached
+        if r.domstate() != "running":
+            self.start_guest()
+        if r.card_model != "e1000e":
+            self.unplug()
+            r.plug("e1000e")
+        r.wait_for("card attached (agent)", self.attached_cond(), T_ATTACH)
+        r.wait_for("L2 sees the card", self.l2_sees_cond("8086:10d3"), T_L2_SEES)
+        try:
+            for i in range(n):
+                for who in contenders:
+                    self.contender_on(who)
+                    try:
+                        result = self.timed_reflash(who)
+                    finally:
+                        self.contender_off(who)
+                    for series, value in zip(times[who], result):
+                        series.append(value)
+                    log(f"floor round {i + 1}/{n}, {who}: device_add → attached {result[0]:.2f} s, → L2 sees "
+                        f"{result[1]:.2f} s (sysfs → attached {result[2]:.2f} s)")
+        finally:
+            self.contender_off("floor")
+            self.contender_off("baseline")
+            r.sh("systemctl start passthrough-agent", timeout=120)
+            for who in contenders:
+                att, seen, sysfs = times[who]
+                self.figures[f"floor round, {who}: device_add → attached"] = att
+                self.figures[f"floor round, {who}: device_add → L2 sees"] = seen
+                self.figures[f"floor round, {who}: in sysfs → attached"] = sysfs
+        med = {who: statistics.median(times[who][0]) for who in contenders}
+        return (f"{n}/{n} rounds; device_add → attached, median: agent {med['agent']:.2f} s, floor {med['floor']:.2f} s, "
+                f"baseline {med['baseline']:.2f} s; agent/floor {med['agent'] / med['floor']:.2f}, "
+                f"agent/baseline {med['agent'] / med['baseline']:.2f}")
+
     def s10_stopped_and_vanished(self):
         r = self.rig
         self.require_agent()
@@ -1641,6 +1743,8 @@ class Suite:
                 self.run("18: guest stops, host-driver refuses the card → a few tries, never driverless; fixed → back", self.s18_host_driver_refuses)
                 self.run("20: started with the card driverless (± override vfio-pci), guest stopped → host driver", self.s20_started_with_card_driverless)
                 self.run("19: vfio-pci blocked from loading, guest starts → nothing unbound, bounded tries; loaded → attached", self.s19_vfio_pci_not_loadable)
+            if a.only and "floor" in a.only:
+                self.run(f"floor: agent vs floor vs baseline, alternated, {a.floor_rounds} rounds", self.floor)
             self.run(f"baseline: udev RUN+= script, {a.baseline_cycles} cycles", self.baseline)
             if self.args.only is None or "10" in self.args.only or "9" in self.args.only:
                 self.wait_agent_ready()
@@ -1685,6 +1789,21 @@ class Suite:
             th.join(10)
         return self.summary()
 
+    def floor_summary(self):
+        """The floor round's table: each contender's median and p90, and the agent's ratios to the others."""
+        what = ("device_add → attached", "device_add → L2 sees", "in sysfs → attached")
+        rows = {w: {who: self.figures.get(f"floor round, {who}: {w}") for who in ("agent", "floor", "baseline")} for w in what}
+        if not all(rows[what[0]].values()):
+            return
+        print("\n| same reflash, alternated in one run | n | agent median / p90 | floor median / p90 | baseline median / p90 "
+              "| agent/floor | agent/baseline |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for w in what:
+            a, f, b = (rows[w][who] for who in ("agent", "floor", "baseline"))
+            ma, mf, mb = statistics.median(a), statistics.median(f), statistics.median(b)
+            print(f"| {w} | {len(a)} | {ma:.2f} / {p90(a):.2f} s | {mf:.2f} / {p90(f):.2f} s | {mb:.2f} / {p90(b):.2f} s "
+                  f"| {ma / mf:.2f} | {ma / mb:.2f} |")
+
     def summary(self):
         print()
         print("| scenario | result | time | detail |")
@@ -1710,6 +1829,7 @@ class Suite:
             ratio = statistics.median(a) / statistics.median(b)
             print(f"\nre-attach after reflash, median: agent {statistics.median(a):.1f} s vs baseline "
                   f"{statistics.median(b):.1f} s → ratio agent/baseline {ratio:.2f}")
+        self.floor_summary()
         passed = sum(1 for r in self.results if r[1])
         print(f"\n{passed}/{len(self.results)} scenarios passed")
         # Last, so a CI log cut to its tail still says what failed and why.
@@ -1721,17 +1841,24 @@ class Suite:
         return 0 if passed == len(self.results) and self.results else 1
 
 
+def p90(values):
+    """The 90th percentile, interpolated between the samples (the largest of fewer than two)."""
+    return statistics.quantiles(values, n=10, method="inclusive")[8] if len(values) > 1 else max(values)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--tier", choices=["full", "short"], default="full")
     p.add_argument("--demo", action="store_true")
     p.add_argument("--cycles", type=int)
     p.add_argument("--baseline-cycles", type=int)
+    p.add_argument("--floor-rounds", type=int, default=5,
+                   help="rounds of the floor comparison (--only floor): one reflash each for agent, floor, baseline")
     p.add_argument("--mock-agent", action="store_true",
                    help="rig self-test: run a shell MOCK in place of the daemon (not a test of the agent)")
     p.add_argument("--pciehp", action="store_true",
                    help="L1 uses native PCIe hotplug (pciehp: attention button, 5 s delay) instead of ACPI")
-    p.add_argument("--only", help="comma-separated scenario numbers and/or 'baseline'")
+    p.add_argument("--only", help="comma-separated scenario numbers and/or 'baseline', 'floor'")
     p.add_argument("--retry-failed", action="store_true",
                    help="run only what failed in the last run (its results.json), with scenario 1; everything when unknown")
     a = p.parse_args()
