@@ -1,6 +1,7 @@
 # passthrough-agent: build, test, install.
 #   make build     release binary, Swift runtime linked in statically
 #   make test      every test (udev tests under umockdev-wrapper)
+#   make bench     figures: decision time, RSS (against the floor program's), wake-ups, a uevent storm
 #   make report    build, then `check` and `status` of this host
 #   make fuzz      libFuzzer on every parser of untrusted bytes, FUZZ_SECONDS (600) each
 #   make install   PREFIX=/usr/local DESTDIR=  (BINARY=PATH: install that binary, build nothing)
@@ -83,6 +84,9 @@ test: deps
 bench: deps
 	$(SWIFT) build -c release --static-swift-stdlib --product passthrough-agent
 	$(SWIFT) build -c release --static-swift-stdlib --product passthrough-benchmarks
+	@# The RSS floor: the e2e rig's floor program (libvirt, libudev, libsystemd; a connection and a monitor, idle).
+	$(CC) -O2 -Wall -o .build/release/passthrough-floor Tests/EndToEnd/floor/floor.c \
+		$$(pkg-config --cflags --libs libvirt libudev libsystemd)
 	umockdev-wrapper .build/release/passthrough-benchmarks
 
 # Coverage-guided fuzzing (libFuzzer + AddressSanitizer) of the config loader, the uevent decoder, the

@@ -4,7 +4,8 @@ import PassthroughTestSupport
 
 /// The real `passthrough-agent run` in a child process, seeing a umockdev testbed as its udev:
 /// time to READY, RSS after start and after a storm of uevents, CPU time for the storm, and
-/// wake-ups per second while idle.
+/// wake-ups per second while idle. Then, in the same testbed, the floor (Tests/EndToEnd/floor/floor.c: libvirt,
+/// libudev and libsystemd linked, the same libvirt URI, a udev monitor, idle) for the RSS the agent is held to.
 enum DaemonBenchmark {
     struct Result {
         var timeToReady: Duration
@@ -17,6 +18,8 @@ enum DaemonBenchmark {
         var rssAfterStorm: Int
         var threads: Int
         var exitStatus: Int32
+        /// The floor program's RSS after READY=1, nil without a floor binary.
+        var floorRSS: Int?
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -44,7 +47,7 @@ enum DaemonBenchmark {
 
         """
 
-    static func run(agent: URL, idleSeconds: Int, stormEvents: Int) throws -> Result {
+    static func run(agent: URL, floor: URL?, idleSeconds: Int, stormEvents: Int) throws -> Result {
         guard let testbed = umockdev_testbed_new() else { throw Failure(description: "umockdev_testbed_new failed") }
         defer { CUmockdev_unref(testbed) }
         var error: UnsafeMutablePointer<GError>?
@@ -70,16 +73,9 @@ enum DaemonBenchmark {
             guest = "test"
             """)
         let notify = try NotifySocket(path: NSTemporaryDirectory() + "passthrough-bench-notify-\(getpid())")
-        let process = Process()
-        process.executableURL = agent
-        process.arguments = ["run", "--dry-run", "--config", sysfs.root.appending("etc/config.toml").string,
-                             "--sysfs-root", sysfs.root.string, "--control-socket", sysfs.root.appending("control").string]
-        var environment = ProcessInfo.processInfo.environment
-        environment["UMOCKDEV_DIR"] = rootDirectory
-        environment["NOTIFY_SOCKET"] = notify.path
-        process.environment = environment
-        process.standardError = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
+        let process = child(agent, ["run", "--dry-run", "--config", sysfs.root.appending("etc/config.toml").string,
+                                    "--sysfs-root", sysfs.root.string, "--control-socket", sysfs.root.appending("control").string],
+                            umockdev: rootDirectory, notify: notify)
 
         let started = ContinuousClock.now
         try process.run()
@@ -117,8 +113,39 @@ enum DaemonBenchmark {
 
         process.terminate()
         process.waitUntilExit()
+        let floorRSS = try floor.map { try floorResident($0, umockdev: rootDirectory) }
         return Result(timeToReady: timeToReady, rssAfterStart: rssAfterStart, idleWakeupsPerSecond: idleWakeups,
                       idleSeconds: idleSeconds, stormEvents: stormEvents, stormCPU: stormCPU, stormWall: stormWall,
-                      rssAfterStorm: rssAfterStorm, threads: threads, exitStatus: process.terminationStatus)
+                      rssAfterStorm: rssAfterStorm, threads: threads, exitStatus: process.terminationStatus,
+                      floorRSS: floorRSS)
+    }
+
+    /// The floor's RSS, measured as the agent's is: 1 s after READY=1, same testbed, same libvirt URI. Its card
+    /// (0000:05:00.0) never sends `add` here, so it only idles.
+    static func floorResident(_ floor: URL, umockdev rootDirectory: String) throws -> Int {
+        let notify = try NotifySocket(path: NSTemporaryDirectory() + "passthrough-bench-floor-notify-\(getpid())")
+        let process = child(floor, ["test:///default", "0000:05:00.0", "test"], umockdev: rootDirectory, notify: notify)
+        try process.run()
+        defer {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        guard notify.waitFor("READY=1", timeout: .seconds(60)) != nil else { throw Failure(description: "the floor never sent READY=1") }
+        Thread.sleep(forTimeInterval: 1)
+        return ProcessProbe(pid: process.processIdentifier).residentKiB
+    }
+
+    /// A child seeing the testbed as its udev and `notify` as its NOTIFY_SOCKET, output discarded.
+    static func child(_ executable: URL, _ arguments: [String], umockdev rootDirectory: String, notify: NotifySocket) -> Process {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["UMOCKDEV_DIR"] = rootDirectory
+        environment["NOTIFY_SOCKET"] = notify.path
+        process.environment = environment
+        process.standardError = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        return process
     }
 }

@@ -21,17 +21,26 @@ say("passthrough-agent benchmarks (\(ProcessInfo.processInfo.activeProcessorCoun
 let decision = ReconcileBenchmark.run()
 say("reconcile decision (pure core, 8 cards, 64 functions), \(decision.decisions) decisions: p50 \(format(decision.p50)), p99 \(format(decision.p99)), max \(format(decision.max))  [target p99 < 1 ms]")
 
-let agent = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-    .deletingLastPathComponent().appendingPathComponent("passthrough-agent")
+let binaries = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+let agent = binaries.appendingPathComponent("passthrough-agent")
+// `make bench` compiles the floor (Tests/EndToEnd/floor/floor.c) next to the agent.
+let floor = binaries.appendingPathComponent("passthrough-floor")
 if ProcessInfo.processInfo.environment["LD_PRELOAD"]?.contains("umockdev") != true {
     say("daemon figures skipped: run under umockdev-wrapper (make bench does)")
     exit(0)
 }
 do {
-    let result = try DaemonBenchmark.run(agent: agent, idleSeconds: idleSeconds, stormEvents: stormEvents)
+    let result = try DaemonBenchmark.run(agent: agent, floor: FileManager.default.isExecutableFile(atPath: floor.path) ? floor : nil,
+                                         idleSeconds: idleSeconds, stormEvents: stormEvents)
     say("run: READY after \(format(result.timeToReady)); RSS after start \(result.rssAfterStart / 1024) MiB (\(result.rssAfterStart) KiB), \(result.threads) threads  [target ≤ 16 MiB]")
     say(String(format: "idle: %.2f wake-ups/s over %d s (all threads; no watchdog configured)  [target 0/s]", result.idleWakeupsPerSecond, result.idleSeconds))
     say("storm: \(result.stormEvents) uevents for a device no card claims: \(format(result.stormCPU)) CPU in \(format(result.stormWall)) wall; RSS after \(result.rssAfterStorm / 1024) MiB (\(result.rssAfterStorm) KiB)  [target < 1 s CPU]")
+    if let floorRSS = result.floorRSS {
+        let mib = { (kib: Int) in String(format: "%.1f", Double(kib) / 1024) }
+        say("RSS: agent \(mib(result.rssAfterStart)) MiB, floor \(mib(floorRSS)) MiB, difference \(mib(result.rssAfterStart - floorRSS)) MiB  [goal ≤ 6 MiB]")
+    } else {
+        say("RSS floor skipped: no \(floor.path) (make bench compiles it)")
+    }
     say("SIGTERM: exit status \(result.exitStatus)")
 } catch {
     say("daemon benchmark failed: \(error)")
