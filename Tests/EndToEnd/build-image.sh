@@ -133,6 +133,11 @@ cp "$HERE/baseline/90-baseline-reattach.rules" "$HERE/baseline/hostdev.xml" "$RO
 # inactive; the harness starts it as a transient unit only in its turn.
 gcc -O2 -Wall -o "$ROOT/usr/local/sbin/passthrough-floor" "$HERE/floor/floor.c" \
     $(pkg-config --cflags --libs libvirt libudev libsystemd)
+# E2E_AGENT_BEFORE: another build of the agent (a binary), raced in the floor round as "agent-before" (the same
+# package, its ExecStart= pointed at this binary by a runtime drop-in): before/after of a change in one run.
+if [ -n "${E2E_AGENT_BEFORE:-}" ]; then
+    install -m 0755 "$E2E_AGENT_BEFORE" "$ROOT/usr/local/sbin/passthrough-agent-before"
+fi
 
 # qemu-ga syslogs every guest-exec and every status poll. A scenario that blocks the PCI layer blocks
 # journald too (reading a device's uevent); once /dev/log's queue is full, qemu-ga blocks in syslog() and

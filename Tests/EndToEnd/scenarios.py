@@ -1521,11 +1521,18 @@ class Suite:
     FLOOR_UNIT = "e2e-floor"
     BASELINE_RULES = "/etc/udev/rules.d/90-baseline-reattach.rules"
 
+    AGENT_BEFORE = "/usr/local/sbin/passthrough-agent-before"
+    BEFORE_DROPIN = f"{DROPIN}/e2e-agent-before.conf"
+
     def contender_on(self, who):
         """Only `who` handles the card's next `add`: the agent (its service), the floor program (a transient
-        unit, Type=notify: started once its connection and monitor are up) or the baseline's udev rule."""
+        unit, Type=notify: started once its connection and monitor are up), the baseline's udev rule, or
+        "agent-before" (the service running the image's E2E_AGENT_BEFORE build, through a runtime drop-in)."""
         r = self.rig
-        if who == "agent":
+        if who == "agent-before":
+            r.sh(f"mkdir -p {DROPIN} && printf '[Service]\\nExecStart=\\nExecStart={self.AGENT_BEFORE} run\\n' "
+                 f">{self.BEFORE_DROPIN} && systemctl daemon-reload", check=True)
+        if who in ("agent", "agent-before"):
             r.sh("systemctl start passthrough-agent", check=True, timeout=120)
             r.wait_for("agent READY", "systemctl is-active -q passthrough-agent", T_READY)
         else:
@@ -1539,6 +1546,8 @@ class Suite:
 
     def contender_off(self, who):
         r = self.rig
+        if who == "agent-before":
+            r.sh(f"systemctl stop passthrough-agent; rm -f {self.BEFORE_DROPIN}; systemctl daemon-reload", timeout=120)
         if who == "floor":
             r.sh(f"systemctl stop {self.FLOOR_UNIT}; systemctl reset-failed {self.FLOOR_UNIT} 2>/dev/null; true")
         if who == "baseline":
@@ -1585,6 +1594,8 @@ class Suite:
         r = self.rig
         n = self.args.floor_rounds
         contenders = ("agent", "floor", "baseline")
+        if r.sh(f"[ -x {self.AGENT_BEFORE} ]")[0] == 0:
+            contenders += ("agent-before",)
         times = {who: ([], [], []) for who in contenders}  # device_add → attached, → L2 sees; sysfs → attached
         if r.domstate() != "running":
             self.start_guest()
@@ -1606,8 +1617,8 @@ class Suite:
                     log(f"floor round {i + 1}/{n}, {who}: device_add → attached {result[0]:.2f} s, → L2 sees "
                         f"{result[1]:.2f} s (sysfs → attached {result[2]:.2f} s)")
         finally:
-            self.contender_off("floor")
-            self.contender_off("baseline")
+            for who in contenders[1:]:
+                self.contender_off(who)
             r.sh("systemctl start passthrough-agent", timeout=120)
             for who in contenders:
                 att, seen, sysfs = times[who]
@@ -1615,9 +1626,8 @@ class Suite:
                 self.figures[f"floor round, {who}: device_add → L2 sees"] = seen
                 self.figures[f"floor round, {who}: in sysfs → attached"] = sysfs
         med = {who: statistics.median(times[who][0]) for who in contenders}
-        return (f"{n}/{n} rounds; device_add → attached, median: agent {med['agent']:.2f} s, floor {med['floor']:.2f} s, "
-                f"baseline {med['baseline']:.2f} s; agent/floor {med['agent'] / med['floor']:.2f}, "
-                f"agent/baseline {med['agent'] / med['baseline']:.2f}")
+        return (f"{n}/{n} rounds; device_add → attached, median: " + ", ".join(f"{who} {med[who]:.2f} s" for who in contenders)
+                + f"; agent/floor {med['agent'] / med['floor']:.2f}, agent/baseline {med['agent'] / med['baseline']:.2f}")
 
     def s10_stopped_and_vanished(self):
         r = self.rig
@@ -1792,8 +1802,9 @@ class Suite:
     def floor_summary(self):
         """The floor round's table: each contender's median and p90, and the agent's ratios to the others."""
         what = ("device_add → attached", "device_add → L2 sees", "in sysfs → attached")
-        rows = {w: {who: self.figures.get(f"floor round, {who}: {w}") for who in ("agent", "floor", "baseline")} for w in what}
-        if not all(rows[what[0]].values()):
+        rows = {w: {who: self.figures.get(f"floor round, {who}: {w}") for who in ("agent", "floor", "baseline", "agent-before")}
+                for w in what}
+        if not all(rows[what[0]][who] for who in ("agent", "floor", "baseline")):
             return
         print("\n| same reflash, alternated in one run | n | agent median / p90 | floor median / p90 | baseline median / p90 "
               "| agent/floor | agent/baseline |")
@@ -1803,6 +1814,12 @@ class Suite:
             ma, mf, mb = statistics.median(a), statistics.median(f), statistics.median(b)
             print(f"| {w} | {len(a)} | {ma:.2f} / {p90(a):.2f} s | {mf:.2f} / {p90(f):.2f} s | {mb:.2f} / {p90(b):.2f} s "
                   f"| {ma / mf:.2f} | {ma / mb:.2f} |")
+        if rows[what[0]]["agent-before"]:
+            print("\n| the agent before the change (E2E_AGENT_BEFORE) | n | median / p90 | its /floor |")
+            print("| --- | --- | --- | --- |")
+            for w in what:
+                v, f = rows[w]["agent-before"], rows[w]["floor"]
+                print(f"| {w} | {len(v)} | {statistics.median(v):.2f} / {p90(v):.2f} s | {statistics.median(v) / statistics.median(f):.2f} |")
 
     def summary(self):
         print()
