@@ -31,16 +31,17 @@ if ProcessInfo.processInfo.environment["LD_PRELOAD"]?.contains("umockdev") != tr
 }
 do {
     let result = try DaemonBenchmark.run(agent: agent, floor: FileManager.default.isExecutableFile(atPath: floor.path) ? floor : nil,
-                                         idleSeconds: idleSeconds, stormEvents: stormEvents)
+                                         idleSeconds: idleSeconds, stormEvents: stormEvents) { agentRSS, floorRSS in
+        if let floorRSS {
+            let mib = { (kib: Int) in String(format: "%.1f", Double(kib) / 1024) }
+            say("RSS: agent \(mib(agentRSS)) MiB, floor \(mib(floorRSS)) MiB, difference \(mib(agentRSS - floorRSS)) MiB  [goal ≤ 6 MiB]")
+        } else {
+            say("RSS floor skipped: no \(floor.path) (make bench compiles it)")
+        }
+    }
     say("run: READY after \(format(result.timeToReady)); RSS after start \(result.rssAfterStart / 1024) MiB (\(result.rssAfterStart) KiB), \(result.threads) threads  [target ≤ 16 MiB]")
     say(String(format: "idle: %.2f wake-ups/s over %d s (all threads; no watchdog configured)  [target 0/s]", result.idleWakeupsPerSecond, result.idleSeconds))
     say("storm: \(result.stormEvents) uevents for a device no card claims: \(format(result.stormCPU)) CPU in \(format(result.stormWall)) wall; RSS after \(result.rssAfterStorm / 1024) MiB (\(result.rssAfterStorm) KiB)  [target < 1 s CPU]")
-    if let floorRSS = result.floorRSS {
-        let mib = { (kib: Int) in String(format: "%.1f", Double(kib) / 1024) }
-        say("RSS: agent \(mib(result.rssAfterStart)) MiB, floor \(mib(floorRSS)) MiB, difference \(mib(result.rssAfterStart - floorRSS)) MiB  [goal ≤ 6 MiB]")
-    } else {
-        say("RSS floor skipped: no \(floor.path) (make bench compiles it)")
-    }
     say("SIGTERM: exit status \(result.exitStatus)")
 } catch {
     say("daemon benchmark failed: \(error)")
