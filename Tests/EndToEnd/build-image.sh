@@ -1,6 +1,6 @@
 #!/bin/sh
-# Builds work/l1.img: the cached base rootfs (cache/base-<key>/) + the agent installed from its Debian
-# package (make deb, dpkg -i) + its configuration + the L2 guest + the (inactive) baseline and floor.
+# Builds work/l1.img: the cached base rootfs (cache/base-SUITE-KEY/) + the agent's Debian package and its
+# configuration, both by the Ansible role over a chroot + the L2 guest + the (inactive) baseline and floor.
 # The base is rebuilt from nothing when its cache entry is absent (key: recipe hash + kernel).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
