@@ -1216,7 +1216,7 @@ class Suite:
         pref = r.out(f"sed -n 16p /sys/bus/pci/devices/{port}/resource").split()
         size = int(pref[1], 16) - int(pref[0], 16) + 1 if len(pref) == 3 and int(pref[1], 16) else 0
         windows = items.get("card fpga0 windows", {}).get("detail", "")
-        if size and f"prefetchable window" in windows and f"{size >> 20} MiB" not in windows:
+        if size and "prefetchable window" in windows and f"{size >> 20} MiB" not in windows:
             problems.append(f"windows {windows!r}, but {port}'s prefetchable window is {size >> 20} MiB")
         return problems, f"path: {path}; DLLLA reporting {bool(dllla)}; prefetchable window {size >> 20} MiB"
 
@@ -1288,8 +1288,9 @@ class Suite:
                 problems.append(f"256 MiB: attached with BAR2 {bar}")
             if not agent:
                 problems.append(f"256 MiB: attached without the agent's rescan from above the port (kernel: {kernel} failed placements)")
-            done.append(f"256 MiB: kernel could not place BAR2 on hot-add ({kernel}×), agent rescanned above "
-                        f"{self.root_port()}, attached {t_att:.1f} s after device_add with BAR2 at {bar[0]:#x}" if bar else "")
+            if bar:
+                done.append(f"256 MiB: kernel could not place BAR2 on hot-add ({kernel}×), agent rescanned above "
+                            f"{self.root_port()}, attached {t_att:.1f} s after device_add with BAR2 at {bar[0]:#x}")
             self.figures.setdefault("bigger bitstream: device_add → attached via a rescan above the port (s23)", []).append(t_att)
             items, _ = self.check_report()
             facts_problems, facts = self.check_facts_as_they_are(items)
