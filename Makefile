@@ -191,7 +191,7 @@ ansible-check: deps $(if $(or $(DEB),$(BINARY)),,build)
 
 # ---- End-to-end rig (Tests/EndToEnd): a real kernel in QEMU TCG, libvirt, a nested L2 guest ----
 #   make e2e-image   L1 disk image (cached Debian base + the agent's .deb), Tests/EndToEnd/work/l1.img
-#   make e2e         every scenario, 20 reflash cycles, baseline comparison, timing table
+#   make e2e         every scenario, 100 reflash cycles, baseline comparison, timing table
 #   make e2e-ci      what make test-all runs: all but 21, 5 and the baseline, two L2 boots, 5 cycles
 #   make e2e-short   the core: reflash, restart, upgrade, 5 cycles, baseline
 #   make e2e-trixie  the short tier with Debian 13 (trixie) in L1 (E2E_SUITE=trixie; default bookworm)
@@ -205,7 +205,7 @@ ansible-check: deps $(if $(or $(DEB),$(BINARY)),,build)
 # tier, last: it is the long one, and under E2E_DEADLINE (.ci/run sets it from CI's time limit) a scenario that
 # may not end in time is not started and is listed as not run. TCG emulation has stalled an L1 CPU once in many
 # runs; what failed is run once more on a fresh L1 (not the whole tier), and a real failure fails twice.
-# `make e2e` (every scenario, 20 cycles) and `make e2e-trixie` (Debian 13) are run by hand: both take longer
+# `make e2e` (every scenario, 100 cycles) and `make e2e-trixie` (Debian 13) are run by hand: both take longer
 # than CI allows on a slow machine.
 test-all: test
 	$(MAKE) rules-check

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end scenarios for passthrough-agent on a real kernel (L1 in QEMU TCG, L2 nested).
 
-  scenarios.py --tier full     all scenarios, 20 reflash cycles, baseline comparison (make e2e)
+  scenarios.py --tier full     all scenarios, 100 reflash cycles, baseline comparison (make e2e)
   scenarios.py --tier ci       what make test-all (CI) runs: two L2 boots, 5 cycles (make e2e-ci)
   scenarios.py --tier short    the core: reflash, restart, upgrade, baseline (make e2e-short, e2e-trixie)
   scenarios.py --demo          boot, start the guest, reflash twice, stream the agent's journal
@@ -1483,9 +1483,15 @@ class Suite:
         _, rss_e, fd_e, thr_e, anon_e = samples[-1]
         thr_max = max(s[3] for s in samples)
         growth = f"RSS {rss0}→{rss_w}→{rss_e} KiB (anon {anon_w}→{anon_e}), fds {fd0}→{fd_w}→{fd_e}, threads {thr0}→{thr_w}→{thr_e} (max {thr_max})"
-        check(fd_e <= fd_w + 1, f"open fds grew over {n} cycles: {growth}")
-        check(rss_e <= rss_w + max(2048, rss_w // 10), f"RSS grew over {n} cycles: {growth}")
-        return f"{n}/{n} re-attached; median {statistics.median(lat):.1f}s max {max(lat):.1f}s; {growth}"
+        # What the agent allocates must not grow with reflashes: fds and threads identical after the last cycle
+        # and the first, anonymous memory within one malloc trim (64 KiB); RSS may still page in code and data
+        # a later path touches first (the binary's file pages), not more than 2 MiB.
+        check(fd_e == fd_w, f"open fds changed over {n} cycles: {growth}")
+        check(thr_e == thr_w, f"threads changed over {n} cycles: {growth}")
+        check(anon_e <= anon_w + 64, f"anonymous memory grew over {n} cycles: {growth}")
+        check(rss_e <= rss_w + 2048, f"RSS grew over {n} cycles: {growth}")
+        return (f"{n}/{n} re-attached; p50 {statistics.median(lat):.1f}s p99 {percentile(lat, 99):.1f}s max {max(lat):.1f}s; "
+                f"{growth}")
 
     def baseline(self):
         """The udev RUN+= script users write today, agent stopped and disabled."""
@@ -1880,17 +1886,18 @@ class Suite:
             d = detail.replace("|", "/")
             print(f"| {name} | {'PASS' if ok else 'FAIL'} | {dt:.1f} s | {d[:220] + '…' if len(d) > 220 else d} |")
         print()
-        print("| figure | n | median | max |")
-        print("| --- | --- | --- | --- |")
+        print("| figure | n | median | p99 (n ≥ 20) | max |")
+        print("| --- | --- | --- | --- | --- |")
         img = os.path.join(WORK, "image-build-seconds")
         if os.path.exists(img):
-            print(f"| L1 image build (make e2e-image, this run) | 1 | {float(open(img).read()):.1f} s | |")
+            print(f"| L1 image build (make e2e-image, this run) | 1 | {float(open(img).read()):.1f} s | | |")
         base = os.path.join(WORK, "base-build-seconds")
         if os.path.exists(base):
-            print(f"| base rootfs debootstrap (cache miss only; cached since) | 1 | {float(open(base).read()):.1f} s | |")
+            print(f"| base rootfs debootstrap (cache miss only; cached since) | 1 | {float(open(base).read()):.1f} s | | |")
         for k, v in self.figures.items():
             if v:
-                print(f"| {k} | {len(v)} | {statistics.median(v):.1f} s | {max(v):.1f} s |")
+                p99 = f"{percentile(v, 99):.1f} s" if len(v) >= 20 else ""
+                print(f"| {k} | {len(v)} | {statistics.median(v):.1f} s | {p99} | {max(v):.1f} s |")
         a = self.figures.get("agent re-attach (s8 cycles)")
         b = self.figures.get("baseline re-attach (udev RUN+=)")
         if a and b:
@@ -1911,9 +1918,13 @@ class Suite:
         return 0 if passed == len(self.results) and self.results else 1
 
 
+def percentile(values, p):
+    """The p-th percentile (1–99), interpolated between the samples (the largest of fewer than two)."""
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 else max(values)
+
+
 def p90(values):
-    """The 90th percentile, interpolated between the samples (the largest of fewer than two)."""
-    return statistics.quantiles(values, n=10, method="inclusive")[8] if len(values) > 1 else max(values)
+    return percentile(values, 90)
 
 
 def main():
@@ -1942,7 +1953,7 @@ def main():
     if os.path.exists(results):
         os.unlink(results)
     if a.cycles is None:
-        a.cycles = 20 if a.tier == "full" else 5
+        a.cycles = 100 if a.tier == "full" else 5
     if a.baseline_cycles is None:
         a.baseline_cycles = 5 if a.tier == "full" else 3
     if isinstance(a.only, str):
