@@ -1,3 +1,6 @@
+// Stands alone: the whole table of exit statuses, the contract with scripts and systemd (README, *Exit
+// statuses*), which every command of the CLI decides its status from.
+
 /// Exit statuses, one per kind of outcome, from sysexits(3) so scripts and systemd can tell them apart.
 public enum ExitStatus {
     public static let success: Int32 = 0

@@ -1,3 +1,6 @@
+// The host as the agent reads it: where /sys and /proc are (or a test tree), and what the kernel command
+// line asks of PCI.
+
 import PassthroughSysfs
 import SystemPackage
 
@@ -17,5 +20,33 @@ public struct HostEnvironment: Sendable {
 
     func readProc(_ name: String) -> String? {
         try? io.read(procRoot.appending(name))
+    }
+}
+
+/// The PCI options of `/proc/cmdline` that change how a reflash goes: `pci=` takes a comma-separated
+/// list (`pci=realloc,hpmmioprefsize=1G`), and may be given more than once.
+struct KernelCommandLine: Sendable {
+    private let words: [Substring]
+    private let pciOptions: [Substring]
+
+    init(_ text: String) {
+        words = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
+        pciOptions = words.filter { $0.hasPrefix("pci=") }.flatMap { $0.dropFirst(4).split(separator: ",") }
+    }
+
+    /// `pci=realloc` (or `realloc=on`): a rescan may re-size a bridge's windows.
+    var reallocates: Bool { pciOptions.contains("realloc") || pciOptions.contains("realloc=on") }
+
+    /// The hotplug window sizes asked for, as given (`hpmmiosize=64M`).
+    var hotplugWindowSizes: [String] {
+        pciOptions.filter { $0.hasPrefix("hpmmiosize=") || $0.hasPrefix("hpmmioprefsize=") || $0.hasPrefix("hpmemsize=") }
+            .map { "pci=\($0)" }
+    }
+
+    /// The option that keeps the kernel from handling AER itself, if any.
+    var disablesNativeErrorReporting: String? {
+        if pciOptions.contains("noaer") { return "pci=noaer" }
+        if words.contains("pcie_ports=compat") { return "pcie_ports=compat" }
+        return nil
     }
 }

@@ -1,3 +1,6 @@
+// The config model: a card and the agent as the config describes them, with the value types their keys
+// take (names, policies, durations, limits, modes).
+
 /// A card's name in the config, `[a-z0-9-]+`: short, and safe in paths, logs and journal fields.
 public struct CardName: Hashable, Sendable, Comparable, CustomStringConvertible {
     public let rawValue: String
@@ -26,6 +29,19 @@ public struct GuestName: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { rawValue }
+}
+
+extension Unicode.Scalar {
+    /// Characters that must never reach a log line or a terminal unescaped: the C0 and C1 controls and
+    /// DEL, which a terminal may act on, and the bidirectional-text controls (ALM, LRM/RLM, LRE…RLO,
+    /// LRI…PDI), which make text print as other text: `vm\u{202E}exe` shows as `vmexe` reversed.
+    package var isControlOrBidiControl: Bool {
+        switch value {
+        case 0x00...0x1f, 0x7f...0x9f: true
+        case 0x061c, 0x200e, 0x200f, 0x202a...0x202e, 0x2066...0x2069: true
+        default: false
+        }
+    }
 }
 
 /// Where a card goes when it is not lent to its guest.
@@ -156,4 +172,96 @@ public struct AgentConfig: Hashable, Sendable {
     public func card(claiming address: PCIAddress, id: PCIID) -> CardConfig? {
         cards.first { $0.matches(address: address, id: id) }
     }
+}
+
+/// Durations as the config writes them: a whole number and a unit, `"500ms"`, `"1s"`, `"2m"`, `"1h"`.
+///
+/// Deliberately narrow (no fractions, no compound forms like `"1m30s"`): one obvious spelling per
+/// value keeps config files greppable and errors easy to explain.
+public enum ConfigDuration {
+    /// The units accepted, in the order they are listed in error messages.
+    public static let units = ["ms", "s", "m", "h"]
+
+    /// `nil` for anything that is not `<digits><unit>`, or that overflows.
+    public static func parse(_ text: String) -> Duration? {
+        let digits = text.prefix { $0.isASCII && $0.isNumber }
+        let unit = text.dropFirst(digits.count)
+        guard !digits.isEmpty, digits.count <= 9, let value = Int64(digits) else { return nil }
+        switch unit {
+        case "ms": return .milliseconds(value)
+        case "s": return .seconds(value)
+        case "m": return .seconds(value * 60)
+        case "h": return .seconds(value * 3600)
+        default: return nil
+        }
+    }
+
+    /// The shortest exact config spelling of `duration` (`.seconds(120)` is `"2m"`).
+    public static func format(_ duration: Duration) -> String {
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        if milliseconds % 1000 != 0 { return "\(milliseconds)ms" }
+        let seconds = milliseconds / 1000
+        if seconds != 0, seconds % 3600 == 0 { return "\(seconds / 3600)h" }
+        if seconds != 0, seconds % 60 == 0 { return "\(seconds / 60)m" }
+        return "\(seconds)s"
+    }
+}
+
+/// Limits on `recovery-timeout`.
+public enum RecoveryTimeout {
+    public static let `default` = Duration.seconds(60)
+    public static let minimum = Duration.seconds(1)
+    public static let maximum = Duration.seconds(3600)
+}
+
+/// How often the agent reads a card's vendor ID to notice that it dropped off the link.
+public enum LinkWatch: Hashable, Sendable, CustomStringConvertible {
+    case off
+    case every(Duration)
+
+    /// Shorter intervals would poll config space faster than any human reflash needs.
+    public static let minimumInterval = Duration.milliseconds(100)
+    public static let maximumInterval = Duration.seconds(3600)
+
+    public var interval: Duration? {
+        if case .every(let interval) = self { return interval }
+        return nil
+    }
+
+    public var description: String {
+        switch self {
+        case .off: "off"
+        case .every(let interval): "every \(ConfigDuration.format(interval))"
+        }
+    }
+}
+
+/// What `reflash-guard` protects the host with, on the card's upstream port: how a card that leaves the
+/// link (an FPGA being programmed) is kept from taking the server down.
+public enum ReflashGuardMode: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// Nothing is changed on the port (`false`, or the key left out).
+    case off
+    /// Between `reflash --prepare` and `--finish`, and during a recovery: SERR# Enable and Fatal Error
+    /// Reporting Enable cleared, so a Surprise Down is not escalated to a fatal system error (`true`).
+    case mask
+    /// Between `reflash --prepare` and `--finish`: the port's link disabled once the card's functions are
+    /// removed. A link software disabled reports no Surprise Down at all, which firmware-first platforms
+    /// escalate whatever the OS masks.
+    case linkDisable = "link-disable"
+    /// The mask, held for as long as the card is lent to its running guest (and around its reflashes), so
+    /// a reprogramming nobody announced on the host never takes the server down.
+    case whileLent = "while-lent"
+
+    /// The modes that mask fatal-error reporting (the bits of ``mask``).
+    public var masks: Bool { self == .mask || self == .whileLent }
+
+    public var description: String { rawValue }
+}
+
+/// How the card is brought back after it left the link (`reset` in the config).
+public enum CardResetMethod: String, Hashable, Sendable, CaseIterable {
+    /// Wait for the link to come back by itself (JTAG reprogramming retrains it).
+    case none
+    /// Pulse Secondary Bus Reset on the upstream bridge, as Corundum's `pcie_hot_reset.sh`.
+    case secondaryBus = "secondary-bus"
 }

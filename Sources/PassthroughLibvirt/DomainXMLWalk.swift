@@ -1,3 +1,5 @@
+// Reading a <domain> document: the walk every live-XML reader goes through, and the error any of them raises.
+
 /// Walks the elements of one `<domain>` document with their paths from the root, checking what every reader of
 /// live XML relies on: a single `<domain>` root, every end tag closing the element it should, nothing after the
 /// end. What the readers look for is theirs; the shape of the document is checked here once.
@@ -41,4 +43,18 @@ enum DomainXMLWalk {
         }
         guard sawRoot, path.isEmpty else { throw DomainXMLError("document ended early", at: scanner.offset) }
     }
+}
+
+/// Domain XML that could not be read: malformed, or a PCI hostdev without a readable source address.
+public struct DomainXMLError: Error, Hashable, Sendable, CustomStringConvertible {
+    public let message: String
+    /// Byte offset into the document where reading stopped.
+    public let offset: Int
+
+    public init(_ message: String, at offset: Int) {
+        self.message = message
+        self.offset = offset
+    }
+
+    public var description: String { "domain XML: \(message) at byte \(offset)" }
 }

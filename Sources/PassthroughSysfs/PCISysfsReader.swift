@@ -1,3 +1,6 @@
+// What the kernel says about PCI functions in sysfs: IDs, class, driver, override, IOMMU group, the link
+// as it trained, and who serves a port's hotplug and errors.
+
 import PassthroughCore
 import SystemPackage
 
@@ -119,6 +122,52 @@ public struct PCISysfsReader: Sendable {
 
     private func optionalNumber(_ attribute: String, of address: PCIAddress) throws(SysfsError) -> UInt32? {
         try optionalText(attribute, of: address).flatMap(SysfsNumber.parse)
+    }
+}
+
+extension PCISysfsReader {
+    /// The link of a PCIe function as it trained, and what the function itself can do; `nil` where the
+    /// kernel has no such attributes (not PCIe) or says `Unknown`.
+    public func link(of address: PCIAddress) -> (current: PCILinkState?, maximum: PCILinkState?) {
+        func state(_ speed: String, _ width: String) -> PCILinkState? {
+            guard let speedText = try? io.read(layout.attribute(speed, of: address)),
+                  let widthText = try? io.read(layout.attribute(width, of: address))
+            else { return nil }
+            return PCILinkState(speed: speedText, width: widthText)
+        }
+        return (state("current_link_speed", "current_link_width"), state("max_link_speed", "max_link_width"))
+    }
+
+    /// The link between `function` and the port above it: as trained, and the best both ends can do (the
+    /// lesser of their `max_link_*`; the function's alone when the port does not say).
+    public func trainedLink(of function: PCIAddress, below port: PCIAddress?) -> (now: PCILinkState?, capable: PCILinkState?) {
+        let (now, maximum) = link(of: function)
+        let portMaximum = port.flatMap { link(of: $0).maximum }
+        return (now, maximum.map { card in portMaximum.map(card.limited(by:)) ?? card })
+    }
+}
+
+/// Who handles a port's hotplug and errors, as sysfs shows it.
+///
+/// The PCIe port driver gives each service it takes on a device of its own on the `pci_express` bus,
+/// named `PORT:pcieNNN` (`0000:00:1c.0:pcie004`), and creates one only when the platform let the OS
+/// control that service. A hotplug driver (pciehp, acpiphp) registers a slot under `bus/pci/slots` with a
+/// `power` file; a slot without one is only the firmware naming a physical slot.
+extension PCISysfsReader {
+    /// Whether the port-service driver `driver` (`pciehp`, `aer`) holds one of `port`'s services.
+    public func portService(of port: PCIAddress, boundTo driver: String) -> Bool {
+        let names = (try? io.list(layout.pciExpressDriver(driver))) ?? []
+        return names.contains { $0.hasPrefix("\(port):pcie") }
+    }
+
+    /// Whether a hotplug driver registered a slot at `slot` (its `address` file reads `DDDD:BB:DD`).
+    public func hasHotplugSlot(_ slot: PCISlot) -> Bool {
+        for name in (try? io.list(layout.pciSlots)) ?? [] {
+            let directory = layout.pciSlots.appending(name)
+            guard let address = try? io.read(directory.appending("address")) else { continue }
+            if address.trimmingSysfsNewline() == slot.description, io.exists(directory.appending("power")) { return true }
+        }
+        return false
     }
 }
 

@@ -1,3 +1,6 @@
+// The threads the agent starts: the spawn every one of them goes through, and the worker thread that runs
+// blocking calls one at a time.
+
 import Dispatch
 import Synchronization
 import SystemPackage
@@ -99,5 +102,27 @@ public final class WorkerThread: Sendable {
         defer { close(fd) }
         let bytes = Array(name.utf8.prefix(15))
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+}
+
+/// A pthread running `body`, which the thread owns until it returns: every thread of the agent starts here.
+public enum ThreadSpawn {
+    private final class Body: Sendable {
+        let run: @Sendable () -> Void
+        init(_ run: @escaping @Sendable () -> Void) { self.run = run }
+    }
+
+    public static func start(_ body: @escaping @Sendable () -> Void) throws(Errno) -> pthread_t {
+        let context = Unmanaged.passRetained(Body(body)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, context)
+        guard rc == 0 else {
+            Unmanaged<Body>.fromOpaque(context).release()
+            throw Errno(rawValue: rc)
+        }
+        return thread
     }
 }

@@ -1,6 +1,11 @@
+// The monitor thread and what it runs on: its loop, the context it shares with UdevMonitor, the source it reads
+// devices from, and the eventfd that wakes it for shutdown (one file, as swift-subprocess's AsyncIO+Linux.swift).
+
 internal import CUdev
+import Dispatch
 import Glibc
 import Logging
+import Synchronization
 import SystemPackage
 
 /// The body of the monitor thread: it owns the ``UdevSession`` from creation to destruction.
@@ -182,5 +187,73 @@ extension MonitorThread {
         if let errorEvent = event.errorEvent { metadata["error_event"] = "\(errorEvent)" }
         if let online = event.deviceOnline { metadata["device_online"] = "\(online)" }
         return metadata
+    }
+}
+
+/// What ``UdevMonitor`` shares with its monitor thread. Every member is `Sendable`; no libudev
+/// object is ever stored here.
+final class MonitorContext: Sendable {
+    let logger: Logger
+    let continuation: AsyncStream<UdevMonitorEvent>.Continuation
+    let shutdownFD: EventFD
+
+    private let startupResult = Mutex<Result<Void, UdevError>?>(nil)
+    private let startupSignal = DispatchSemaphore(value: 0)
+
+    init(logger: Logger, continuation: AsyncStream<UdevMonitorEvent>.Continuation, shutdownFD: EventFD) {
+        self.logger = logger
+        self.continuation = continuation
+        self.shutdownFD = shutdownFD
+    }
+
+    /// Called once by the monitor thread when it has subscribed (or failed to).
+    func reportStartup(_ result: Result<Void, UdevError>) {
+        startupResult.withLock { $0 = result }
+        startupSignal.signal()
+    }
+
+    /// Blocks until ``reportStartup(_:)``; that is only socket setup, well under a millisecond.
+    func waitForStartup() -> Result<Void, UdevError> {
+        startupSignal.wait()
+        return startupResult.withLock { $0 ?? .failure(UdevError(.threadStart)) }
+    }
+}
+
+/// Where the monitor thread gets devices from: ``UdevSession`` in production, a scripted fake in
+/// tests. Used on the monitor thread only.
+protocol MonitorSource: AnyObject {
+    /// Readable when ``receive()`` has something to say.
+    var monitorFD: CInt { get }
+    /// Reads one uevent without blocking.
+    func receive() -> UdevSession.Received
+    /// Calls `body` for every PCI device, stopping early when it returns `false`.
+    /// - Returns: `false` if `body` stopped the scan.
+    func enumeratePCI(_ body: (UdevDeviceRecord) -> Bool) throws(UdevError) -> Bool
+}
+
+extension UdevSession: MonitorSource {}
+
+/// The non-blocking eventfd that wakes the monitor thread's `poll` for shutdown.
+///
+/// A class so the fd is closed by `deinit`, when the last holder is gone: the stream's
+/// `onTermination` handler may signal it from any thread at any time, so an explicit `close()`
+/// could race with that and write into a reused fd number. Sendable: the only state is an
+/// immutable `CInt`, and `eventfd_write` is thread-safe.
+final class EventFD: Sendable {
+    let rawValue: CInt
+
+    init() throws(UdevError) {
+        let fd = eventfd(0, CUdev_eventfd_cloexec_nonblock())
+        guard fd >= 0 else { throw UdevError(.eventFD, errno: Errno(rawValue: errno)) }
+        rawValue = fd
+    }
+
+    deinit {
+        _ = Glibc.close(rawValue)
+    }
+
+    /// Makes the fd readable. Never blocks; a second signal only bumps the counter.
+    func signal() {
+        while eventfd_write(rawValue, 1) < 0, errno == EINTR {}
     }
 }

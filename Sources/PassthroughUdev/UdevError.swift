@@ -31,7 +31,7 @@ public struct UdevError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let enableReceiving = Code(.enableReceiving)
         public static let enumerate = Code(.enumerate)
         public static let poll = Code(.poll)
-        /// Receiving kept failing; see ``UdevMonitor`` for the limit.
+        /// Receiving kept failing: `MonitorThread.maximumConsecutiveReceiveFailures` times in a row.
         public static let receive = Code(.receive)
         /// The monitor socket reported a hang-up.
         public static let socketClosed = Code(.socketClosed)

@@ -1,3 +1,5 @@
+// One PCI uevent decoded: the event and its action and PCIe error-recovery values.
+
 import PassthroughCore
 
 /// One PCI device as a uevent (or the coldplug scan) described it, decoded into core types.
@@ -38,5 +40,69 @@ public struct UdevEvent: Hashable, Sendable {
         self.errorEvent = errorEvent
         self.deviceOnline = deviceOnline
         self.sequenceNumber = sequenceNumber
+    }
+}
+
+/// What the kernel says happened to a device (`ACTION=` of a uevent).
+public enum UdevAction: Hashable, Sendable, CustomStringConvertible {
+    case add
+    case remove
+    case bind
+    case unbind
+    case change
+    /// `move`, `online`, `offline` or anything a future kernel invents; passed through verbatim.
+    case other(String)
+
+    public init(_ rawValue: String) {
+        switch rawValue {
+        case "add": self = .add
+        case "remove": self = .remove
+        case "bind": self = .bind
+        case "unbind": self = .unbind
+        case "change": self = .change
+        default: self = .other(rawValue)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .add: "add"
+        case .remove: "remove"
+        case .bind: "bind"
+        case .unbind: "unbind"
+        case .change: "change"
+        case .other(let raw): raw
+        }
+    }
+}
+
+/// The `ERROR_EVENT=` property of the `change` uevents that PCIe error recovery (AER/DPC/EEH)
+/// sends through `pci_uevent_ers()`.
+public enum AERErrorEvent: Hashable, Sendable, CustomStringConvertible {
+    /// `BEGIN_RECOVERY`, sent with `DEVICE_ONLINE=0`.
+    case beginRecovery
+    /// `SUCCESSFUL_RECOVERY`, sent with `DEVICE_ONLINE=1`.
+    case successfulRecovery
+    /// `FAILED_RECOVERY`, sent with `DEVICE_ONLINE=0`: the device is disconnected.
+    case failedRecovery
+    /// A value this code does not know; passed through verbatim.
+    case other(String)
+
+    public init(_ rawValue: String) {
+        switch rawValue {
+        case "BEGIN_RECOVERY": self = .beginRecovery
+        case "SUCCESSFUL_RECOVERY": self = .successfulRecovery
+        case "FAILED_RECOVERY": self = .failedRecovery
+        default: self = .other(rawValue)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .beginRecovery: "BEGIN_RECOVERY"
+        case .successfulRecovery: "SUCCESSFUL_RECOVERY"
+        case .failedRecovery: "FAILED_RECOVERY"
+        case .other(let raw): raw
+        }
     }
 }

@@ -1,3 +1,5 @@
+// The udev monitor's public face: the monitor, the events it delivers in order, and why it may resync.
+
 internal import CUdev
 import Glibc
 import Logging
@@ -108,6 +110,45 @@ public final class UdevMonitor: Sendable {
             return try ThreadSpawn.start { MonitorThread<UdevSession>.run(context) }
         } catch {
             throw UdevError(.threadStart, errno: error)
+        }
+    }
+}
+
+/// What ``UdevMonitor`` delivers, in order.
+///
+/// The sequence is: one coldplug snapshot (`device` events with `isColdplug == true`, then
+/// `coldplugComplete`), then hotplug `device` events as they happen. Events that arrive while the
+/// snapshot is taken are delivered after it, so a device may show up twice; treat events as
+/// idempotent state updates.
+///
+/// When the monitor loses track while listening (socket overflow, a receive error, or a uevent it
+/// cannot decode) it sends `resync` and then a fresh snapshot ending in another
+/// `coldplugComplete`. A `resync` raised *during* a snapshot (an existing device that cannot be
+/// decoded) starts no further snapshot.
+public enum UdevMonitorEvent: Hashable, Sendable {
+    case device(UdevEvent)
+    /// The end of a snapshot; `count` is the number of `device` events it produced.
+    case coldplugComplete(count: Int)
+    /// The picture may be incomplete; the reason was also logged.
+    case resync(UdevResyncReason)
+    /// The monitor cannot go on; this is the last event before the stream finishes.
+    case failed(UdevError)
+}
+
+/// Why the monitor's picture of the PCI bus may have a hole in it.
+public enum UdevResyncReason: Hashable, Sendable, CustomStringConvertible {
+    /// The netlink socket overflowed (`ENOBUFS`): the kernel dropped uevents.
+    case receiveBufferOverflow
+    /// Receiving a uevent failed for another reason.
+    case receiveFailed(Errno)
+    /// A device reached the monitor but could not be decoded.
+    case unparsableDevice(UdevParseError)
+
+    public var description: String {
+        switch self {
+        case .receiveBufferOverflow: "udev receive buffer overflow (ENOBUFS), events were lost"
+        case .receiveFailed(let errno): "receiving a uevent failed: \(errno)"
+        case .unparsableDevice(let error): "unparsable device: \(error)"
         }
     }
 }

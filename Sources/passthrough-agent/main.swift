@@ -1,3 +1,7 @@
+// The entry point: the command tree (its discussion lists the exit statuses) and the start of its run on the
+// main thread.
+
+import ArgumentParser
 import Dispatch
 import PassthroughAgent
 import PassthroughThreads
@@ -5,6 +9,20 @@ import PassthroughThreads
 #if canImport(Glibc)
 import Glibc
 #endif
+
+struct PassthroughAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "passthrough-agent",
+        abstract: "Keeps PCIe cards (FPGAs, XDMA/QDMA designs) where they belong: on vfio-pci in their running guest, or back on the host.",
+        discussion: """
+            Exit statuses: 0 success; 1 host not ready (check); 64 usage or unknown card; 69 card absent; \
+            70 internal error; 71 run cannot start; 73 another agent is running; 74 a sysfs step failed and \
+            was rolled back; 75 libvirt unavailable, or no daemon answers; 76 sent, no answer; 77 refused for \
+            safety; 78 invalid configuration.
+            """,
+        subcommands: [RunCommand.self, PlanCommand.self, StatusCommand.self, CheckCommand.self, BindCommand.self, MonitorCommand.self, ReflashCommand.self]
+    )
+}
 
 // Swift reads the arguments from /proc/self/cmdline. Without /proc (a chroot an installer or Ansible runs it in)
 // they come back empty, and the command would print its help and exit 0 as if asked nothing: an Ansible

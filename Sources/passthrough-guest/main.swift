@@ -1,6 +1,7 @@
 // passthrough-guest: runs inside a guest, asks the host's passthrough-agent to prepare or finish a reflash of a
 // card lent to this guest. Glibc only (no Foundation), built with the Swift runtime linked in statically, so the
-// one file can be copied into any x86-64 Linux guest.
+// one file can be copied into any x86-64 Linux guest. Stands alone: the executable's entry point; the logic is in
+// PassthroughGuest.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

@@ -6,7 +6,7 @@ import Musl
 import Logging
 import SystemPackage
 
-/// What the control thread needs; handed over with `Unmanaged.passRetained`.
+/// What the control thread needs; the body ``ThreadSpawn/start(_:)`` runs on it captures it.
 final class ControlThreadContext: Sendable {
     let listenFD: CInt
     let wakeup: WakeupPipe

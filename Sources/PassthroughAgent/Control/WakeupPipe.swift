@@ -8,9 +8,9 @@ import SystemPackage
 
 /// Wakes the control thread's `poll`, for two reasons: a connection's task answered and the thread
 /// may read that client again (``nudge()``: one byte), or the server stops (``shutdown()``: the
-/// write end is closed, so the read end reports end of file). A pipe rather than an eventfd
-/// because `<sys/eventfd.h>` is not part of Swift's Glibc module, and this target has no C shim of
-/// its own.
+/// write end is closed, so the read end reports end of file). A pipe rather than an eventfd because
+/// it tells the two apart with no state besides its ends: bytes are nudges, drained; end of file is
+/// shutdown, and stays readable for good. An eventfd only counts.
 ///
 /// A class so the read end is closed by `deinit`, after the thread (which holds a reference)
 /// has stopped polling it; the write end is closed exactly once, under the lock.

@@ -1,3 +1,6 @@
+// Stands alone: the one way the daemon's parts (supervisor, step executor, service, guest requests) raise a
+// journal notification and name a card's fields; it belongs to none of them.
+
 import Logging
 import PassthroughCore
 import PassthroughSystemd

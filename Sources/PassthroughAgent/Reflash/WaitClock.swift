@@ -1,3 +1,6 @@
+// Stands alone: the clock seam of every part that waits (recovery, the link watch, reflash coordination,
+// guest-request rate limits, the metrics writer and the supervisor), in four folders; none of them is its home.
+
 /// Time as the recovery procedure and the link watch see it, injectable so tests run a 60 s
 /// timeout instantly.
 public protocol WaitClock: Sendable {

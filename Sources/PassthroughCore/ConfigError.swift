@@ -1,3 +1,5 @@
+// Config errors: each mistake with the place it was found (`path:line:col`), gathered into one error.
+
 /// A place in a file, 1-based, as compilers print it.
 public struct SourceLocation: Hashable, Sendable, CustomStringConvertible {
     public var path: String
