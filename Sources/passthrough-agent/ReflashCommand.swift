@@ -59,10 +59,16 @@ struct ReflashCommand: ParsableCommand {
             throw ExitCode(Self.exitStatus(for: error))
         }
         guard response.ok else {
-            Output.error("\(card): \(response.error ?? "refused")")
+            Output.error(Self.namingTheCardOnce(card, response.error ?? "refused"))
             throw ExitCode(Self.exitStatus(for: response.code))
         }
         Output.print((response.message ?? "done") + "\n")
+    }
+
+    /// The daemon's refusals begin with the card's name ("fpga0 stays on the bus: …", "fpga0: cannot disable
+    /// the link …"); a bare one ("refused") gets it in front.
+    static func namingTheCardOnce(_ card: String, _ message: String) -> String {
+        message.hasPrefix("\(card):") || message.hasPrefix("\(card) ") ? message : "\(card): \(message)"
     }
 
     private func explanation(of error: ControlClientError) -> String {

@@ -1122,6 +1122,8 @@ class Suite:
                     raise Fail(f"link-disable refused: {e}; card driver={r.driver()}, hostdevs={r.hostdev_count()}")
                 if self.link_control() != link_before or self.port_errors() != before:
                     problems.append(f"link-disable refused, but the port changed: Link Control {self.link_control():#06x}, {self.port_errors()}")
+                if "fpga0: fpga0" in err + out:
+                    problems.append(f"the refusal names the card twice: {(err or out).strip()[:160]!r}")
                 done.append(f"link-disable: this port does not implement Link Disable; --prepare refused (exit {rc}: "
                             f"{(err or out).strip()[:160]!r}), card back in l2, port unchanged")
             else:
