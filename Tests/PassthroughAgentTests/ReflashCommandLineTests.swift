@@ -24,8 +24,18 @@ struct ReflashCommandLineTests {
         let running = try RunningControlServer { _ in .failure("u200: the reason", code: code) }
         let result = try await AgentProcess.run(["reflash", "u200", "--prepare", "--control-socket", running.path.string])
         #expect(Int(result.status) == status, "\(code): \(result.stderr)")
-        #expect(result.stderr == "u200: u200: the reason\n")
+        // The daemon's message names the card already: printed once, not twice.
+        #expect(result.stderr == "u200: the reason\n")
         #expect(running.handled == [.reflashPrepare(card: CardName("u200")!)])
+        try await running.stop()
+    }
+
+    @Test("reflash: a refusal that does not name the card gets it in front")
+    func bareRefusal() async throws {
+        let running = try RunningControlServer { _ in .failure("nothing to finish", code: .refused) }
+        let result = try await AgentProcess.run(["reflash", "u200", "--finish", "--control-socket", running.path.string])
+        #expect(result.status == 77, "\(result.stderr)")
+        #expect(result.stderr == "u200: nothing to finish\n")
         try await running.stop()
     }
 
