@@ -130,6 +130,11 @@ public actor CardSupervisor {
     var linkWatches: [CardName: (interval: Duration, task: Task<Void, Never>)] = [:]
     /// Until the sources have spoken: then persisted recoveries resume and link watches start.
     private var awaitingFirstLook = true
+    /// Cards whose reconcile is between its first look and its last step, with whoever waits for it to
+    /// end. The actor lets a loss or a reflash request in while a step is awaited; the reflash path
+    /// takes the card over at once (the reconcile stops at its next step), but acts only once that
+    /// step is over: an attach still in flight would hand the guest a function about to be removed.
+    private var reconciling: [CardName: [CheckedContinuation<Void, Never>]] = [:]
 
     public init(
         config: AgentConfig, host: HostEnvironment, hypervisor: any Hypervisor, logger: Logger,
@@ -358,7 +363,26 @@ public actor CardSupervisor {
 
     // MARK: One card
 
+    /// Returns once no reconcile of `name` is in flight. Called by the reflash path after its transition
+    /// has taken the card over, so the one in flight stops at its next step and no other starts.
+    func untilReconcileEnds(_ name: CardName) async {
+        guard reconciling[name] != nil else { return }
+        await withCheckedContinuation { reconciling[name, default: []].append($0) }
+    }
+
+    /// Whether the reflash path took the card over since this reconcile began (a loss, a request: each
+    /// may arrive at any await), so the reconcile stops where it is, without recording a failure.
+    private func reflashTookOver(_ card: CardConfig) -> Bool {
+        guard states[card.name]?.reflash.state.excludesReconcile == true else { return false }
+        logger.debug("reconcile stopped: the reflash path has the card now", metadata: .card(card))
+        return true
+    }
+
     private func reconcile(_ card: CardConfig, devices initialDevices: [PCIDeviceSnapshot]) async {
+        reconciling[card.name] = []
+        defer {
+            for waiter in reconciling.removeValue(forKey: card.name) ?? [] { waiter.resume() }
+        }
         let observer = CardObserver(reader: host.reader, hypervisor: hypervisor)
         let executor = StepExecutor(
             binder: DriverBinder(config: config, reader: host.reader, logger: logger), blocking: blocking,
@@ -370,6 +394,7 @@ public actor CardSupervisor {
         // A plan, its steps, and a second look to confirm; a third plan means something undoes us.
         for round in 0..<3 {
             var observation = await observer.observe(card, devices: devices, history: states[card.name]?.history ?? CardHistory())
+            if reflashTookOver(card) { return }
             noteChanges(observation.observed)
             noteGuestSide(of: card, observation.observed)
             observation.observed.bars = CardBARs(readBARs(of: card, observation.observed))
@@ -386,6 +411,7 @@ public actor CardSupervisor {
             }
             if options.dryRun { return }
             for step in steps {
+                if reflashTookOver(card) { return }
                 if case .reassignBARs(let port) = step.action {
                     await reassignBARs(of: card, observation.observed, below: port)
                     break

@@ -42,6 +42,7 @@ extension CardSupervisor {
         case .alreadyHeld(let site):
             return "\(card.name) is already off the bus (\(site.slot)); program the FPGA, then run: passthrough-agent reflash \(card.name) --finish"
         case .takeOff(let site):
+            await untilReconcileEnds(card.name)
             do {
                 let lentGuard = states[card.name]?.reflash.lentGuard
                 try await coordinator.takeOff(card, at: site, lentGuard: lentGuard) { [weak self] record throws(ReflashStateError) in
@@ -74,6 +75,7 @@ extension CardSupervisor {
             throw refused(refusal, card, doing: "bring it back")
         case .bringBack(let site):
             heldReminders.removeValue(forKey: card.name)?.cancel()
+            await untilReconcileEnds(card.name)
             let record = states[card.name]?.reflash.state.guardRecord
             let (outcome, released) = await coordinator.bringBack(card, at: site, guard: record)
             if outcome.isRecovered { cameBack(card.name) }
@@ -176,6 +178,7 @@ extension CardSupervisor {
     }
 
     private func recover(_ card: CardConfig, at site: ReflashSite, generation: Int, cause: LossCause) async {
+        await untilReconcileEnds(card.name)
         let resuming = cause == .resumed
         let record = states[card.name]?.reflash.state.guardRecord
         let lentGuard = states[card.name]?.reflash.lentGuard

@@ -128,6 +128,53 @@ struct ReflashDaemonTests {
         #expect(rig.bus.sysfs.driver(of: "0000:01:00.0") == "vfio-pci")
     }
 
+    @Test("a loss while the loop's attach is in flight: nothing is removed until the attach is over, then the recovery takes the card back")
+    func lossDuringAnAttach() async throws {
+        let rig = try await ReflashRig()
+        defer { rig.loop.cancel() }
+        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")   // the guest lost it: the loop attaches again
+        await rig.hypervisor.hang(.attach)
+        await rig.supervisor.markDirty([ReflashRig.card])
+        try await waitUntil("the attach is in flight") { await rig.hypervisor.attachCalls.count == 2 }
+
+        rig.bus.dropLink("0000:01:00")
+        rig.cardReturnsOnRescan(as: "10ee:903f")
+        await rig.supervisor.cardLost(ReflashRig.card, cause: .linkWatch, reason: "link watch: all-ones")
+        try await Task.sleep(for: .milliseconds(300))   // a recovery that did not wait would have removed it by now
+        // Removing a function while the guest is being handed it: the real kernel blocks in the remove.
+        #expect(rig.removals.isEmpty)
+        #expect(await rig.hypervisor.detachCalls.isEmpty)
+
+        await rig.hypervisor.unhang(.attach)
+        try await waitUntil("recovered and re-attached") {
+            await rig.hypervisor.liveHostdevs(of: "fpga-dev") == [ReflashRig.function] && rig.bus.rescanCount >= 1
+                && rig.bus.sysfs.driver(of: "0000:01:00.0") == "vfio-pci" && rig.notifications(.cardAttached).count == 3
+        }
+        #expect(rig.notifications(.cardLost).count == 1)
+        #expect(rig.removals.count == 1)
+        #expect(rig.notifications(.stepFailed).isEmpty)
+    }
+
+    @Test("reflash --prepare while the loop's attach is in flight: the take-off waits for it, then detaches and removes the card")
+    func prepareDuringAnAttach() async throws {
+        let rig = try await ReflashRig()
+        defer { rig.loop.cancel() }
+        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")
+        await rig.hypervisor.hang(.attach)
+        await rig.supervisor.markDirty([ReflashRig.card])
+        try await waitUntil("the attach is in flight") { await rig.hypervisor.attachCalls.count == 2 }
+
+        let prepare = Task { try await rig.supervisor.reflash(ReflashRig.card, .prepare) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(rig.onBus())
+        await rig.hypervisor.unhang(.attach)
+        let prepared = try await prepare.value
+        #expect(prepared.contains("reflash u200 --finish"))
+        #expect(!rig.onBus())
+        #expect(await rig.hypervisor.liveHostdevs(of: "fpga-dev").isEmpty)
+        #expect(await rig.hypervisor.attachCalls.count == 2)   // the loop stopped after its attach: nothing more
+    }
+
     @Test("status over the control socket's handler: the daemon's live view of each card")
     func liveStatus() async throws {
         let rig = try await ReflashRig()
