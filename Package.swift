@@ -85,6 +85,8 @@ let package = Package(
         .target(name: "PassthroughTestSupport", dependencies: [
             "PassthroughCore", "PassthroughSysfs", "PassthroughLibvirt", "PassthroughSystemd",
             .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "InMemoryLogging", package: "swift-log"),
         ], path: "Tests/PassthroughTestSupport"),
 
         // Prints figures (speed, memory, wake-ups); `make bench`.
@@ -105,10 +107,11 @@ let package = Package(
         .testTarget(name: "PassthroughUdevTests", dependencies: [
             "PassthroughUdev", "PassthroughCore", "CUmockdev", "PassthroughTestSupport",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "InMemoryLogging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .testTarget(name: "PassthroughLibvirtTests", dependencies: [
-            "PassthroughLibvirt", "PassthroughCore", "CLibvirt",
+            "PassthroughLibvirt", "PassthroughCore", "CLibvirt", "PassthroughTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "PassthroughSystemdTests", dependencies: [

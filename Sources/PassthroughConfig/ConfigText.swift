@@ -39,6 +39,6 @@ enum ConfigText {
 
     private static func byteDescription(_ bytes: some Collection<UInt8>, at offset: Int) -> String {
         guard let byte = bytes.dropFirst(offset).first else { return "sequence cut short at the end of the file" }
-        return "0x" + (byte < 0x10 ? "0" : "") + String(byte, radix: 16)
+        return Hex.prefixed(byte, width: 2)
     }
 }

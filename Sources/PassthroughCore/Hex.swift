@@ -1,7 +1,8 @@
-/// Strict hexadecimal parsing for the fixed-width fields of PCI names.
+/// Hexadecimal as the kernel and libvirt spell it: strict parsing for the fixed-width fields of PCI names
+/// and sysfs numbers, and the one zero-padded formatter every module prints with.
 ///
 /// `UInt(_:radix:)` accepts a sign and any width; names that become sysfs paths must not.
-enum Hex {
+package enum Hex {
     static func isDigit(_ byte: UInt8) -> Bool {
         (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x46) || (byte >= 0x61 && byte <= 0x66)
     }
@@ -33,7 +34,7 @@ enum Hex {
     }
 
     /// Parses sysfs numeric attributes such as `0x10ee` or `0x058000`, with or without the prefix.
-    static func sysfsNumber(_ text: String) -> UInt32? {
+    package static func sysfsNumber(_ text: String) -> UInt32? {
         var body = Substring(text).drop { $0 == " " || $0 == "\t" }
         while let last = body.last, last == "\n" || last == " " || last == "\t" { body = body.dropLast() }
         if body.hasPrefix("0x") || body.hasPrefix("0X") { body = body.dropFirst(2) }
@@ -41,9 +42,15 @@ enum Hex {
         return fixedWidth(body.utf8, width: body.utf8.count)
     }
 
-    static func format(_ value: UInt32, width: Int) -> String {
+    /// Lower-case digits, zero-padded to `width` (`format(0x9038, width: 8)` is `00009038`), no prefix.
+    package static func format(_ value: some BinaryInteger, width: Int) -> String {
         let digits = String(value, radix: 16)
         return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    }
+
+    /// What sysfs, libvirt and the state files write: `0x` and zero-padded lower-case digits.
+    package static func prefixed(_ value: some BinaryInteger, width: Int) -> String {
+        "0x" + format(value, width: width)
     }
 }
 

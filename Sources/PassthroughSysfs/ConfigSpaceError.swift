@@ -25,13 +25,13 @@ public enum ConfigSpaceError: Error, Hashable, Sendable, CustomStringConvertible
         case .access(let error):
             "\(error)"
         case .shortRead(let address, let offset, let expected, let got):
-            "\(address): config space read of \(expected) bytes at 0x\(String(offset, radix: 16)) returned \(got) (only root may read past the first 64 bytes)"
+            "\(address): config space read of \(expected) bytes at \(Hex.prefixed(offset, width: 2)) returned \(got) (only root may read past the first 64 bytes)"
         case .notResponding(let address):
             "\(address): config space reads all-ones: the device does not answer on the link"
         case .noExpressCapability(let address):
             "\(address): no PCI Express capability in config space"
         case .notABridge(let address, let headerType):
-            "\(address): header type 0x\(String(headerType, radix: 16)) is not a PCI-to-PCI bridge"
+            "\(address): header type \(Hex.prefixed(headerType, width: 2)) is not a PCI-to-PCI bridge"
         }
     }
 }

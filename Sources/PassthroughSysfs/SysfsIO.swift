@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import PassthroughCore
 import SystemPackage
 
 /// The only door to the filesystem: every sysfs access goes through these calls.
@@ -123,7 +124,7 @@ public struct LinuxSysfsIO: SysfsIO {
     }
 
     public func writeBytes(_ path: FilePath, offset: Int64, _ bytes: [UInt8]) throws(SysfsError) {
-        let shown = bytes.map { $0 < 0x10 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined(separator: " ") + " at offset \(offset)"
+        let shown = bytes.map { Hex.format($0, width: 2) }.joined(separator: " ") + " at offset \(offset)"
         do {
             let fd = try FileDescriptor.open(path, .writeOnly, options: .closeOnExec)
             try fd.closeAfter {

@@ -31,11 +31,7 @@ struct MonitorCommand: AsyncParsableCommand {
         let signalled = try SignalledServiceGroup()
         let uri: String? = noLibvirt ? nil : try libvirtURI ?? configuredURI()
         let json = json
-        let logger = Logger(label: "passthrough-agent.monitor") { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .error
-            return handler
-        }
+        let logger = Output.errorLogger("passthrough-agent.monitor")
         let service = MonitorService(libvirtURI: uri, includeColdplug: coldplug, logger: logger) { record in
             if json {
                 Output.jsonLine(record)

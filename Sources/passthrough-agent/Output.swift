@@ -1,7 +1,18 @@
 import Foundation
+import Logging
 
 /// stdout for results, stderr for diagnostics.
 enum Output {
+    /// For the commands that print their own results (`plan`, `monitor`): the libraries' errors on stderr,
+    /// the rest of their chatter dropped.
+    static func errorLogger(_ label: String) -> Logger {
+        Logger(label: label) { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .error
+            return handler
+        }
+    }
+
     static func print(_ text: String) {
         FileHandle.standardOutput.write(Data(text.utf8))
     }

@@ -20,11 +20,7 @@ struct PlanCommand: AsyncParsableCommand {
 
     func run() async throws {
         let config = try host.loadConfig()
-        let logger = Logger(label: "passthrough-agent.plan") { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .error
-            return handler
-        }
+        let logger = Output.errorLogger("passthrough-agent.plan")
         let hypervisor = ReconnectingHypervisor(libvirtURI: libvirtURI ?? config.libvirtURI, logger: logger)
         let connection = Task { await hypervisor.run() }
         defer { connection.cancel() }

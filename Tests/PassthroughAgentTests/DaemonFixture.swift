@@ -29,10 +29,7 @@ struct DaemonFixture {
         bus = readyHost()
         hypervisor = FakeHypervisor(bus: bus)
         config = try ConfigLoader.parse(text, path: "config.toml")
-        var handler = logs
-        handler.logLevel = .debug
-        let logger = Logger(label: "test") { _ in handler }
-        supervisor = CardSupervisor(config: config, host: bus.host, hypervisor: hypervisor, logger: logger,
+        supervisor = CardSupervisor(config: config, host: bus.host, hypervisor: hypervisor, logger: logs.logger(),
                                     options: options, waitingFor: sources)
     }
 

@@ -1,6 +1,7 @@
 import Logging
 import PassthroughCore
 import PassthroughLibvirt
+import PassthroughTestSupport
 import Synchronization
 import Testing
 
@@ -30,7 +31,7 @@ struct ReconnectTests {
         let connector: FakeHypervisorConnector
         let sleeper: RecordingSleep
         let hypervisor: ReconnectingHypervisor
-        let recorder: EventRecorder
+        let recorder: StreamRecorder<HypervisorEvent>
         let runner: Task<Void, Never>
 
         init(failuresBeforeSuccess: Int, pause: Duration = .zero) {
@@ -39,7 +40,7 @@ struct ReconnectTests {
             hypervisor = ReconnectingHypervisor(
                 connector: connector, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
                 sleep: sleeper.sleep)
-            recorder = EventRecorder(hypervisor.events)
+            recorder = StreamRecorder(hypervisor.events)
             let hypervisor = hypervisor
             runner = Task { await hypervisor.run() }
         }

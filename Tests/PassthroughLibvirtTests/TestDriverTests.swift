@@ -2,6 +2,7 @@ import CLibvirt
 import Logging
 import PassthroughCore
 @testable import PassthroughLibvirt
+import PassthroughTestSupport
 import Testing
 
 /// Against libvirt's in-process `test:///default` driver. Every connection in this process shares its one
@@ -13,7 +14,7 @@ struct TestDriverTests {
     /// A connected hypervisor plus a raw connection for driving the test driver (it has no API for that here).
     struct Harness {
         let hypervisor: ReconnectingHypervisor
-        let recorder: EventRecorder
+        let recorder: StreamRecorder<HypervisorEvent>
         let runner: Task<Void, Never>
         let control: OpaquePointer
 
@@ -21,7 +22,7 @@ struct TestDriverTests {
             hypervisor = ReconnectingHypervisor(
                 connector: LibvirtConnector(uri: TestDriverTests.uri),
                 logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-            recorder = EventRecorder(hypervisor.events)
+            recorder = StreamRecorder(hypervisor.events)
             let hypervisor = hypervisor
             runner = Task { await hypervisor.run() }
             try await recorder.wait(for: .connected)
@@ -218,7 +219,7 @@ struct TestDriverTests {
         let hypervisor = ReconnectingHypervisor(
             connector: connector, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
             sleep: { _ in try await Task.sleep(for: .seconds(60)) })
-        let recorder = EventRecorder(hypervisor.events)
+        let recorder = StreamRecorder(hypervisor.events)
         let runner = Task { await hypervisor.run() }
         try await recorder.wait(for: "an outage") { $0.count == 1 }
         guard case .disconnected(let reason)? = recorder.events.first else {

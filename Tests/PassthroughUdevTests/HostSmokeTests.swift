@@ -1,5 +1,7 @@
-@testable import PassthroughUdev
 import Glibc
+import InMemoryLogging
+import PassthroughTestSupport
+@testable import PassthroughUdev
 import Testing
 
 /// The monitor on the machine's real `/sys` and netlink socket. Opt-in, because what it sees
@@ -14,9 +16,9 @@ enum HostSmoke {
 struct HostSmokeTests {
     @Test("coldplug of the real PCI bus completes and shutdown joins")
     func coldplugAndShutdown() async throws {
-        let logs = LogStore()
+        let logs = InMemoryLogHandler()
         let monitor = UdevMonitor(logger: logs.logger())
-        let (recorder, _) = EventRecorder.consuming(try monitor.start())
+        let recorder = StreamRecorder(try monitor.start())
         let (before, count) = try await recorder.untilColdplugComplete()
         #expect(before.count == count, "unexpected non-device events: \(before)")
         for event in before {
@@ -27,6 +29,6 @@ struct HostSmokeTests {
         monitor.shutdown()
         #expect(monitor.joinResult == 0)
         #expect(await recorder.waitUntilFinished())
-        print("host coldplug: \(count) PCI devices; log: \(logs.all.prefix(3))")
+        print("host coldplug: \(count) PCI devices; log: \(logs.entries.prefix(3).map { "\($0.level) \($0.message)" })")
     }
 }

@@ -1,3 +1,4 @@
+import InMemoryLogging
 import PassthroughCore
 @testable import PassthroughUdev
 import SystemPackage
@@ -14,7 +15,7 @@ struct MonitorLoopTests {
 
     /// Runs the loop on the calling thread until the script is used up, and returns every event.
     private func run(
-        devices: [UdevDeviceRecord], script: [UdevSession.Received], logs: LogStore = LogStore()
+        devices: [UdevDeviceRecord], script: [UdevSession.Received], logs: InMemoryLogHandler = InMemoryLogHandler()
     ) async throws -> [UdevMonitorEvent] {
         let shutdownFD = try EventFD()
         let (stream, continuation) = AsyncStream.makeStream(of: UdevMonitorEvent.self)
@@ -32,7 +33,7 @@ struct MonitorLoopTests {
         var hot = Self.alveo
         hot.action = "add"
         hot.sequenceNumber = 7
-        let logs = LogStore()
+        let logs = InMemoryLogHandler()
         let events = try await run(devices: [Self.alveo], script: [.failed(.noBufferSpace), .device(hot), .drained], logs: logs)
 
         let coldplug = try Self.alveo.decode(isColdplug: true).get()

@@ -1,4 +1,6 @@
+import InMemoryLogging
 import PassthroughCore
+import PassthroughTestSupport
 @testable import PassthroughUdev
 import Testing
 
@@ -16,9 +18,9 @@ struct UdevMonitorTests {
     func coldplug() async throws {
         let testbed = try Testbed()
         try testbed.add(FakeAlveo.description)
-        let monitor = UdevMonitor(logger: LogStore().logger())
+        let monitor = UdevMonitor(logger: InMemoryLogHandler().logger())
         defer { monitor.shutdown() }
-        let (recorder, _) = EventRecorder.consuming(try monitor.start())
+        let recorder = StreamRecorder(try monitor.start())
 
         let (before, count) = try await recorder.untilColdplugComplete()
         let devices = before.compactMap { event -> UdevEvent? in
@@ -43,12 +45,12 @@ struct UdevMonitorTests {
     func subscribeBeforeEnumerate() async throws {
         let testbed = try Testbed()
         try testbed.add(FakeAlveo.description)
-        let monitor = UdevMonitor(logger: LogStore().logger())
+        let monitor = UdevMonitor(logger: InMemoryLogHandler().logger())
         defer { monitor.shutdown() }
         let stream = try monitor.start()
         testbed.setProperty(FakeAlveo.syspath, "DRIVER", "vfio-pci")
         testbed.uevent(FakeAlveo.syspath, "bind")
-        let (recorder, _) = EventRecorder.consuming(stream)
+        let recorder = StreamRecorder(stream)
 
         let (before, count) = try await recorder.untilColdplugComplete()
         #expect(count == 2)
@@ -63,9 +65,9 @@ struct UdevMonitorTests {
     func hotplug() async throws {
         let testbed = try Testbed()
         try testbed.add(FakeAlveo.description)
-        let monitor = UdevMonitor(logger: LogStore().logger())
+        let monitor = UdevMonitor(logger: InMemoryLogHandler().logger())
         defer { monitor.shutdown() }
-        let (recorder, _) = EventRecorder.consuming(try monitor.start())
+        let recorder = StreamRecorder(try monitor.start())
         _ = try await recorder.untilColdplugComplete()
 
         testbed.uevent(FakeAlveo.syspath, "add")
@@ -120,9 +122,9 @@ struct UdevMonitorTests {
     func newDeviceWithSysfsID() async throws {
         let testbed = try Testbed()
         try testbed.add(FakeAlveo.description)
-        let monitor = UdevMonitor(logger: LogStore().logger())
+        let monitor = UdevMonitor(logger: InMemoryLogHandler().logger())
         defer { monitor.shutdown() }
-        let (recorder, _) = EventRecorder.consuming(try monitor.start())
+        let recorder = StreamRecorder(try monitor.start())
         _ = try await recorder.untilColdplugComplete()
 
         let syspath = "/sys/devices/pci0000:00/0000:00:01.0/0000:0A:00.0"
@@ -155,9 +157,9 @@ struct UdevMonitorTests {
     func manyEvents() async throws {
         let testbed = try Testbed()
         try testbed.add(FakeAlveo.description)
-        let monitor = UdevMonitor(logger: LogStore().logger())
+        let monitor = UdevMonitor(logger: InMemoryLogHandler().logger())
         defer { monitor.shutdown() }
-        let (recorder, _) = EventRecorder.consuming(try monitor.start())
+        let recorder = StreamRecorder(try monitor.start())
         _ = try await recorder.untilColdplugComplete()
 
         // umockdev's sender aborts the process when its datagram socket is full
@@ -180,10 +182,10 @@ struct UdevMonitorTests {
     func unparsableEvent() async throws {
         let testbed = try Testbed()
         try testbed.add(FakeAlveo.description)
-        let logs = LogStore()
+        let logs = InMemoryLogHandler()
         let monitor = UdevMonitor(logger: logs.logger())
         defer { monitor.shutdown() }
-        let (recorder, _) = EventRecorder.consuming(try monitor.start())
+        let recorder = StreamRecorder(try monitor.start())
         _ = try await recorder.untilColdplugComplete()
 
         try testbed.add(FakeAlveo.bogusDescription)
@@ -212,8 +214,8 @@ struct UdevMonitorTests {
     func shutdownJoins() async throws {
         let testbed = try Testbed()
         try testbed.add(FakeAlveo.description)
-        let monitor = UdevMonitor(logger: LogStore().logger())
-        let (recorder, _) = EventRecorder.consuming(try monitor.start())
+        let monitor = UdevMonitor(logger: InMemoryLogHandler().logger())
+        let recorder = StreamRecorder(try monitor.start())
         _ = try await recorder.untilColdplugComplete()
         #expect(monitor.joinResult == nil)
 
@@ -231,12 +233,12 @@ struct UdevMonitorTests {
     func cancellation() async throws {
         let testbed = try Testbed()
         try testbed.add(FakeAlveo.description)
-        let logs = LogStore()
+        let logs = InMemoryLogHandler()
         let monitor = UdevMonitor(logger: logs.logger())
-        let (recorder, consumer) = EventRecorder.consuming(try monitor.start())
+        let recorder = StreamRecorder(try monitor.start())
         _ = try await recorder.untilColdplugComplete()
 
-        consumer.cancel()  // ends the `for await`, which terminates the stream
+        recorder.stopConsuming()  // ends the `for await`, which terminates the stream
         #expect(await recorder.waitUntilFinished())
         let deadline = ContinuousClock.now + .seconds(5)
         while !logs.contains("thread exiting"), ContinuousClock.now < deadline {

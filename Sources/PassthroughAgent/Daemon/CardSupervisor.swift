@@ -407,7 +407,7 @@ public actor CardSupervisor {
             }
             states[card.name]?.phase = .pending(steps: steps.count)
             for step in steps {
-                logger.info("plan: \(step)", metadata: .card(card).merging(["STEP": "\(step.actionName)"]) { $1 })
+                logger.info("plan: \(step)", metadata: .card(card).merging([LogMetadataKey.step: "\(step.actionName)"]) { $1 })
             }
             if options.dryRun { return }
             for step in steps {

@@ -43,8 +43,8 @@ public struct GuardRecord: Hashable, Sendable {
 
     /// The saved registers as a person would write them back by hand (`setpci`).
     public var savedRegisters: String {
-        var text = "Command 0x\(String(command, radix: 16)), Device Control 0x\(String(deviceControl, radix: 16))"
-        if let linkControl { text += ", Link Control 0x\(String(linkControl, radix: 16))" }
+        var text = "Command \(Hex.prefixed(command, width: 4)), Device Control \(Hex.prefixed(deviceControl, width: 4))"
+        if let linkControl { text += ", Link Control \(Hex.prefixed(linkControl, width: 4))" }
         return text
     }
 }

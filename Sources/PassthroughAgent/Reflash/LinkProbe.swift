@@ -18,7 +18,7 @@ public enum LinkProbeResult: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .present(let vendor): "present (vendor 0x\(String(vendor, radix: 16)))"
+        case .present(let vendor): "present (vendor \(Hex.prefixed(vendor, width: 4)))"
         case .lost(let evidence): "lost: \(evidence)"
         case .inconclusive(let error): "unknown: \(error)"
         }

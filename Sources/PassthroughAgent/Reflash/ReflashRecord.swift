@@ -49,8 +49,8 @@ struct ReflashRecord: Hashable, Sendable {
         // At most one of them: a port has one set of original registers.
         if let record = state.guardRecord ?? lentGuard {
             if record.mode != .mask { lines.append("guard=\(record.mode)") }
-            lines += ["guard-command=0x\(Self.hex(record.command))", "guard-device-control=0x\(Self.hex(record.deviceControl))"]
-            if let linkControl = record.linkControl { lines.append("guard-link-control=0x\(Self.hex(linkControl))") }
+            lines += ["guard-command=\(Hex.prefixed(record.command, width: 4))", "guard-device-control=\(Hex.prefixed(record.deviceControl, width: 4))"]
+            if let linkControl = record.linkControl { lines.append("guard-link-control=\(Hex.prefixed(linkControl, width: 4))") }
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -110,11 +110,6 @@ struct ReflashRecord: Hashable, Sendable {
         // Link Control is saved exactly when the link is what the guard changes.
         guard (fields["guard-link-control"] != nil) == (mode == .linkDisable), linkControl != nil || mode != .linkDisable else { return nil }
         return .some(GuardRecord(port: port, command: command, deviceControl: deviceControl, linkControl: linkControl, mode: mode))
-    }
-
-    private static func hex(_ value: UInt16) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: 4 - digits.count) + digits
     }
 
     private static func parseHex(_ text: Substring) -> UInt16? {

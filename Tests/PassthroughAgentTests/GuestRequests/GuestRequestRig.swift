@@ -64,7 +64,7 @@ struct GuestRequestRig {
     ) async throws {
         rig = try await ReflashRig(extraConfig: "guest-requests = \(requests)", recoveryTimeout: recoveryTimeout, dryRun: dryRun,
                                    secondCard: secondCard)
-        service = GuestRequestService(supervisor: rig.supervisor, source: source, logger: ReflashRig.logger(rig.logs),
+        service = GuestRequestService(supervisor: rig.supervisor, source: source, logger: rig.logs.logger(),
                                       clock: clock, rateLimit: rateLimit)
         task = Task { [service] in await service.run() }
     }

@@ -19,9 +19,7 @@ struct Textfile {
 
     /// Writes `metrics` into the file until the task is cancelled. `coalesce` zero: every change is written at once.
     func keep(_ metrics: AgentMetrics, clock: any WaitClock = ManualClock(), coalesce: Duration = .zero) -> Task<Void, Never> {
-        var handler = logs
-        handler.logLevel = .debug
-        let writer = MetricsFileWriter(file: file, metrics: metrics, logger: Logger(label: "metrics") { _ in handler },
+        let writer = MetricsFileWriter(file: file, metrics: metrics, logger: logs.logger(label: "metrics"),
                                        clock: clock, coalesce: coalesce, refresh: .seconds(30))
         return Task { await writer.run() }
     }

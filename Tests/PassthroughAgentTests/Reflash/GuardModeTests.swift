@@ -126,7 +126,7 @@ struct GuardModeTests {
     func linkDisableCrashBeforeRemoval() async throws {
         let rig = try await ReflashRig(extraConfig: "reflash-guard = \"link-disable\"")
         let site = ReflashSite(slot: ReflashRig.function.slot, upstreamPort: rootPort, functions: [ReflashRig.function])
-        let saved = try ReflashGuard(layout: rig.bus.sysfs.layout, io: rig.bus, logger: ReflashRig.logger(rig.logs))
+        let saved = try ReflashGuard(layout: rig.bus.sysfs.layout, io: rig.bus, logger: rig.logs.logger())
             .read(port: rootPort, mode: .linkDisable)
         try rig.store.save(.takingOff(site, guard: saved), of: ReflashRig.card)
 

@@ -80,7 +80,7 @@ struct ReflashRig {
         self.options = options
         self.config = config
         let supervisor = CardSupervisor(config: config, host: bus.host, hypervisor: hypervisor,
-                                        logger: Self.logger(logs), options: options)
+                                        logger: logs.logger(), options: options)
         self.supervisor = supervisor
         loop = Task { await supervisor.run() }
         await supervisor.markAllDirty()
@@ -103,7 +103,7 @@ struct ReflashRig {
         self.options = options
         self.config = config
         let supervisor = CardSupervisor(config: config, host: bus.host, hypervisor: hypervisor,
-                                        logger: Self.logger(logs), options: options)
+                                        logger: logs.logger(), options: options)
         self.supervisor = supervisor
         // As `run` does: a dry run puts nothing right, not even a previous run's leftovers.
         if !dryRun { await supervisor.restoreLeftovers() }
@@ -131,12 +131,6 @@ struct ReflashRig {
             \(extra)
             \(secondCard ? secondCardConfig : "")
             """, path: "config.toml")
-    }
-
-    static func logger(_ logs: InMemoryLogHandler) -> Logger {
-        var handler = logs
-        handler.logLevel = .debug
-        return Logger(label: "test") { _ in handler }
     }
 
     /// The card as the kernel enumerates it: a new pci_dev, grabbed by xdma at once.
