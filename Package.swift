@@ -105,7 +105,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .testTarget(name: "PassthroughUdevTests", dependencies: [
-            "PassthroughUdev", "PassthroughCore", "CUmockdev", "PassthroughTestSupport",
+            "PassthroughUdev", "PassthroughCore", "PassthroughThreads", "CUmockdev", "PassthroughTestSupport",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "InMemoryLogging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
@@ -120,7 +120,7 @@ let package = Package(
         ]),
         .testTarget(name: "PassthroughAgentTests", dependencies: [
             "PassthroughAgent", "PassthroughCore", "PassthroughConfig", "PassthroughSysfs", "PassthroughTestSupport",
-            "PassthroughLibvirt", "PassthroughUdev", "PassthroughSystemd",
+            "PassthroughLibvirt", "PassthroughUdev", "PassthroughSystemd", "PassthroughThreads",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "InMemoryLogging", package: "swift-log"),
         ]),

@@ -1,7 +1,6 @@
 #if compiler(>=6.3)
 @_spi(ExperimentalCustomExecutors) @_spi(ExperimentalScheduling) import _Concurrency
 #endif
-import CThreads
 import Synchronization
 
 #if canImport(Glibc)
@@ -14,7 +13,7 @@ import Glibc
 /// second for as long as it lives, and which answers a blocked worker by starting another thread. A daemon
 /// that mostly waits wants neither: it should sleep until a uevent, a libvirt event or one of its own
 /// timers. Installed before the first task (``installAsGlobalExecutor()``), this loop runs every job on
-/// the main thread in FIFO order, sleeps in `poll(2)` on an eventfd with the nearest timer as the timeout,
+/// the main thread in FIFO order, sleeps in `poll(2)` on its ``Wakeup`` with the nearest timer as the timeout,
 /// and never touches libdispatch's pool. Work that blocks belongs on a ``WorkerThread``.
 ///
 /// It is the main actor's executor; ``global`` is the default (nonisolated) one; both feed the same loop.
@@ -89,13 +88,16 @@ public final class MainThreadExecutor: SerialExecutor, Sendable {
     }
 
     private let state = Mutex(State())
-    private let wakeFD: Int32
+    private let wakeup: Wakeup
     private let installed = Atomic<Bool>(false)
     private let stopRequested = Atomic<Bool>(false)
 
     private init() {
-        wakeFD = eventfd(0, CThreads_eventfd_cloexec_nonblock())
-        precondition(wakeFD >= 0, "eventfd failed (errno \(errno)): the process cannot run its executor")
+        do {
+            wakeup = try Wakeup()
+        } catch {
+            preconditionFailure("eventfd failed (\(error)): the process cannot run its executor")
+        }
     }
 
     // MARK: Installing and running
@@ -195,16 +197,13 @@ public final class MainThreadExecutor: SerialExecutor, Sendable {
     }
 
     private func signalLoop() {
-        var one: UInt64 = 1
-        // EAGAIN means the counter is already non-zero: the loop will wake anyway.
-        _ = withUnsafeBytes(of: &one) { write(wakeFD, $0.baseAddress, $0.count) }
+        wakeup.nudge()
     }
 
     private func sleep(timeoutMilliseconds timeout: Int32) {
-        var descriptor = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
-        _ = poll(&descriptor, 1, timeout)  // EINTR: look again, like a timeout
-        var counter: UInt64 = 0
-        _ = withUnsafeMutableBytes(of: &counter) { read(wakeFD, $0.baseAddress, $0.count) }
+        var descriptor = pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)
+        // EINTR: look again, like a timeout. The loop never shuts its wake-up down: it stops on a flag.
+        if poll(&descriptor, 1, timeout) > 0 { _ = wakeup.drain() }
         state.withLock { $0.sleeping = false }
     }
 

@@ -1,10 +1,11 @@
-// The monitor thread and what it runs on: its loop, the context it shares with UdevMonitor, the source it reads
-// devices from, and the eventfd that wakes it for shutdown (one file, as swift-subprocess's AsyncIO+Linux.swift).
+// The monitor thread and what it runs on: its loop, the context it shares with UdevMonitor and the source it
+// reads devices from (one file, as swift-subprocess's AsyncIO+Linux.swift).
 
 internal import CUdev
 import Dispatch
 import Glibc
 import Logging
+import PassthroughThreads
 import Synchronization
 import SystemPackage
 
@@ -15,7 +16,7 @@ import SystemPackage
 struct MonitorThread<Source: MonitorSource> {
     /// Receive failures (other than overflow) in a row after which the monitor gives up.
     static var maximumConsecutiveReceiveFailures: Int { 8 }
-    /// Uevents handled between two looks at the shutdown eventfd while draining.
+    /// Uevents handled between two looks at the shutdown flag while draining.
     static var shutdownCheckInterval: Int { 256 }
 
     let session: Source
@@ -88,7 +89,7 @@ extension MonitorThread {
     private func wait() -> Wakeup {
         var fds = [
             pollfd(fd: session.monitorFD, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: context.shutdownFD.rawValue, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: context.wakeup.descriptor, events: Int16(POLLIN), revents: 0),
         ]
         while true {
             let rc = poll(&fds, nfds_t(fds.count), -1)
@@ -111,7 +112,7 @@ extension MonitorThread {
         var handled = 0
         while true {
             handled += 1
-            if handled.isMultiple(of: Self.shutdownCheckInterval), isShutdownRequested() { return .stop }
+            if handled.isMultiple(of: Self.shutdownCheckInterval), context.wakeup.isShutDown { return .stop }
             switch session.receive() {
             case .drained:
                 return .drained(needsSnapshot: needsSnapshot)
@@ -132,12 +133,6 @@ extension MonitorThread {
                 return .receiveFailed(code)
             }
         }
-    }
-
-    /// A non-blocking look at the shutdown eventfd, so a flood of uevents cannot delay shutdown.
-    private func isShutdownRequested() -> Bool {
-        var fd = pollfd(fd: context.shutdownFD.rawValue, events: Int16(POLLIN), revents: 0)
-        return poll(&fd, 1, 0) > 0
     }
 
     /// Sends every existing PCI device as a coldplug `add`, then `coldplugComplete`.
@@ -195,15 +190,16 @@ extension MonitorThread {
 final class MonitorContext: Sendable {
     let logger: Logger
     let continuation: AsyncStream<UdevMonitorEvent>.Continuation
-    let shutdownFD: EventFD
+    /// Wakes the thread's `poll` for shutdown; only ever shut down, never nudged.
+    let wakeup: Wakeup
 
     private let startupResult = Mutex<Result<Void, UdevError>?>(nil)
     private let startupSignal = DispatchSemaphore(value: 0)
 
-    init(logger: Logger, continuation: AsyncStream<UdevMonitorEvent>.Continuation, shutdownFD: EventFD) {
+    init(logger: Logger, continuation: AsyncStream<UdevMonitorEvent>.Continuation, wakeup: Wakeup) {
         self.logger = logger
         self.continuation = continuation
-        self.shutdownFD = shutdownFD
+        self.wakeup = wakeup
     }
 
     /// Called once by the monitor thread when it has subscribed (or failed to).
@@ -232,28 +228,3 @@ protocol MonitorSource: AnyObject {
 }
 
 extension UdevSession: MonitorSource {}
-
-/// The non-blocking eventfd that wakes the monitor thread's `poll` for shutdown.
-///
-/// A class so the fd is closed by `deinit`, when the last holder is gone: the stream's
-/// `onTermination` handler may signal it from any thread at any time, so an explicit `close()`
-/// could race with that and write into a reused fd number. Sendable: the only state is an
-/// immutable `CInt`, and `eventfd_write` is thread-safe.
-final class EventFD: Sendable {
-    let rawValue: CInt
-
-    init() throws(UdevError) {
-        let fd = eventfd(0, CUdev_eventfd_cloexec_nonblock())
-        guard fd >= 0 else { throw UdevError(.eventFD, errno: Errno(rawValue: errno)) }
-        rawValue = fd
-    }
-
-    deinit {
-        _ = Glibc.close(rawValue)
-    }
-
-    /// Makes the fd readable. Never blocks; a second signal only bumps the counter.
-    func signal() {
-        while eventfd_write(rawValue, 1) < 0, errno == EINTR {}
-    }
-}

@@ -10,7 +10,7 @@ import SystemPackage
 /// Streams PCI uevents from udev, starting with a snapshot of the devices already present.
 ///
 /// One dedicated pthread owns every libudev object for its whole life (libudev is
-/// thread-confined). It polls the netlink socket and a shutdown eventfd and yields
+/// thread-confined). It polls the netlink socket and its shutdown ``Wakeup`` and yields
 /// ``UdevMonitorEvent``s into an unbounded `AsyncStream`: a dropped hotplug event would be a
 /// correctness bug. See ``UdevMonitorEvent`` for the order of events.
 ///
@@ -48,13 +48,18 @@ public final class UdevMonitor: Sendable {
         try state.withLock { (state) throws(UdevError) -> AsyncStream<UdevMonitorEvent> in
             guard case .idle = state else { throw UdevError(.alreadyStarted) }
 
-            let shutdownFD = try EventFD()
+            let wakeup: Wakeup
+            do throws(Errno) {
+                wakeup = try Wakeup()
+            } catch {
+                throw UdevError(.eventFD, errno: error)
+            }
             let (stream, continuation) = AsyncStream.makeStream(
                 of: UdevMonitorEvent.self, bufferingPolicy: .unbounded)
             // Runs at most once: on cancellation by the consumer (which wakes the thread), or on
-            // the thread's own `finish()`. The closure keeps the eventfd alive while it may run.
-            continuation.onTermination = { _ in shutdownFD.signal() }
-            let context = MonitorContext(logger: logger, continuation: continuation, shutdownFD: shutdownFD)
+            // the thread's own `finish()`. The closure keeps the wake-up alive while it may run.
+            continuation.onTermination = { _ in wakeup.shutdown() }
+            let context = MonitorContext(logger: logger, continuation: continuation, wakeup: wakeup)
 
             let thread: pthread_t
             do throws(UdevError) {
@@ -85,7 +90,7 @@ public final class UdevMonitor: Sendable {
             case .stopped:
                 return
             case .running(let thread, let context):
-                context.shutdownFD.signal()
+                context.wakeup.shutdown()
                 // The monitor thread never takes `state`, so joining under the lock cannot
                 // deadlock, and a concurrent second `shutdown()` returns only after the join.
                 let joinResult = pthread_join(thread, nil)

@@ -1,5 +1,6 @@
 import InMemoryLogging
 import PassthroughCore
+import PassthroughThreads
 @testable import PassthroughUdev
 import SystemPackage
 import Testing
@@ -17,10 +18,10 @@ struct MonitorLoopTests {
     private func run(
         devices: [UdevDeviceRecord], script: [UdevSession.Received], logs: InMemoryLogHandler = InMemoryLogHandler()
     ) async throws -> [UdevMonitorEvent] {
-        let shutdownFD = try EventFD()
+        let wakeup = try Wakeup()
         let (stream, continuation) = AsyncStream.makeStream(of: UdevMonitorEvent.self)
-        let context = MonitorContext(logger: logs.logger(), continuation: continuation, shutdownFD: shutdownFD)
-        let source = try ScriptedSource(devices: devices, script: script, shutdownFD: shutdownFD)
+        let context = MonitorContext(logger: logs.logger(), continuation: continuation, wakeup: wakeup)
+        let source = try ScriptedSource(devices: devices, script: script, wakeup: wakeup)
         MonitorThread(session: source, context: context).loop()
         continuation.finish()
         var events: [UdevMonitorEvent] = []
@@ -69,26 +70,26 @@ struct MonitorLoopTests {
 /// Plays back `script` one `receive()` at a time on an always-readable fd; when the script is
 /// used up (or after a safety limit) it requests shutdown, so the loop ends.
 private final class ScriptedSource: MonitorSource {
-    private let readable: EventFD
-    private let shutdownFD: EventFD
+    private let readable: Wakeup
+    private let wakeup: Wakeup
     private let devices: [UdevDeviceRecord]
     private var script: [UdevSession.Received]
     private var calls = 0
 
-    init(devices: [UdevDeviceRecord], script: [UdevSession.Received], shutdownFD: EventFD) throws {
-        readable = try EventFD()
-        readable.signal()
+    init(devices: [UdevDeviceRecord], script: [UdevSession.Received], wakeup: Wakeup) throws {
+        readable = try Wakeup()
+        readable.nudge()   // never drained: readable for good
         self.devices = devices
         self.script = script
-        self.shutdownFD = shutdownFD
+        self.wakeup = wakeup
     }
 
-    var monitorFD: CInt { readable.rawValue }
+    var monitorFD: CInt { readable.descriptor }
 
     func receive() -> UdevSession.Received {
         calls += 1
         guard !script.isEmpty, calls < 1000 else {
-            shutdownFD.signal()
+            wakeup.shutdown()
             return .drained
         }
         return script.removeFirst()

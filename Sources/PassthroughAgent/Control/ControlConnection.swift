@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import Logging
+import PassthroughThreads
 import Synchronization
 import SystemPackage
 
@@ -37,10 +38,10 @@ final class ControlConnection: Sendable {
 
     let fd: CInt
     let peer: PeerCredentials
-    private let wakeup: WakeupPipe
+    private let wakeup: Wakeup
     private let state: Mutex<State>
 
-    init(fd: CInt, peer: PeerCredentials, wakeup: WakeupPipe) {
+    init(fd: CInt, peer: PeerCredentials, wakeup: Wakeup) {
         self.fd = fd
         self.peer = peer
         self.wakeup = wakeup

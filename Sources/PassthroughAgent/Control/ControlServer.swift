@@ -13,7 +13,7 @@ import SystemPackage
 ///
 /// `init` binds and listens, so "cannot create the socket" and "another agent is running" are
 /// startup errors. ``run(_:)`` starts one dedicated thread that polls the listening socket, the
-/// clients and a wake-up pipe (blocking calls never run on the cooperative pool), and serves each
+/// clients and a ``Wakeup`` (blocking calls never run on the cooperative pool), and serves each
 /// connection in its own child task. Every peer's uid is checked with `SO_PEERCRED` before a byte
 /// is read; any other uid gets `{"ok":false,"code":"permission-denied",...}` and is closed.
 ///
@@ -59,7 +59,7 @@ public final class ControlServer: Sendable {
     public let allowedUID: UInt32
     public let limits: Limits
     private let logger: Logger
-    private let wakeup: WakeupPipe
+    private let wakeup: Wakeup
     private let state: Mutex<State>
 
     public init(path: FilePath = ControlServer.defaultPath, allowedUID: UInt32 = 0, limits: Limits = Limits(),
@@ -69,7 +69,7 @@ public final class ControlServer: Sendable {
         self.limits = limits
         self.logger = logger
         do {
-            wakeup = try WakeupPipe()
+            wakeup = try Wakeup()
         } catch {
             throw ControlSocketError(.wakeup, path: path, errno: error)
         }
@@ -101,7 +101,7 @@ public final class ControlServer: Sendable {
             }
         }
         logger.info("control socket listening", metadata: ["path": "\(path)", "allowed-uid": "\(allowedUID)"])
-        let shutdownPipe = wakeup
+        let threadWakeup = wakeup
         let connectionLogger = logger
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in
@@ -110,7 +110,7 @@ public final class ControlServer: Sendable {
                 }
             }
         } onCancel: {
-            shutdownPipe.shutdown()
+            threadWakeup.shutdown()
         }
         state.withLock { state in
             guard case .running(let thread, let listenFD) = state else { return }

@@ -14,7 +14,7 @@ public struct ControlSocketError: Error, Hashable, Sendable, CustomStringConvert
             case unlinkStale = "removing a stale control socket failed"
             case bind = "bind failed"
             case listen = "listen failed"
-            case wakeup = "creating the shutdown pipe failed"
+            case wakeup = "creating the wake-up eventfd failed"
             case threadStart = "starting the control socket thread failed"
             case alreadyStarted = "the server was already started or shut down"
         }

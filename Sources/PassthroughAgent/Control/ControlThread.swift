@@ -4,18 +4,19 @@ import Glibc
 import Musl
 #endif
 import Logging
+import PassthroughThreads
 import SystemPackage
 
 /// What the control thread needs; the body ``ThreadSpawn/start(_:)`` runs on it captures it.
 final class ControlThreadContext: Sendable {
     let listenFD: CInt
-    let wakeup: WakeupPipe
+    let wakeup: Wakeup
     let allowedUID: UInt32
     let limits: ControlServer.Limits
     let logger: Logger
     let accepted: AsyncStream<AcceptedConnection>.Continuation
 
-    init(listenFD: CInt, wakeup: WakeupPipe, allowedUID: UInt32, limits: ControlServer.Limits, logger: Logger,
+    init(listenFD: CInt, wakeup: Wakeup, allowedUID: UInt32, limits: ControlServer.Limits, logger: Logger,
          accepted: AsyncStream<AcceptedConnection>.Continuation) {
         self.listenFD = listenFD
         self.wakeup = wakeup
@@ -73,7 +74,7 @@ struct ControlThread {
             }
             var fds = [
                 pollfd(fd: context.listenFD, events: Int16(POLLIN), revents: 0),
-                pollfd(fd: context.wakeup.readEnd, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: context.wakeup.descriptor, events: Int16(POLLIN), revents: 0),
             ] + clients.sorted { $0.key < $1.key }.map { entry in
                 // Not polled for input while the agent answers (one request in flight), nor after
                 // the end of input; a hang-up is reported whatever the events.

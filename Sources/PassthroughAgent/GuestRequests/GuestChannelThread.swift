@@ -6,6 +6,7 @@ import Musl
 import Logging
 import PassthroughCore
 import PassthroughSystemd
+import PassthroughThreads
 import Synchronization
 import SystemPackage
 
@@ -27,10 +28,10 @@ final class GuestChannelLink: Sendable {
 
     let guest: GuestName
     let fd: CInt
-    private let wakeup: WakeupPipe
+    private let wakeup: Wakeup
     private let state = Mutex(State())
 
-    init(guest: GuestName, fd: CInt, wakeup: WakeupPipe) {
+    init(guest: GuestName, fd: CInt, wakeup: Wakeup) {
         self.guest = guest
         self.fd = fd
         self.wakeup = wakeup
@@ -100,7 +101,7 @@ final class GuestChannelLink: Sendable {
 
 /// What the channel thread needs; handed over with the thread's body.
 final class GuestChannelThreadContext: Sendable {
-    let wakeup: WakeupPipe
+    let wakeup: Wakeup
     let logger: Logger
     let requests: AsyncStream<GuestRequestLine>.Continuation
     /// Rung when a channel is lost, so the owner reconnects.
@@ -108,7 +109,7 @@ final class GuestChannelThreadContext: Sendable {
     /// Links connected by the owner, not yet polled by the thread.
     private let inbox = Mutex<[GuestChannelLink]>([])
 
-    init(wakeup: WakeupPipe, logger: Logger, requests: AsyncStream<GuestRequestLine>.Continuation,
+    init(wakeup: Wakeup, logger: Logger, requests: AsyncStream<GuestRequestLine>.Continuation,
          bell: AsyncStream<Void>.Continuation) {
         self.wakeup = wakeup
         self.logger = logger
@@ -175,7 +176,7 @@ struct GuestChannelThread {
                 }
             }
             let order = channels.keys.sorted()
-            var fds = [pollfd(fd: context.wakeup.readEnd, events: Int16(POLLIN), revents: 0)] + order.map { fd in
+            var fds = [pollfd(fd: context.wakeup.descriptor, events: Int16(POLLIN), revents: 0)] + order.map { fd in
                 let channel = channels[fd]!
                 var events = channel.link.isAwaitingAnswer ? 0 : Int16(POLLIN)
                 if channel.link.pendingOutput != nil { events |= Int16(POLLOUT) }

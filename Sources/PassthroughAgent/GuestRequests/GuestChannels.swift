@@ -57,7 +57,7 @@ package actor GuestChannels: GuestRequestSource {
     private let hypervisor: any Hypervisor
     private let backoff: Backoff
     private let logger: Logger
-    private let wakeup: WakeupPipe
+    private let wakeup: Wakeup
     private let context: GuestChannelThreadContext
     private let bell: AsyncStream<Void>
     private let ring: AsyncStream<Void>.Continuation
@@ -68,7 +68,7 @@ package actor GuestChannels: GuestRequestSource {
         self.hypervisor = hypervisor
         self.backoff = backoff
         self.logger = logger
-        wakeup = try WakeupPipe()
+        wakeup = try Wakeup()
         let (requests, output) = AsyncStream.makeStream(of: GuestRequestLine.self, bufferingPolicy: .unbounded)
         self.requests = requests
         // One pending ring is as good as many: the loop looks at every guest when it wakes.

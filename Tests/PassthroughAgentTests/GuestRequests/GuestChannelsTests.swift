@@ -8,6 +8,7 @@ import PassthroughCore
 import PassthroughLibvirt
 import PassthroughSystemd
 import PassthroughTestSupport
+import PassthroughThreads
 import Synchronization
 import SystemPackage
 import Testing
@@ -338,7 +339,7 @@ struct GuestChannelThreadTests {
         let filler = [UInt8](repeating: UInt8(ascii: "."), count: 4096)
         while filler.withUnsafeBytes({ send(agentEnd, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }) > 0 {}
 
-        let wakeup = try WakeupPipe()
+        let wakeup = try Wakeup()
         let (requests, output) = AsyncStream.makeStream(of: GuestRequestLine.self)
         let (bell, ring) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let context = GuestChannelThreadContext(
