@@ -222,7 +222,9 @@ class Rig:
         self.timings = {}
 
     # ---- lifecycle ------------------------------------------------------------------------
-    def boot(self, model="e1000e", timeout=600):
+    def boot(self, model="e1000e", timeout=600, cards=1):
+        """Boots L1 with `cards` cards of `model`, fpgaN on root port rp(N+1), so card N is at 0000:0(N+1):00.0
+        (one card: rp2 stays empty, for a second card that is not plugged in)."""
         kver = open(os.path.join(self.work, "kver")).read().strip()
         for f in ("qmp.sock", "qga.sock"):
             try:
@@ -244,13 +246,14 @@ class Rig:
             "-qmp", f"unix:{self.work}/qmp.sock,server=on,wait=off",
             "-chardev", f"socket,path={self.work}/qga.sock,server=on,wait=off,id=qga0",
             "-device", "virtio-serial-pci", "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
-            "-device", "pcie-root-port,id=rp1,slot=1,chassis=1",
-            "-device", "pcie-root-port,id=rp2,slot=2,chassis=2",
-            "-device", f"{model},bus=rp1,id=fpga0",
         ]
+        for n in range(1, max(cards, 2) + 1):
+            args += ["-device", f"pcie-root-port,id=rp{n},slot={n},chassis={n}"]
+        for n in range(cards):
+            args += ["-device", f"{model},bus=rp{n + 1},id=fpga{n}"]
         if self.pciehp:
             args += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
-        log(f"boot L1 ({'pciehp' if self.pciehp else 'ACPI'} hotplug, card {model})")
+        log(f"boot L1 ({'pciehp' if self.pciehp else 'ACPI'} hotplug, {cards} × card {model})")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(args, stdout=open(os.path.join(self.work, "qemu.log"), "w"),
                                      stderr=subprocess.STDOUT)
@@ -384,6 +387,26 @@ class Rig:
         t0 = time.monotonic()
         self.qmp.command("device_add", driver=model, bus="rp1", id="fpga0")
         self.card_model = model
+        return t0
+
+    def unplug_all(self, ids, timeout=300):
+        """device_del of every card in `ids` at once (a host whose cards are all reprogrammed together); returns
+        when QEMU has reported DEVICE_DELETED for each."""
+        t0 = time.monotonic()
+        for dev in ids:
+            self.qmp.command("device_del", id=dev)
+        for dev in ids:
+            left = max(1.0, timeout - (time.monotonic() - t0))
+            if self.qmp.wait_event("DEVICE_DELETED", t0, left, lambda e, d=dev: e.get("data", {}).get("device") == d) is None:
+                raise RigError(f"device_del {dev}: no DEVICE_DELETED after {timeout}s")
+        return time.monotonic() - t0
+
+    def plug_all(self, model, ids):
+        """device_add of `model` for every card in `ids` (fpgaN on rp(N+1)), back to back; returns the time of
+        the first."""
+        t0 = time.monotonic()
+        for dev in ids:
+            self.qmp.command("device_add", driver=model, bus=f"rp{int(dev[4:]) + 1}", id=dev)
         return t0
 
     def plug_ivshmem(self, size, backend):

@@ -1645,6 +1645,93 @@ class Suite:
         return (f"{n}/{n} rounds; device_add → attached, median: " + ", ".join(f"{who} {med[who]:.2f} s" for who in contenders)
                 + f"; agent/floor {med['agent'] / med['floor']:.2f}, agent/baseline {med['agent'] / med['baseline']:.2f}")
 
+    # ---- eight cards on one host (issue 14) -------------------------------------------------
+    EIGHT_GUESTS = ("l2", "l2b")  # cards 0–3 are lent to l2, 4–7 to l2b
+
+    def eight_attached_cond(self, n):
+        """Card n (fpgaN, 0000:0(N+1):00.0) on vfio-pci and in its guest's live XML. The guests are i440fx machines,
+        every guest-side address on bus 0: a bus='0x0M' with M ≥ 1 there is a card's host address."""
+        bus = f"{n + 1:02x}"
+        guest = self.EIGHT_GUESTS[n // 4]
+        return (f'[ "$(basename "$(readlink /sys/bus/pci/devices/0000:{bus}:00.0/driver 2>/dev/null)" 2>/dev/null)" = vfio-pci ] '
+                f"&& grep -q \"bus='0x{bus}'\" /run/libvirt/qemu/{guest}.xml 2>/dev/null")
+
+    def eight_gone_cond(self, cards):
+        """Every card in `cards` gone from L1's bus and from its guest's live XML."""
+        return " && ".join(f"[ ! -e /sys/bus/pci/devices/0000:{n + 1:02x}:00.0 ] && "
+                           f"! grep -q \"bus='0x{n + 1:02x}'\" /run/libvirt/qemu/{self.EIGHT_GUESTS[n // 4]}.xml" for n in cards)
+
+    def timed_return(self, cards, tag):
+        """Reflashes `cards` at once (device_del of each, then device_add of each) and returns, for each, the
+        seconds from the first device_add to the card on vfio-pci and in its guest's live XML — on L1's clock,
+        read by a watcher started before the first device_add (50 ms polls)."""
+        r = self.rig
+        ids = [f"fpga{n}" for n in cards]
+        r.unplug_all(ids, timeout=T_DETACH * 2)
+        r.wait_for("cards gone from L1 and from the guests' live XML", self.eight_gone_cond(cards), 120)
+        limit = T_ATTACH
+        branches = " ".join(f"{n}) if {self.eight_attached_cond(n)}; then echo \"{n} $(date +%s.%N)\"; "
+                            f"else next=\"$next {n}\"; fi ;;" for n in cards)
+        r.spawn(tag, f"end=$(( $(date +%s) + {limit} )); left='{' '.join(map(str, cards))}'; "
+                     f"while [ -n \"$left\" ]; do [ $(date +%s) -ge $end ] && exit 99; next=''; "
+                     f"for n in $left; do case $n in {branches} esac; done; left=$next; sleep 0.05; done")
+        offset = self.l1_clock_offset()
+        t_add = time.time() + offset
+        r.plug_all("e1000e", ids)
+        job = r.collect(tag, limit + 10)
+        back = {int(n): float(t) - t_add for n, t in (line.split() for line in job.out.splitlines() if len(line.split()) == 2)}
+        if not job.done or job.rc != 0 or set(back) != set(cards):
+            missing = [n for n in cards if n not in back]
+            raise Fail(f"not back within {limit} s: {', '.join(f'fpga{n}' for n in missing)} ({job}); drivers: "
+                       + ", ".join(f"fpga{n}={r.driver(f'0000:{n + 1:02x}:00.0')}" for n in missing))
+        return back
+
+    def l2_sees_cards(self, console, count):
+        return f"grep L2-PCI {console} | tail -n 1 | tr ' ' '\\n' | grep -c '=0x8086:0x10d3$' | grep -qx {count}"
+
+    def s26_eight_cards(self):
+        """Eight cards on one host: L1 rebooted with eight e1000e on eight root ports, four lent to l2 and four to
+        l2b, both running. One card reflashed alone (three times), then all eight at once (device_del ×8, then
+        device_add ×8): every card back in its guest, and the last one back within 1.5× the one card's median
+        re-attach on the same host. L1 keeps its eight cards afterwards: run it last."""
+        r = self.rig
+        cards = list(range(8))
+        log("rebooting L1 with eight cards on eight root ports")
+        r.shutdown()
+        r.boot("e1000e", cards=8)
+        self.wait_agent_ready()
+        self.require_agent()
+        since = int(r.l1_time())
+        entries = "".join(f'\\n[[card]]\\nname = "fpga{n}"\\naddress = "0000:{n + 1:02x}:00"\\nids = ["8086:10d3", "8086:100e"]\\n'
+                          f'guest = "{self.EIGHT_GUESTS[n // 4]}"\\n' for n in cards[1:])
+        r.sh(f"printf '{entries}' >>{self.CONFIG} && systemctl reload passthrough-agent", check=True)
+        time.sleep(2)
+        rejected = [e.get("MESSAGE") for e in r.journal(since=since - 1) if "rejected" in str(e.get("MESSAGE", ""))]
+        check(not rejected, f"precondition: the agent rejected the eight-card configuration: {rejected[:1]}")
+        r.sh(": > /var/log/l2b-console.log; mkdir -p /run/e2e && sed -e 's|<name>l2</name>|<name>l2b</name>|' -e '/<uuid>/d' "
+             f"-e 's|l2-console.log|l2b-console.log|' {L2_XML} >/run/e2e/l2b.xml && virsh define /run/e2e/l2b.xml >/dev/null && "
+             "virsh start l2b", check=True, timeout=180)
+        self.start_guest()  # l2; l2b boots alongside
+        r.wait_for("l2b boot", "grep -q L2-BOOTED /var/log/l2b-console.log", T_L2_BOOT)
+        r.wait_for("all eight cards attached", " && ".join(self.eight_attached_cond(n) for n in cards), T_ATTACH)
+        for console in ("/var/log/l2-console.log", "/var/log/l2b-console.log"):
+            r.wait_for(f"four cards seen in {console}", self.l2_sees_cards(console, 4), T_L2_SEES)
+
+        alone = [self.timed_return([0], f"eight-alone-{i}")[0] for i in range(3)]
+        single = statistics.median(alone)
+        log(f"one card alone, device_add → attached: {', '.join(f'{t:.2f}' for t in alone)} s")
+        together = self.timed_return(cards, "eight-together")
+        last = max(together.values())
+        for console in ("/var/log/l2-console.log", "/var/log/l2b-console.log"):
+            r.wait_for(f"four cards seen again in {console}", self.l2_sees_cards(console, 4), T_L2_SEES)
+        self.figures["eight cards: one card alone, device_add → attached"] = alone
+        self.figures["eight cards: all eight at once, device_add → each attached"] = sorted(together.values())
+        ratio = last / single
+        detail = (f"one card alone {single:.2f} s (median of 3); all eight at once: first back {min(together.values()):.2f} s, "
+                  f"last {last:.2f} s ({ratio:.2f}× one card); each guest's PCI scan lists its four")
+        check(ratio <= 1.5, f"the last of eight took {ratio:.2f}× one card's re-attach (goal ≤ 1.5×): {detail}")
+        return detail
+
     def s10_stopped_and_vanished(self):
         r = self.rig
         self.require_agent()
@@ -1733,6 +1820,7 @@ class Suite:
         "floor": ("agent vs floor vs baseline, alternated, {floor_rounds} rounds", "floor"),
         "baseline": ("udev RUN+= script, {baseline_cycles} cycles", "baseline"),
         "10": ("reflash while stopped; card never returns", "s10_stopped_and_vanished"),
+        "26": ("eight cards, two guests, all reflashed at once → all back, the last within 1.5× one card", "s26_eight_cards"),
         "9": ("journal ids + fields, READY, no watchdog", "s9_journal"),
     }
     # Each tier in the order it runs. L2 takes 1–10 minutes to boot under nested TCG, so the order follows
@@ -1743,14 +1831,14 @@ class Suite:
     # BARs read back cleared after the link reset, see README.md) and the floor run only when --only names them.
     TIERS = {
         "full": ["1", "12", "21", "22", "2", "3", "4", "25", "6", "23", "24", "7", "8", "5", "11", "15", "16", "13", "14",
-                 "18", "20", "19", "baseline", "10", "9"],
+                 "18", "20", "19", "baseline", "10", "9", "26"],
         "ci": ["1", "12", "20", "2", "3", "4", "25", "6", "23", "24", "7", "8", "11", "15", "16", "13", "14", "18", "19",
                "22", "10", "9"],
         "short": ["1", "2", "3", "4", "25", "6", "24", "8", "baseline", "10", "9"],
     }
     # --only picks from every scenario, in full's order; 17 before 2 (it starts its own guest), the floor
-    # before the baseline.
-    ORDER_FOR_ONLY = TIERS["full"][:4] + ["17"] + TIERS["full"][4:-3] + ["floor"] + TIERS["full"][-3:]
+    # before the baseline, 26 last (it reboots L1 with eight cards and leaves it so).
+    ORDER_FOR_ONLY = TIERS["full"][:4] + ["17"] + TIERS["full"][4:-4] + ["floor"] + TIERS["full"][-4:]
 
     def name(self, key):
         """`KEY: title`, as the results and the logs show it."""
@@ -1765,7 +1853,7 @@ class Suite:
 
     # What a scenario may take on a slow CI machine (nested L2 boots of 5–10 minutes), for the time budget.
     L1_BOOT_BUDGET = 600
-    BUDGET = {"2": 900, "19": 1000, "21": 1500, "5": 900, "baseline": 900, "floor": 1800}
+    BUDGET = {"2": 900, "19": 1000, "21": 1500, "5": 900, "baseline": 900, "floor": 1800, "26": 2400}
 
     def fits(self, key):
         """Whether scenario `key` can still end before E2E_DEADLINE (epoch seconds; CI's time limit less a
