@@ -266,7 +266,6 @@ public enum AgentServiceError: Error, Hashable, Sendable, CustomStringConvertibl
 /// SIGHUP: the new configuration, or the old one kept with the reason logged.
 public enum ConfigReload {
     public static func load(path: String, current: AgentConfig, logger: Logger) -> AgentConfig? {
-        let notify = Notify(logger: logger)
         do {
             let config = try ConfigLoader.load(path: path)
             if config.libvirtURI != current.libvirtURI {
@@ -275,10 +274,10 @@ public enum ConfigReload {
             if config.metricsFile != current.metricsFile {
                 logger.warning("agent.metrics-file changed; the new file is written after a restart")
             }
-            notify(.configReloaded, "configuration reloaded: \(config.cards.count) card(s)", card: nil, [LogMetadataKey.configPath: "\(path)"])
+            logger.announce(.configReloaded, "configuration reloaded: \(config.cards.count) card(s)", card: nil, [LogMetadataKey.configPath: "\(path)"])
             return config
         } catch {
-            notify(.configRejected, "new configuration rejected, keeping the old one:\n\(error)", level: .error, card: nil,
+            logger.announce(.configRejected, "new configuration rejected, keeping the old one:\n\(error)", level: .error, card: nil,
                    [LogMetadataKey.configPath: "\(path)"])
             return nil
         }

@@ -216,7 +216,7 @@ public actor CardSupervisor {
             sourceReady(.udev)
             markAllDirty()
         case .resync(let reason):
-            Notify(logger: logger)(.resync, "udev: \(reason); re-reading every card", level: .warning)
+            logger.announce(.resync, "udev: \(reason); re-reading every card", level: .warning)
             tell(.udevResync)
             markAllDirty()
         case .failed:
@@ -234,7 +234,7 @@ public actor CardSupervisor {
             tell(.libvirtConnected(false))
             sourceReady(.libvirt)
         case .resync:
-            Notify(logger: logger)(.resync, "libvirt (re)connected; re-reading every card")
+            logger.announce(.resync, "libvirt (re)connected; re-reading every card")
             tell(.libvirtConnected(true))
             sourceReady(.libvirt)
             markAllDirty()
@@ -384,7 +384,7 @@ public actor CardSupervisor {
             for waiter in reconciling.removeValue(forKey: card.name) ?? [] { waiter.resume() }
         }
         let observer = CardObserver(reader: host.reader, hypervisor: hypervisor)
-        let executor = StepExecutor(
+        let runner = StepRunner(
             binder: DriverBinder(config: config, reader: host.reader, logger: logger), blocking: blocking,
             hypervisor: hypervisor, logger: logger, settleTimeout: options.attachTimeout
         )
@@ -417,7 +417,7 @@ public actor CardSupervisor {
                     break
                 }
                 do {
-                    try await executor.run(step, card: card)
+                    try await runner.run(step, card: card)
                     if case .bindHost = step.action {
                         states[card.name]?.probedForHost.formUnion(observation.observed.resolution.functions.map(\.address))
                     }
@@ -452,7 +452,6 @@ public actor CardSupervisor {
     /// Appeared, vanished, ID changed: said once, when it happens, not on every pass.
     func noteChanges(_ observed: ObservedCard) {
         let card = observed.card
-        let notify = Notify(logger: logger)
         // A card dropped by a reload while its pass was in flight is not brought back to life.
         guard var state = states[card.name] else { return }
         switch observed.resolution.outcome {
@@ -477,7 +476,7 @@ public actor CardSupervisor {
                 state.reenumerated()
                 fallthrough
             case .unknown:
-                notify(.cardAppeared, "\(card.name) appeared at \(slot) (\(ids.map(\.description).joined(separator: ", ")))",
+                logger.announce(.cardAppeared, "\(card.name) appeared at \(slot) (\(ids.map(\.description).joined(separator: ", ")))",
                        card: card.name, fields)
                 state.probedForHost = []
             default:
@@ -485,7 +484,7 @@ public actor CardSupervisor {
             }
             if !state.lastIDs.isEmpty, state.lastIDs != ids {
                 state.reenumerated()
-                notify(.cardIDChanged, "\(card.name): ID changed \(state.lastIDs.map(\.description).joined(separator: ",")) -> \(ids.map(\.description).joined(separator: ","))",
+                logger.announce(.cardIDChanged, "\(card.name): ID changed \(state.lastIDs.map(\.description).joined(separator: ",")) -> \(ids.map(\.description).joined(separator: ","))",
                        card: card.name, fields)
             }
             state.lastIDs = ids
@@ -502,7 +501,7 @@ public actor CardSupervisor {
                 let slot = state.lastAddresses.sorted().first.map { "\($0.slot)" } ?? "the bus"
                 let lookalikes = observed.resolution.lookalikes.isEmpty ? "" :
                     " (\(observed.resolution.lookalikes.map(\.description).joined(separator: ", ")) shows the same IDs and is another card: not taken)"
-                notify(.cardVanished, "\(card.name) vanished from \(slot); waiting for it to return\(lookalikes)",
+                logger.announce(.cardVanished, "\(card.name) vanished from \(slot); waiting for it to return\(lookalikes)",
                        level: .warning, card: card.name, [LogMetadataKey.guest: "\(card.guest)", LogMetadataKey.pciSlot: "\(slot)"])
                 state.leftUnannounced = true
             }
@@ -553,15 +552,14 @@ public actor CardSupervisor {
         state.retryAt = .now + delay
         state.phase = .retrying(attempt: state.failures, lastError: message)
         states[card.name] = state
-        let notify = Notify(logger: logger)
         var fields = Logger.Metadata.card(card)
         if let step {
             fields[LogMetadataKey.step] = "\(step.actionName)"
             tell(.stepFailed(action: step.actionName))
         }
         fields[LogMetadataKey.attempt] = "\(state.failures)"
-        notify(.stepFailed, "\(card.name): \(message)", level: .error, card: card.name, fields)
-        notify(.retry, "\(card.name): retrying in \(delay) (attempt \(state.failures + 1))", level: .notice, card: card.name, fields)
+        logger.announce(.stepFailed, "\(card.name): \(message)", level: .error, card: card.name, fields)
+        logger.announce(.retry, "\(card.name): retrying in \(delay) (attempt \(state.failures + 1))", level: .notice, card: card.name, fields)
     }
 
     private func collectDueRetries() {

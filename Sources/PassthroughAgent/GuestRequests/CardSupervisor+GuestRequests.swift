@@ -71,7 +71,7 @@ extension CardSupervisor {
     }
 
     private func journal(_ refusal: GuestRequestPolicy.Refusal, from guest: GuestName) {
-        Notify(logger: logger)(.guestRequestRefused, refusal.journal, level: .warning, card: refusal.card,
+        logger.announce(.guestRequestRefused, refusal.journal, level: .warning, card: refusal.card,
                                [LogMetadataKey.guest: "\(guest)"])
     }
 

@@ -90,7 +90,7 @@ package actor GuestRequestService {
         if case .limited(let first, let retryAfter) = session.rateLimit.admit(at: clock.now()) {
             let seconds = Int((retryAfter / .seconds(1)).rounded(.up))
             if first {
-                Notify(logger: logger)(.guestRequestRefused,
+                logger.announce(.guestRequestRefused,
                                        "guest \(line.guest) sends requests faster than \(rateLimit.burst) at once and one every "
                                        + "\(rateLimit.refill); turning them away (said once per burst)",
                                        level: .warning, [LogMetadataKey.guest: "\(line.guest)"])

@@ -69,7 +69,7 @@ extension CardSupervisor {
             try await procedure.reenumerateFromParent(of: target)
         } catch {
             tell(.stepFailed(action: "reassign-bars"))
-            Notify(logger: logger)(.stepFailed, "\(card.name): re-enumerating it from above \(port) failed: \(error)", level: .error,
+            logger.announce(.stepFailed, "\(card.name): re-enumerating it from above \(port) failed: \(error)", level: .error,
                                    card: card.name, fields.merging([LogMetadataKey.step: "reassign-bars"]) { $1 })
         }
     }
@@ -104,7 +104,7 @@ extension CardSupervisor {
             ?? BARReassignment(layout: bars.unassignedLayout, outcome: .refused, detail: why)
         guard !tried.notified else { return }
         let slot = observed.resolution.functions.first.map { "\($0.address.slot)" } ?? "-"
-        Notify(logger: logger)(.barsUnassigned,
+        logger.announce(.barsUnassigned,
                                "\(card.name): \(bars.summary): not bound to vfio-pci nor attached to \(card.guest); \(why). Fix: \(bars.fix)",
                                level: .error, card: card.name,
                                Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(slot)"]) { $1 })

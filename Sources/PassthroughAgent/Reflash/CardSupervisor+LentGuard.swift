@@ -41,7 +41,7 @@ extension CardSupervisor {
                                    metadata: .card(card))
                 }
             } catch {
-                Notify(logger: logger)(.stepFailed, "\(card.name): cannot keep fatal-error reporting masked on \(record.port) (\(error)); "
+                logger.announce(.stepFailed, "\(card.name): cannot keep fatal-error reporting masked on \(record.port) (\(error)); "
                                        + "a reprogramming from \(card.guest) may take the host down", level: .error, card: card.name, .card(card))
             }
         case .release(let record):
@@ -65,7 +65,7 @@ extension CardSupervisor {
             transition(card.name) { $0.lentGuardReleased() }
             persist(card.name)
             let hint = if case .configSpace = error { " (kernel lockdown forbids config-space writes: see `passthrough-agent check`)" } else { "" }
-            Notify(logger: logger)(.stepFailed, "\(card.name): cannot mask fatal-error reporting on \(port) while it is lent to \(card.guest): "
+            logger.announce(.stepFailed, "\(card.name): cannot mask fatal-error reporting on \(port) while it is lent to \(card.guest): "
                                    + "\(error)\(hint); a reprogramming from the guest may take the host down", level: .error, card: card.name, .card(card))
         }
     }

@@ -24,7 +24,7 @@ extension CardSupervisor {
                 saveFacts(of: card.name)
             }
         case .degraded(let why):
-            Notify(logger: logger)(.linkDegraded, "\(card.name): its link came back degraded: \(why)", level: .warning, card: card.name,
+            logger.announce(.linkDegraded, "\(card.name): its link came back degraded: \(why)", level: .warning, card: card.name,
                                    Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(first.address)"]) { $1 })
         case .unknown:
             break

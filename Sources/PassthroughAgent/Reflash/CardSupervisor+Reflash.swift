@@ -52,7 +52,7 @@ extension CardSupervisor {
                 transition(card.name) { $0.takeOffAbandoned() }
                 persist(card.name)
                 markDirty([card.name])
-                Notify(logger: logger)(.stepFailed, "\(card.name): reflash --prepare refused: \(error)", level: .error,
+                logger.announce(.stepFailed, "\(card.name): reflash --prepare refused: \(error)", level: .error,
                                        card: card.name, .card(card))
                 throw error
             }
@@ -98,12 +98,12 @@ extension CardSupervisor {
         case .gaveUp(let elapsed, let state):
             // Absent, and known to be: a later `add` is taken back through the ordinary path.
             states[card.name]?.phase = .absent
-            Notify(logger: logger)(.recoveryGaveUp, "\(card.name) did not come back within \(elapsed) (\(state)); still watching for it",
+            logger.announce(.recoveryGaveUp, "\(card.name) did not come back within \(elapsed) (\(state)); still watching for it",
                                    level: .error, card: card.name, fields)
             throw ReflashRefused(.failed, "\(card.name) did not come back within \(elapsed) (\(state)); "
                 + "it stays held: run --finish again once the FPGA is programmed")
         case .failed(let failure, _):
-            Notify(logger: logger)(.stepFailed, "\(card.name): \(failure)", level: .error, card: card.name, fields)
+            logger.announce(.stepFailed, "\(card.name): \(failure)", level: .error, card: card.name, fields)
             throw ReflashRefused(.failed, "\(failure)")
         case .cancelled:
             throw CancellationError()
@@ -122,7 +122,7 @@ extension CardSupervisor {
         case .ignore(let why):
             logger.notice("\(name) lost (\(reason)); not recovering: \(why)", metadata: .card(card))
         case .recover(let site, let generation):
-            Notify(logger: logger)(.cardLost, "\(name) lost: \(reason); recovering", level: .warning, card: name,
+            logger.announce(.cardLost, "\(name) lost: \(reason); recovering", level: .warning, card: name,
                                    Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
             persist(name)
             startRecovery(card, at: site, generation: generation, cause: cause)
@@ -142,7 +142,7 @@ extension CardSupervisor {
                 // Either a paused guest still holds the card (QEMU stops a guest over such an error, and
                 // removing a function it holds would block the PCI layer) or the uevent was written by hand.
                 let guest = config.cards.first { $0.name == card }.map { " (\($0.guest) may be paused over it: `virsh domstate \($0.guest) --reason`)" } ?? ""
-                Notify(logger: logger)(.errorNotRecovered,
+                logger.announce(.errorNotRecovered,
                                        "\(card): the kernel could not recover \(address) from a PCIe error, but its link answers; "
                                        + "leaving it where it is\(guest)",
                                        level: .warning, card: card, [LogMetadataKey.pciSlot: "\(address)"])
@@ -297,7 +297,7 @@ extension CardSupervisor {
         guard case .held(let site, _)? = states[name]?.reflash.state, let card = config.cards.first(where: { $0.name == name }) else { return }
         let finishers = card.guestRequests ? "run `passthrough-agent reflash \(name) --finish`, or send `finish \(name)` from \(card.guest)"
             : "run `passthrough-agent reflash \(name) --finish`"
-        Notify(logger: logger)(.reflashNotFinished,
+        logger.announce(.reflashNotFinished,
                                "\(name) has been off the bus for a reflash (\(site.slot)) for \(ConfigDuration.format(timeout)) and nobody finished it; "
                                + "it stays off: once the FPGA is programmed, \(finishers)",
                                level: .warning, card: name, Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })

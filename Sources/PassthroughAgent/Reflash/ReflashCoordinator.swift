@@ -38,7 +38,6 @@ struct ReflashCoordinator: Sendable {
         ReflashGuard(layout: host.sysfs, io: host.io, logger: logger)
     }
 
-    private var notify: Notify { Notify(logger: logger) }
 
     // MARK: reflash --prepare
 
@@ -160,7 +159,7 @@ struct ReflashCoordinator: Sendable {
         let present = await blocking.run { site.functions.filter { (try? reader.snapshot(of: $0)) != nil } }
         if !present.isEmpty {
             if let strangers = strangers(card, at: site) {
-                notify(.stepFailed, "\(card.name): not recovering: \(strangers)", level: .error, card: card.name, fields)
+                logger.announce(.stepFailed, "\(card.name): not recovering: \(strangers)", level: .error, card: card.name, fields)
                 return (.failed(.refused(strangers), lastState: RecoveryState()), false)
             }
             guard await waitUntilReleased(card, Set(present), fields: fields) else {
@@ -174,13 +173,13 @@ struct ReflashCoordinator: Sendable {
                 engaged = record
                 try engage(record, of: card, for: "the recovery")
             } catch {
-                notify(.stepFailed, "\(card.name): recovering without the reflash guard: \(error)", level: .error, card: card.name, fields)
+                logger.announce(.stepFailed, "\(card.name): recovering without the reflash guard: \(error)", level: .error, card: card.name, fields)
             }
         } else if engaged == nil {
             do throws(ReflashStateError) {
                 try await persist(nil)
             } catch {
-                notify(.stepFailed, "\(card.name): recovering, but its state cannot be recorded (\(error)); "
+                logger.announce(.stepFailed, "\(card.name): recovering, but its state cannot be recorded (\(error)); "
                     + "a restart now would not resume it", level: .error, card: card.name, fields)
             }
         }
@@ -205,7 +204,7 @@ struct ReflashCoordinator: Sendable {
                 return true
             }
             if told != verdict {
-                notify(.stepFailed, "\(card.name) is lost, but not removed while it is held: \(verdict); waiting",
+                logger.announce(.stepFailed, "\(card.name) is lost, but not removed while it is held: \(verdict); waiting",
                        level: .error, card: card.name, fields)
                 told = verdict
             }
@@ -255,13 +254,13 @@ struct ReflashCoordinator: Sendable {
         guard let state = try? await hypervisor.guestState(card.guest), state.isActive,
               let live = try? await hypervisor.hostdevs(of: card.guest)
         else { return }
-        let executor = StepExecutor(
+        let runner = StepRunner(
             binder: DriverBinder(config: AgentConfig(cards: [card]), reader: host.reader, logger: logger),
             blocking: blocking, hypervisor: hypervisor, logger: logger, settleTimeout: detachTimeout
         )
         for address in live.map(\.address) where functions.contains(address) {
             do {
-                try await executor.run(PlanStep(card: card.name, action: .detach(address, from: card.guest), reason: "reflash"), card: card)
+                try await runner.run(PlanStep(card: card.name, action: .detach(address, from: card.guest), reason: "reflash"), card: card)
             } catch {
                 logger.warning("\(card.name): \(card.guest) did not release \(address): \(error)",
                                metadata: [LogMetadataKey.card: "\(card.name)"])

@@ -5,7 +5,7 @@ import PassthroughSysfs
 import PassthroughSystemd
 
 /// Runs one plan step and checks that it took, by reading sysfs or the guest's live XML back.
-struct StepExecutor: Sendable {
+struct StepRunner: Sendable {
     struct VerificationError: Error, CustomStringConvertible {
         var description: String
     }
@@ -19,7 +19,6 @@ struct StepExecutor: Sendable {
     let settleTimeout: Duration
 
     func run(_ step: PlanStep, card: CardConfig) async throws {
-        let notify = Notify(logger: logger)
         let started = ContinuousClock.now
         switch step.action {
         case .bindVFIO:
@@ -34,7 +33,7 @@ struct StepExecutor: Sendable {
             try await hypervisor.attach(address, to: guest)
             // The call returning is not the device being there: read the live XML back.
             try await waitForLiveXML(guest, toContain: address, present: true)
-            notify(.cardAttached, "\(card.name): \(address) attached to \(guest)", card: card.name, [
+            logger.announce(.cardAttached, "\(card.name): \(address) attached to \(guest)", card: card.name, [
                 LogMetadataKey.pciSlot: "\(address)", LogMetadataKey.guest: "\(guest)",
                 LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
             ])
@@ -42,7 +41,7 @@ struct StepExecutor: Sendable {
             try await hypervisor.detach(address, from: guest)
             // Detach only asks the guest; without its cooperation the device stays.
             try await waitForLiveXML(guest, toContain: address, present: false)
-            notify(.cardDetached, "\(card.name): \(address) detached from \(guest)", card: card.name, [
+            logger.announce(.cardDetached, "\(card.name): \(address) detached from \(guest)", card: card.name, [
                 LogMetadataKey.pciSlot: "\(address)", LogMetadataKey.guest: "\(guest)",
                 LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
             ])
@@ -59,7 +58,7 @@ struct StepExecutor: Sendable {
 
     private func notifyMove(_ kind: NotificationKind, _ what: String, _ move: DriverBinder.Move, card: CardConfig,
                             since started: ContinuousClock.Instant) {
-        Notify(logger: logger)(kind, "\(card.name): \(move.address) \(what)", card: card.name, [
+        logger.announce(kind, "\(card.name): \(move.address) \(what)", card: card.name, [
             LogMetadataKey.pciSlot: "\(move.address)", LogMetadataKey.guest: "\(card.guest)",
             LogMetadataKey.driverFrom: "\(move.from?.rawValue ?? "none")", LogMetadataKey.driverTo: "\(move.to?.rawValue ?? "none")",
             LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
