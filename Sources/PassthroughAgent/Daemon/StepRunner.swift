@@ -33,18 +33,12 @@ struct StepRunner: Sendable {
             try await hypervisor.attach(address, to: guest)
             // The call returning is not the device being there: read the live XML back.
             try await waitForLiveXML(guest, toContain: address, present: true)
-            logger.announce(.cardAttached, "\(card.name): \(address) attached to \(guest)", card: card.name, [
-                LogMetadataKey.pciSlot: "\(address)", LogMetadataKey.guest: "\(guest)",
-                LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
-            ])
+            announceGuestMove(.cardAttached, "attached to", address, guest, card: card, since: started)
         case .detach(let address, let guest):
             try await hypervisor.detach(address, from: guest)
             // Detach only asks the guest; without its cooperation the device stays.
             try await waitForLiveXML(guest, toContain: address, present: false)
-            logger.announce(.cardDetached, "\(card.name): \(address) detached from \(guest)", card: card.name, [
-                LogMetadataKey.pciSlot: "\(address)", LogMetadataKey.guest: "\(guest)",
-                LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
-            ])
+            announceGuestMove(.cardDetached, "detached from", address, guest, card: card, since: started)
         case .reassignBARs:
             // Removing a port needs the reflash path's safety checks and worker: the supervisor runs it.
             throw VerificationError(description: "\(step.actionName) is not a driver or guest move")
@@ -61,6 +55,14 @@ struct StepRunner: Sendable {
         logger.announce(kind, "\(card.name): \(move.address) \(what)", card: card.name, [
             LogMetadataKey.pciSlot: "\(move.address)", LogMetadataKey.guest: "\(card.guest)",
             LogMetadataKey.driverFrom: "\(move.from?.rawValue ?? "none")", LogMetadataKey.driverTo: "\(move.to?.rawValue ?? "none")",
+            LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
+        ])
+    }
+
+    private func announceGuestMove(_ kind: NotificationKind, _ what: String, _ address: PCIAddress, _ guest: GuestName,
+                                   card: CardConfig, since started: ContinuousClock.Instant) {
+        logger.announce(kind, "\(card.name): \(address) \(what) \(guest)", card: card.name, [
+            LogMetadataKey.pciSlot: "\(address)", LogMetadataKey.guest: "\(guest)",
             LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
         ])
     }
