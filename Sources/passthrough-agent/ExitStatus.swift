@@ -2,31 +2,31 @@
 // statuses*), which every command of the CLI decides its status from.
 
 /// Exit statuses, one per kind of outcome, from sysexits(3) so scripts and systemd can tell them apart.
-public enum ExitStatus {
-    public static let success: Int32 = 0
+enum ExitStatus {
+    static let success: Int32 = 0
     /// `check`: the host is not ready.
-    public static let notReady: Int32 = 1
+    static let notReady: Int32 = 1
     /// Bad arguments, or a card name no card in the configuration has.
-    public static let usage: Int32 = 64
+    static let usage: Int32 = 64
     /// The card is not on the bus (or cannot be told apart from another).
-    public static let unavailable: Int32 = 69
+    static let unavailable: Int32 = 69
     /// An internal error, or an answer from the daemon that is not a response.
-    public static let software: Int32 = 70
+    static let software: Int32 = 70
     /// `run` could not start: an operating-system facility (the udev netlink socket, the libvirt
     /// library) failed. systemd restarts the unit.
-    public static let osError: Int32 = 71
+    static let osError: Int32 = 71
     /// `run`: another agent holds the instance lock; this one touched nothing.
-    public static let alreadyRunning: Int32 = 73
+    static let alreadyRunning: Int32 = 73
     /// A sysfs step failed; the card was rolled back.
-    public static let ioError: Int32 = 74
+    static let ioError: Int32 = 74
     /// Libvirt is unreachable, or (`reflash`) no daemon answers on the control socket.
-    public static let tempFail: Int32 = 75
+    static let tempFail: Int32 = 75
     /// `reflash`: the request was sent but no answer came (within `--timeout`, or the daemon closed
     /// the connection): its outcome is unknown, `status` tells.
-    public static let noAnswer: Int32 = 76
+    static let noAnswer: Int32 = 76
     /// Refused for safety (a device no card claims, an IOMMU-group peer in use, a guest holding the
     /// card, the card busy with another reflash, a bridge, a driver that cannot be read), or not allowed to (the control socket is root's).
-    public static let refused: Int32 = 77
+    static let refused: Int32 = 77
     /// The configuration is invalid; systemd must not restart us into the same mistake.
-    public static let config: Int32 = 78
+    static let config: Int32 = 78
 }
