@@ -26,6 +26,7 @@ merged=""
 failures=0
 
 cleanup() {
+    if [ -n "$merged" ] && mountpoint -q "$merged/proc"; then umount "$merged/proc"; fi
     if [ -n "$merged" ] && mountpoint -q "$merged"; then umount "$merged"; fi
     rm -rf "$tmp"
 }
@@ -138,7 +139,14 @@ else
     check "installed version $version" test "$(in_root dpkg-query -W -f='${Version}' $package)" = "$version"
     check "unit enabled (deb-systemd-helper)" test "$(readlink "$wants")" = "/lib/systemd/system/$package.service"
     check "systemctl is-enabled says enabled" test "$(in_root systemctl is-enabled $package.service)" = enabled
+    # Swift reads the arguments from /proc/self/cmdline: in a chroot without /proc (an installer's, Ansible's) the
+    # CLI must refuse (71), not print its help and exit 0 as if asked nothing.
+    without_proc=0
+    in_root /usr/bin/$package --help >/dev/null 2>&1 || without_proc=$?
+    check "without /proc: refuses with exit 71 (exited $without_proc)" test "$without_proc" = 71
+    mount -t proc proc "$merged/proc"
     check "runs with the rootfs' libraries only (no Swift toolchain)" in_root /usr/bin/$package --help
+    umount "$merged/proc"
     check "catalog compiled by systemd's trigger ($message_id)" sh -c "chroot '$merged' journalctl --list-catalog | grep -q '$message_id'"
 
     echo "# edited by test-deb.sh" >>"$conffile"
