@@ -91,16 +91,17 @@ struct CardSupervisorTests {
         let loop = Task { await fixture.supervisor.run { summary, _ in summaries.withLock { $0.append(summary) } } }
         defer { loop.cancel() }
         await fixture.supervisor.markAllDirty()
-        let deadline = ContinuousClock.now + .seconds(10)
-        while await fixture.supervisor.summary != "u200: attached to fpga-dev", ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        try await waitUntil("attached") { await fixture.supervisor.summary == "u200: attached to fpga-dev" }
         await fixture.supervisor.markDirty([CardName("u200")!])
         await fixture.supervisor.reload(AgentConfig(cards: []))
-        try await Task.sleep(for: .milliseconds(100))
-        let settled = summaries.withLock { $0.count }
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(summaries.withLock { $0.count } == settled, "passes keep running for a card that is gone")
+        // A pass already under way may still end; then none follows: 300 ms without one, before the timeout.
+        var seen = summaries.withLock { $0.count }
+        try await waitUntil("the loop goes idle (passes keep running for a card that is gone)") {
+            try? await Task.sleep(for: .milliseconds(300))
+            let now = summaries.withLock { $0.count }
+            defer { seen = now }
+            return now == seen
+        }
         #expect(await !fixture.supervisor.isDirty(CardName("u200")!))
         #expect(await fixture.supervisor.state(of: CardName("u200")!) == nil)
     }
@@ -146,10 +147,7 @@ struct CardSupervisorTests {
         let loop = Task { await fixture.supervisor.run() }
         defer { loop.cancel() }
         await fixture.supervisor.markAllDirty()
-        let deadline = ContinuousClock.now + .seconds(20)
-        while await fixture.hypervisor.liveHostdevs(of: "fpga-dev").count < 2, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        try await waitUntil("attached after two failed tries") { await fixture.hypervisor.liveHostdevs(of: "fpga-dev").count >= 2 }
         #expect(await fixture.hypervisor.liveHostdevs(of: "fpga-dev") == [f0, f1])
         #expect(fixture.notifications(.stepFailed).count == 2)
         let retries = fixture.notifications(.retry)
@@ -229,8 +227,7 @@ struct CardSupervisorTests {
         #expect(passes.withLock { $0.isEmpty })
         #expect(fixture.bus.writes.isEmpty)
         await fixture.supervisor.handle(.resync)
-        let deadline = ContinuousClock.now + .seconds(20)
-        while passes.withLock({ $0.isEmpty }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        try await waitUntil("the first pass") { passes.withLock { !$0.isEmpty } }
         #expect(passes.withLock { $0.first } == true)
         #expect(fixture.driver("0000:01:00.0") == "vfio-pci")
     }
@@ -244,10 +241,7 @@ struct CardSupervisorTests {
         #expect(await fixture.supervisor.heartbeat())
         let loop = Task { await fixture.supervisor.run() }
         await fixture.supervisor.markAllDirty()
-        let deadline = ContinuousClock.now + .seconds(10)
-        while await fixture.hypervisor.attachCalls.isEmpty, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        try await waitUntil("the attach in flight") { await !fixture.hypervisor.attachCalls.isEmpty }
         try await Task.sleep(for: .milliseconds(100))
         #expect(await !fixture.supervisor.heartbeat())
         loop.cancel()

@@ -107,7 +107,7 @@ final class RawConnection: Sendable {
     func hangUp() { shutdown(fd, CInt(SHUT_RDWR)) }
 
     /// Everything received until `lines` newlines, end of file, or `timeout`.
-    func receive(lines: Int = .max, timeout: Duration = .seconds(10)) -> (text: String, endOfFile: Bool) {
+    func receive(lines: Int = .max, timeout: Duration = .seconds(60)) -> (text: String, endOfFile: Bool) {
         let deadline = ContinuousClock.now + timeout
         var received: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)

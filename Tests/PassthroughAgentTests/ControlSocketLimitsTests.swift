@@ -31,7 +31,7 @@ private final class ParkedHandler: Sendable {
     }
 
     /// Waits (polling: the log is written from the server's tasks) until `entry` is in the log.
-    func waitFor(_ entry: String, timeout: Duration = .seconds(10)) async -> Bool {
+    func waitFor(_ entry: String, timeout: Duration = .seconds(60)) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if log.contains(entry) { return true }
