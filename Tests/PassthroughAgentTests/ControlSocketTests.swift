@@ -130,7 +130,7 @@ struct ControlSocketTests {
     @Test("the client gives up after its timeout; cancelling the server cancels the slow handler")
     func timeout() async throws {
         let running = try RunningControlServer { _ in
-            try? await Task.sleep(for: .seconds(30))
+            try? await Task.sleep(for: .seconds(300))
             return .success("late")
         }
         let result = await running.send(.reflashFinish(card: u200), timeout: .milliseconds(200))
@@ -138,7 +138,7 @@ struct ControlSocketTests {
         let clock = ContinuousClock()
         let stopping = clock.now
         try await running.cancel()
-        #expect(clock.now - stopping < .seconds(10))
+        #expect(clock.now - stopping < .seconds(60))  // not the handler's 300 s: it was cancelled
     }
 
     @Test("wire forms: the request line, and ok first in responses")
