@@ -247,14 +247,14 @@ class Suite:
         return f"attached + L2 sees it {time.monotonic() - t0:.1f}s after L2 booted"
 
     def s3_reflash_same(self):
-        self.require_agent()
+        self.ensure_attached()  # also where a --retry-failed run on a fresh L1 starts
         t_att, t_l2 = self.reflash("e1000e")
         self.figures.setdefault("re-attach after reflash (s3/s4/s6)", []).append(t_att)
         return f"device_add→attached {t_att:.1f}s, →L2 sees {t_l2:.1f}s"
 
     def s4_reflash_new_id(self):
         r = self.rig
-        self.require_agent()
+        self.ensure_attached()  # also where a --retry-failed run on a fresh L1 starts
         since = int(r.l1_time())
         t_att, t_l2 = self.reflash("e1000")
         check(r.card_id() == "8086:100e", f"card should show 8086:100e, shows {r.card_id()}")
@@ -289,7 +289,7 @@ class Suite:
 
     def s6_libvirtd_restart(self):
         r = self.rig
-        self.require_agent()
+        self.ensure_attached()  # also where a --retry-failed run on a fresh L1 starts
         check(r.hostdev_count() == 1, f"precondition: 1 hostdev attached, found {r.hostdev_count()}")
         r.sh("systemctl restart libvirtd", check=True, timeout=180)
         r.wait_for("libvirtd answers", "virsh domstate l2 >/dev/null 2>&1", 120)
@@ -304,7 +304,7 @@ class Suite:
 
     def s7_kill9_mid_rebind(self):
         r = self.rig
-        self.require_agent()
+        self.ensure_attached()  # also where a --retry-failed run on a fresh L1 starts
         pid0 = self.agent_pid()
         n0 = int(r.out("systemctl show -p NRestarts --value passthrough-agent") or 0)
         self.unplug()
@@ -1463,7 +1463,7 @@ class Suite:
 
     def s8_cycles(self):
         r = self.rig
-        self.require_agent()
+        self.ensure_attached()  # also where a --retry-failed run on a fresh L1 starts
         n = self.args.cycles
         lat, lat_l2, samples = [], [], []
         pid0, rss0, fd0, thr0, _ = self.proc_figures()
@@ -1478,11 +1478,15 @@ class Suite:
         self.figures["agent re-attach → L2 sees (s8 cycles)"] = lat_l2
         pids = {s[0] for s in samples} | {pid0}
         check(len(pids) == 1, f"the agent restarted during the cycles (pids {sorted(pids)})")
-        # Growth after warm-up (cycle 1), not against the idle process before the first cycle.
-        # A look may land while the agent has a file open for a moment (a sysfs read, the metrics file's
-        # temporary): the first cycles' least counts are the warm ones, and a last look that differs is
-        # taken again two seconds later (what leaks is still there).
-        _, rss_w, _, _, anon_w = samples[0]
+        # Growth after warm-up (the first two cycles), not against the idle process before the first cycle.
+        # Memory: malloc keeps a high-water mark it never trims below 128 KiB, and one look may land on it
+        # (seen once at cycle 2, +228 KiB anonymous, then flat to cycle 5), so the warm figure is the larger
+        # of the first two looks; a leak still shows over the rest (the soak: 98 cycles within 64 KiB).
+        # Files and threads: a look may land while the agent has a file open for a moment (a sysfs read,
+        # the metrics file's temporary): the first cycles' least counts are the warm ones, and a last look
+        # that differs is taken again two seconds later (what leaks is still there).
+        warm = samples[:2] if n >= 3 else samples[:1]
+        rss_w, anon_w = max(s[1] for s in warm), max(s[4] for s in warm)
         fd_w, thr_w = min(s[2] for s in samples[:3]), min(s[3] for s in samples[:3])
         _, rss_e, fd_e, thr_e, anon_e = samples[-1]
         if (fd_e, thr_e) != (fd_w, thr_w):
