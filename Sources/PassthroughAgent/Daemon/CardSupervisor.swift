@@ -327,6 +327,10 @@ public actor CardSupervisor {
         }
         dirty.removeAll()
         guard !batch.isEmpty else { return }
+        // Where each card's reflash stood when the bus was read: a request or a loss handled while this pass
+        // awaited (the scan, another card's step) may have taken a card off the bus since, and a scan that
+        // still shows it would make a held card look back by itself.
+        let reflashAtScan = Dictionary(uniqueKeysWithValues: batch.map { ($0.name, states[$0.name]?.reflash) })
         let devices: [PCIDeviceSnapshot]
         do {
             devices = try await scanBus()
@@ -338,6 +342,10 @@ public actor CardSupervisor {
         for card in batch {
             // Shutdown waits for the step in flight, never interrupts one.
             if Task.isCancelled { return }
+            guard states[card.name]?.reflash == reflashAtScan[card.name] ?? nil else {
+                markDirty([card.name])  // the next pass reads the bus again
+                continue
+            }
             await reconcile(card, devices: devices)
         }
     }
@@ -379,6 +387,7 @@ public actor CardSupervisor {
     }
 
     private func reconcile(_ card: CardConfig, devices initialDevices: [PCIDeviceSnapshot]) async {
+        assert(reconciling[card.name] == nil, "two reconciles of \(card.name) at once: the first one's waiters would be lost")
         reconciling[card.name] = []
         defer {
             for waiter in reconciling.removeValue(forKey: card.name) ?? [] { waiter.resume() }
@@ -422,10 +431,12 @@ public actor CardSupervisor {
                         states[card.name]?.probedForHost.formUnion(observation.observed.resolution.functions.map(\.address))
                     }
                 } catch {
-                    recordFailure(card, "\(step.actionName) failed: \(error)", step: step)
+                    // A step that failed because the card left under it (a loss, a take-off) is no failure of the loop's.
+                    if !reflashTookOver(card) { recordFailure(card, "\(step.actionName) failed: \(error)", step: step) }
                     return
                 }
             }
+            if reflashTookOver(card) { return }
             if steps.contains(where: { if case .attach = $0.action { true } else { false } }) {
                 reattached(card.name)
             }
@@ -433,12 +444,12 @@ public actor CardSupervisor {
                 do {
                     devices = try await scanBus()
                 } catch {
-                    recordFailure(card, "cannot read the PCI bus: \(error)")
+                    if !reflashTookOver(card) { recordFailure(card, "cannot read the PCI bus: \(error)") }
                     return
                 }
             }
         }
-        recordFailure(card, "did not converge after three plans")
+        if !reflashTookOver(card) { recordFailure(card, "did not converge after three plans") }
     }
 
     /// Every function on the bus, read on the worker: reading a device's `driver_override` waits for

@@ -56,7 +56,10 @@ extension CardSupervisor {
         let procedure = RecoveryProcedure(reader: host.reader, clock: options.recoveryClock, pacing: options.recoveryPacing,
                                           logger: logger, blocking: reflashBlocking)
         let target = RecoveryTarget(card: card, slot: slot, upstreamPort: port, functions: functions)
-        if let refusal = await reassignmentRefusal(procedure, target) {
+        let refusal = await reassignmentRefusal(procedure, target)
+        // A loss or a reflash request may have taken the card over while the holders were asked: it is theirs.
+        guard states[card.name]?.reflash.state.excludesReconcile != true else { return }
+        if let refusal {
             remember(BARReassignment(layout: layout, outcome: .refused, detail: refusal), of: card.name)
             return
         }

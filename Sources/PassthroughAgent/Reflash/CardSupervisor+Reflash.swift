@@ -42,8 +42,12 @@ extension CardSupervisor {
         case .alreadyHeld(let site):
             return "\(card.name) is already off the bus (\(site.slot)); program the FPGA, then run: passthrough-agent reflash \(card.name) --finish"
         case .takeOff(let site):
-            await untilReconcileEnds(card.name)
             do {
+                // The step in flight ends first; the client may hang up, or a reload drop the card, meanwhile.
+                await untilReconcileEnds(card.name)
+                guard !Task.isCancelled, case .takingOff? = states[card.name]?.reflash.state else {
+                    throw ReflashRefused(.failed, "\(card.name): cancelled before anything was changed")
+                }
                 let lentGuard = states[card.name]?.reflash.lentGuard
                 try await coordinator.takeOff(card, at: site, lentGuard: lentGuard) { [weak self] record throws(ReflashStateError) in
                     try await self?.guardSaved(card.name, record)
@@ -76,6 +80,15 @@ extension CardSupervisor {
         case .bringBack(let site):
             heldReminders.removeValue(forKey: card.name)?.cancel()
             await untilReconcileEnds(card.name)
+            // Hung up, or the card left the configuration, while the step in flight ended: held again, untouched.
+            guard !Task.isCancelled, case .bringingBack? = states[card.name]?.reflash.state else {
+                if case .bringingBack? = states[card.name]?.reflash.state {
+                    transition(card.name) { $0.bringBackEnded(back: false, guardReleased: false) }
+                    persist(card.name)
+                }
+                markDirty([card.name])
+                throw CancellationError()
+            }
             let record = states[card.name]?.reflash.state.guardRecord
             let (outcome, released) = await coordinator.bringBack(card, at: site, guard: record)
             if outcome.isRecovered { cameBack(card.name) }
@@ -179,6 +192,8 @@ extension CardSupervisor {
 
     private func recover(_ card: CardConfig, at site: ReflashSite, generation: Int, cause: LossCause) async {
         await untilReconcileEnds(card.name)
+        // Forgotten meanwhile (the card left the configuration): nothing of this loss is left to recover.
+        guard case .recovering(_, let current, _)? = states[card.name]?.reflash.state, current == generation else { return }
         let resuming = cause == .resumed
         let record = states[card.name]?.reflash.state.guardRecord
         let lentGuard = states[card.name]?.reflash.lentGuard

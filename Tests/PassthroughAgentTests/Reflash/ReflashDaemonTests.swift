@@ -175,6 +175,44 @@ struct ReflashDaemonTests {
         #expect(await rig.hypervisor.attachCalls.count == 2)   // the loop stopped after its attach: nothing more
     }
 
+    @Test("reflash --prepare while the loop's attach is in flight, then the client hangs up: nothing is detached or removed")
+    func prepareCancelledWhileWaiting() async throws {
+        let rig = try await ReflashRig()
+        defer { rig.loop.cancel() }
+        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")
+        await rig.hypervisor.hang(.attach)
+        await rig.supervisor.markDirty([ReflashRig.card])
+        try await waitUntil("the attach is in flight") { await rig.hypervisor.attachCalls.count == 2 }
+
+        let prepare = Task { try await rig.supervisor.reflash(ReflashRig.card, .prepare) }
+        try await Task.sleep(for: .milliseconds(200))
+        prepare.cancel()   // Ctrl-C on `reflash --prepare`
+        await rig.hypervisor.unhang(.attach)
+        await #expect(throws: (any Error).self) { try await prepare.value }
+        try await waitUntil("attached, the take-off abandoned") { await rig.isBackInItsGuest() }
+        #expect(await rig.hypervisor.detachCalls.isEmpty)
+        #expect(rig.removals.isEmpty)
+    }
+
+    @Test("a card taken off the bus while the loop awaits another card's step stays held: the pass's earlier bus scan does not bring it back")
+    func heldDuringAnotherCardsStep() async throws {
+        let rig = try await ReflashRig(secondCard: true)
+        defer { rig.loop.cancel() }
+        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")
+        await rig.hypervisor.hang(.attach)
+        await rig.supervisor.markDirty([ReflashRig.card, ReflashRig.secondCard])   // one pass: u200, then u250
+        try await waitUntil("u200's attach is in flight") { await rig.hypervisor.attachCalls.count == 2 }
+
+        let prepared = try await rig.supervisor.reflash(ReflashRig.secondCard, .prepare)
+        #expect(prepared.contains("reflash u250 --finish"))
+        #expect(!rig.onBus(ReflashRig.secondFunction))
+        await rig.hypervisor.unhang(.attach)
+        try await waitUntil("u200 attached") { await rig.isBackInItsGuest() }
+        try await Task.sleep(for: .milliseconds(300))   // the pass goes on to u250, then the next one
+        #expect(await rig.supervisor.summary.hasSuffix("u250: off the bus for a reflash"))
+        #expect(!rig.onBus(ReflashRig.secondFunction))
+    }
+
     @Test("status over the control socket's handler: the daemon's live view of each card")
     func liveStatus() async throws {
         let rig = try await ReflashRig()
