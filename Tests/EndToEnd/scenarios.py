@@ -1695,7 +1695,8 @@ class Suite:
         return back
 
     def l2_sees_cards(self, console, count):
-        return f"grep L2-PCI {console} | tail -n 1 | tr ' ' '\\n' | grep -c '=0x8086:0x10d3$' | grep -qx {count}"
+        # The serial console ends its lines with \r\n: the last device on the line carries the \r.
+        return f"grep L2-PCI {console} | tail -n 1 | tr -d '\\r' | tr ' ' '\\n' | grep -c '=0x8086:0x10d3$' | grep -qx {count}"
 
     def wait_l2_sees_cards(self, console, count, what):
         try:
