@@ -132,10 +132,7 @@ struct ReflashDaemonTests {
     func lossDuringAnAttach() async throws {
         let rig = try await ReflashRig()
         defer { rig.loop.cancel() }
-        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")   // the guest lost it: the loop attaches again
-        await rig.hypervisor.hang(.attach)
-        await rig.supervisor.markDirty([ReflashRig.card])
-        try await waitUntil("the attach is in flight") { await rig.hypervisor.attachCalls.count == 2 }
+        try await rig.attachInFlight()
 
         rig.bus.dropLink("0000:01:00")
         rig.cardReturnsOnRescan(as: "10ee:903f")
@@ -159,10 +156,7 @@ struct ReflashDaemonTests {
     func prepareDuringAnAttach() async throws {
         let rig = try await ReflashRig()
         defer { rig.loop.cancel() }
-        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")
-        await rig.hypervisor.hang(.attach)
-        await rig.supervisor.markDirty([ReflashRig.card])
-        try await waitUntil("the attach is in flight") { await rig.hypervisor.attachCalls.count == 2 }
+        try await rig.attachInFlight()
 
         let prepare = Task { try await rig.supervisor.reflash(ReflashRig.card, .prepare) }
         try await Task.sleep(for: .milliseconds(300))
@@ -179,10 +173,7 @@ struct ReflashDaemonTests {
     func prepareCancelledWhileWaiting() async throws {
         let rig = try await ReflashRig()
         defer { rig.loop.cancel() }
-        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")
-        await rig.hypervisor.hang(.attach)
-        await rig.supervisor.markDirty([ReflashRig.card])
-        try await waitUntil("the attach is in flight") { await rig.hypervisor.attachCalls.count == 2 }
+        try await rig.attachInFlight()
 
         let prepare = Task { try await rig.supervisor.reflash(ReflashRig.card, .prepare) }
         try await Task.sleep(for: .milliseconds(200))
@@ -198,10 +189,7 @@ struct ReflashDaemonTests {
     func heldDuringAnotherCardsStep() async throws {
         let rig = try await ReflashRig(secondCard: true)
         defer { rig.loop.cancel() }
-        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")
-        await rig.hypervisor.hang(.attach)
-        await rig.supervisor.markDirty([ReflashRig.card, ReflashRig.secondCard])   // one pass: u200, then u250
-        try await waitUntil("u200's attach is in flight") { await rig.hypervisor.attachCalls.count == 2 }
+        try await rig.attachInFlight(alongside: [ReflashRig.secondCard])   // one pass: u200, then u250
 
         let prepared = try await rig.supervisor.reflash(ReflashRig.secondCard, .prepare)
         #expect(prepared.contains("reflash u250 --finish"))

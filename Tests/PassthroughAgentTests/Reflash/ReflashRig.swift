@@ -166,6 +166,15 @@ struct ReflashRig {
         bus.writes.filter { $0.path.hasSuffix("/remove") }.map(\.path)
     }
 
+    /// fpga-dev lost u200 (the loop attaches it again) and that attach hangs in libvirt until
+    /// `hypervisor.unhang(.attach)`: a reconcile step in flight. `alongside`: more cards in the same pass.
+    func attachInFlight(alongside others: [CardName] = []) async throws {
+        await hypervisor.unplug(Self.function, from: "fpga-dev")
+        await hypervisor.hang(.attach)
+        await supervisor.markDirty([Self.card] + others)
+        try await waitUntil("u200's attach is in flight") { await hypervisor.attachCalls.count == 2 }
+    }
+
     func onBus(_ address: PCIAddress = function) -> Bool {
         bus.sysfs.exists("bus/pci/devices/\(address)")
     }
