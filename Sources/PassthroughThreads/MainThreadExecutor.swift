@@ -152,7 +152,7 @@ public final class MainThreadExecutor: SerialExecutor, Sendable {
 
     public func stop() {
         stopRequested.store(true, ordering: .releasing)
-        signalLoop()
+        wakeup.nudge()
     }
 
     // MARK: Main executor
@@ -184,7 +184,7 @@ public final class MainThreadExecutor: SerialExecutor, Sendable {
             state.ready.append(Entry(job: job, isMain: isMain))
             return state.takeSleeper()
         }
-        if wake { signalLoop() }
+        if wake { wakeup.nudge() }
     }
 
     private func submit(_ job: UnownedJob, at deadline: UInt64, isMain: Bool) {
@@ -193,11 +193,7 @@ public final class MainThreadExecutor: SerialExecutor, Sendable {
             state.timers.insert(Timer(deadline: deadline, sequence: state.sequence, entry: Entry(job: job, isMain: isMain)))
             return state.takeSleeper()
         }
-        if wake { signalLoop() }
-    }
-
-    private func signalLoop() {
-        wakeup.nudge()
+        if wake { wakeup.nudge() }
     }
 
     private func sleep(timeoutMilliseconds timeout: Int32) {

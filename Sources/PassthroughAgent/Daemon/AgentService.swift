@@ -278,7 +278,7 @@ public enum ConfigReload {
             return config
         } catch {
             logger.announce(.configRejected, "new configuration rejected, keeping the old one:\n\(error)", level: .error, card: nil,
-                   [LogMetadataKey.configPath: "\(path)"])
+                            [LogMetadataKey.configPath: "\(path)"])
             return nil
         }
     }

@@ -431,8 +431,7 @@ public actor CardSupervisor {
                         states[card.name]?.probedForHost.formUnion(observation.observed.resolution.functions.map(\.address))
                     }
                 } catch {
-                    // A step that failed because the card left under it (a loss, a take-off) is no failure of the loop's.
-                    if !reflashTookOver(card) { recordFailure(card, "\(step.actionName) failed: \(error)", step: step) }
+                    recordFailure(card, "\(step.actionName) failed: \(error)", step: step)
                     return
                 }
             }
@@ -444,12 +443,12 @@ public actor CardSupervisor {
                 do {
                     devices = try await scanBus()
                 } catch {
-                    if !reflashTookOver(card) { recordFailure(card, "cannot read the PCI bus: \(error)") }
+                    recordFailure(card, "cannot read the PCI bus: \(error)")
                     return
                 }
             }
         }
-        if !reflashTookOver(card) { recordFailure(card, "did not converge after three plans") }
+        recordFailure(card, "did not converge after three plans")
     }
 
     /// Every function on the bus, read on the worker: reading a device's `driver_override` waits for
@@ -488,7 +487,7 @@ public actor CardSupervisor {
                 fallthrough
             case .unknown:
                 logger.announce(.cardAppeared, "\(card.name) appeared at \(slot) (\(ids.map(\.description).joined(separator: ", ")))",
-                       card: card.name, fields)
+                                card: card.name, fields)
                 state.probedForHost = []
             default:
                 state.probedForHost.formIntersection(functions.map(\.address))
@@ -496,7 +495,7 @@ public actor CardSupervisor {
             if !state.lastIDs.isEmpty, state.lastIDs != ids {
                 state.reenumerated()
                 logger.announce(.cardIDChanged, "\(card.name): ID changed \(state.lastIDs.map(\.description).joined(separator: ",")) -> \(ids.map(\.description).joined(separator: ","))",
-                       card: card.name, fields)
+                                card: card.name, fields)
             }
             state.lastIDs = ids
             state.lastAddresses = Set(functions.map(\.address))
@@ -513,7 +512,7 @@ public actor CardSupervisor {
                 let lookalikes = observed.resolution.lookalikes.isEmpty ? "" :
                     " (\(observed.resolution.lookalikes.map(\.description).joined(separator: ", ")) shows the same IDs and is another card: not taken)"
                 logger.announce(.cardVanished, "\(card.name) vanished from \(slot); waiting for it to return\(lookalikes)",
-                       level: .warning, card: card.name, [LogMetadataKey.guest: "\(card.guest)", LogMetadataKey.pciSlot: "\(slot)"])
+                                level: .warning, card: card.name, [LogMetadataKey.guest: "\(card.guest)", LogMetadataKey.pciSlot: "\(slot)"])
                 state.leftUnannounced = true
             }
             state.phase = .absent
@@ -557,7 +556,9 @@ public actor CardSupervisor {
     }
 
     private func recordFailure(_ card: CardConfig, _ message: String, step: PlanStep? = nil) {
-        guard var state = states[card.name] else { return }
+        // A card the reflash path took over meanwhile (a loss, a take-off: the step failed because the card left
+        // under it) is not the loop's failure; a backoff would only delay the pass the reflash asks for when done.
+        guard !reflashTookOver(card), var state = states[card.name] else { return }
         state.failures += 1
         let delay = options.backoff.delay(afterFailures: state.failures)
         state.retryAt = .now + delay

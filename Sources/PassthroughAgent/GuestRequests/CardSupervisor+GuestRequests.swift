@@ -72,7 +72,7 @@ extension CardSupervisor {
 
     private func journal(_ refusal: GuestRequestPolicy.Refusal, from guest: GuestName) {
         logger.announce(.guestRequestRefused, refusal.journal, level: .warning, card: refusal.card,
-                               [LogMetadataKey.guest: "\(guest)"])
+                        [LogMetadataKey.guest: "\(guest)"])
     }
 
     /// What the guest reads when the reflash itself did not happen: the code the host's CLI would exit by,

@@ -91,9 +91,9 @@ package actor GuestRequestService {
             let seconds = Int((retryAfter / .seconds(1)).rounded(.up))
             if first {
                 logger.announce(.guestRequestRefused,
-                                       "guest \(line.guest) sends requests faster than \(rateLimit.burst) at once and one every "
-                                       + "\(rateLimit.refill); turning them away (said once per burst)",
-                                       level: .warning, [LogMetadataKey.guest: "\(line.guest)"])
+                                "guest \(line.guest) sends requests faster than \(rateLimit.burst) at once and one every "
+                                + "\(rateLimit.refill); turning them away (said once per burst)",
+                                level: .warning, [LogMetadataKey.guest: "\(line.guest)"])
             }
             reply(.error(.rateLimited, "too many requests; try again in \(max(seconds, 1)) s"), in: &session, line)
             return nil

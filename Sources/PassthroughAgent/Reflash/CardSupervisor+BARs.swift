@@ -73,7 +73,7 @@ extension CardSupervisor {
         } catch {
             tell(.stepFailed(action: "reassign-bars"))
             logger.announce(.stepFailed, "\(card.name): re-enumerating it from above \(port) failed: \(error)", level: .error,
-                                   card: card.name, fields.merging([LogMetadataKey.step: "reassign-bars"]) { $1 })
+                            card: card.name, fields.merging([LogMetadataKey.step: "reassign-bars"]) { $1 })
         }
     }
 
@@ -108,9 +108,9 @@ extension CardSupervisor {
         guard !tried.notified else { return }
         let slot = observed.resolution.functions.first.map { "\($0.address.slot)" } ?? "-"
         logger.announce(.barsUnassigned,
-                               "\(card.name): \(bars.summary): not bound to vfio-pci nor attached to \(card.guest); \(why). Fix: \(bars.fix)",
-                               level: .error, card: card.name,
-                               Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(slot)"]) { $1 })
+                        "\(card.name): \(bars.summary): not bound to vfio-pci nor attached to \(card.guest); \(why). Fix: \(bars.fix)",
+                        level: .error, card: card.name,
+                        Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(slot)"]) { $1 })
         tried.notified = true
         remember(tried, of: card.name)
     }

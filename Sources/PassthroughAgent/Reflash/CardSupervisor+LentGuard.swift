@@ -42,7 +42,7 @@ extension CardSupervisor {
                 }
             } catch {
                 logger.announce(.stepFailed, "\(card.name): cannot keep fatal-error reporting masked on \(record.port) (\(error)); "
-                                       + "a reprogramming from \(card.guest) may take the host down", level: .error, card: card.name, .card(card))
+                                + "a reprogramming from \(card.guest) may take the host down", level: .error, card: card.name, .card(card))
             }
         case .release(let record):
             // A failure is logged with the registers to write by hand; the record stays, and the next pass tries again.
@@ -66,7 +66,7 @@ extension CardSupervisor {
             persist(card.name)
             let hint = if case .configSpace = error { " (kernel lockdown forbids config-space writes: see `passthrough-agent check`)" } else { "" }
             logger.announce(.stepFailed, "\(card.name): cannot mask fatal-error reporting on \(port) while it is lent to \(card.guest): "
-                                   + "\(error)\(hint); a reprogramming from the guest may take the host down", level: .error, card: card.name, .card(card))
+                            + "\(error)\(hint); a reprogramming from the guest may take the host down", level: .error, card: card.name, .card(card))
         }
     }
 }

@@ -25,7 +25,7 @@ extension CardSupervisor {
             }
         case .degraded(let why):
             logger.announce(.linkDegraded, "\(card.name): its link came back degraded: \(why)", level: .warning, card: card.name,
-                                   Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(first.address)"]) { $1 })
+                            Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(first.address)"]) { $1 })
         case .unknown:
             break
         }

@@ -57,7 +57,7 @@ extension CardSupervisor {
                 persist(card.name)
                 markDirty([card.name])
                 logger.announce(.stepFailed, "\(card.name): reflash --prepare refused: \(error)", level: .error,
-                                       card: card.name, .card(card))
+                                card: card.name, .card(card))
                 throw error
             }
             transition(card.name) { $0.takenOff() }
@@ -112,7 +112,7 @@ extension CardSupervisor {
             // Absent, and known to be: a later `add` is taken back through the ordinary path.
             states[card.name]?.phase = .absent
             logger.announce(.recoveryGaveUp, "\(card.name) did not come back within \(elapsed) (\(state)); still watching for it",
-                                   level: .error, card: card.name, fields)
+                            level: .error, card: card.name, fields)
             throw ReflashRefused(.failed, "\(card.name) did not come back within \(elapsed) (\(state)); "
                 + "it stays held: run --finish again once the FPGA is programmed")
         case .failed(let failure, _):
@@ -136,7 +136,7 @@ extension CardSupervisor {
             logger.notice("\(name) lost (\(reason)); not recovering: \(why)", metadata: .card(card))
         case .recover(let site, let generation):
             logger.announce(.cardLost, "\(name) lost: \(reason); recovering", level: .warning, card: name,
-                                   Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
+                            Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
             persist(name)
             startRecovery(card, at: site, generation: generation, cause: cause)
         }
@@ -156,9 +156,9 @@ extension CardSupervisor {
                 // removing a function it holds would block the PCI layer) or the uevent was written by hand.
                 let guest = config.cards.first { $0.name == card }.map { " (\($0.guest) may be paused over it: `virsh domstate \($0.guest) --reason`)" } ?? ""
                 logger.announce(.errorNotRecovered,
-                                       "\(card): the kernel could not recover \(address) from a PCIe error, but its link answers; "
-                                       + "leaving it where it is\(guest)",
-                                       level: .warning, card: card, [LogMetadataKey.pciSlot: "\(address)"])
+                                "\(card): the kernel could not recover \(address) from a PCIe error, but its link answers; "
+                                + "leaving it where it is\(guest)",
+                                level: .warning, card: card, [LogMetadataKey.pciSlot: "\(address)"])
             case .lost, .inconclusive:
                 await cardLost(card, cause: .aer, reason: "AER recovery failed on \(address)")
             }
@@ -313,9 +313,9 @@ extension CardSupervisor {
         let finishers = card.guestRequests ? "run `passthrough-agent reflash \(name) --finish`, or send `finish \(name)` from \(card.guest)"
             : "run `passthrough-agent reflash \(name) --finish`"
         logger.announce(.reflashNotFinished,
-                               "\(name) has been off the bus for a reflash (\(site.slot)) for \(ConfigDuration.format(timeout)) and nobody finished it; "
-                               + "it stays off: once the FPGA is programmed, \(finishers)",
-                               level: .warning, card: name, Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
+                        "\(name) has been off the bus for a reflash (\(site.slot)) for \(ConfigDuration.format(timeout)) and nobody finished it; "
+                        + "it stays off: once the FPGA is programmed, \(finishers)",
+                        level: .warning, card: name, Logger.Metadata.card(card).merging([LogMetadataKey.pciSlot: "\(site.slot)"]) { $1 })
     }
 
     /// A card left the configuration: its recovery stops and a port guarded for it is put back. A card

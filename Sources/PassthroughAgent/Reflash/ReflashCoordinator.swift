@@ -205,7 +205,7 @@ struct ReflashCoordinator: Sendable {
             }
             if told != verdict {
                 logger.announce(.stepFailed, "\(card.name) is lost, but not removed while it is held: \(verdict); waiting",
-                       level: .error, card: card.name, fields)
+                                level: .error, card: card.name, fields)
                 told = verdict
             }
             do { try await clock.sleep(for: holderRecheck) } catch { return false }
