@@ -32,10 +32,10 @@ public struct LibvirtConnector: HypervisorConnector {
         }
         // Before any connection: the loop must exist for keepalive and for callbacks to be dispatched.
         try eventLoop.start()
-        // The connection's own thread: the session keeps it for every later call and stops it on close.
+        // The connection's own threads: the session keeps them for every later call and stops them on close.
         let worker: WorkerThread
         do {
-            worker = try WorkerThread(name: "pa-libvirt")
+            worker = try WorkerThread(name: "pa-libvirt", threads: LibvirtSession.workerThreads)
         } catch {
             throw LibvirtError.threadStart(errno: error.rawValue)
         }

@@ -1,6 +1,7 @@
 internal import CLibvirt
 import PassthroughCore
 import PassthroughThreads
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -8,16 +9,25 @@ import Glibc
 
 /// One open libvirt connection with its close callback and domain event callbacks.
 ///
-/// `@unchecked Sendable` is safe because all mutable state (`callbackIDs`, `isClosed`) and every use of
-/// `connection` are confined to `worker`, this session's own thread: one libvirt call at a time, each
-/// followed by the read of its per-thread error inside the same call. The thread may block for as long
-/// as libvirtd takes; Swift's cooperative pool never does.
+/// Calls run on `worker`, this session's own threads, which may block for as long as libvirtd takes (Swift's
+/// cooperative pool never does). A libvirt connection may be used from several threads at once and the
+/// daemon works on each domain in turn, so a few threads let an attach to one guest go on while another
+/// guest's waits for its QEMU. Each call reads libvirt's per-thread error inside the call that caused it,
+/// and holds a reference to the connection for its duration, so a ``close()`` meanwhile frees it only once
+/// that call is over. `@unchecked Sendable`: the rest of the mutable state is behind `state`.
 final class LibvirtSession: HypervisorSession, @unchecked Sendable {
+    /// Threads for libvirt calls: enough for the guests one host lends cards to, each running one job at a time.
+    static let workerThreads = 4
+
+    private struct State {
+        var callbackIDs: [Int32] = []
+        var isClosed = false
+    }
+
     private let connection: OpaquePointer
     private let worker: WorkerThread
     private let sink: SignalSink
-    private var callbackIDs: [Int32] = []
-    private var isClosed = false
+    private let state = Mutex(State())
 
     private init(connection: OpaquePointer, worker: WorkerThread, sink: SignalSink) {
         self.connection = connection
@@ -138,8 +148,7 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
     // MARK: - Session
 
     func registerEventCallbacks() async throws {
-        try await onWorker { [self] in
-            guard !isClosed else { throw LibvirtError.notConnected("session closed") }
+        try await onConnection { [self] connection in
             for (event, register) in Self.registrations {
                 // Each registration owns one reference; libvirt releases it through `releaseSignalSink`.
                 // A failed registration leaks its reference, for the same reason as in `open`.
@@ -149,17 +158,17 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
                     deregisterEventCallbacks()
                     throw error
                 }
-                callbackIDs.append(id)
+                state.withLock { $0.callbackIDs.append(id) }
             }
         }
     }
 
     func close() async {
         _ = try? await onWorker { [self] in
-            guard !isClosed else { return }
-            isClosed = true
+            guard state.withLock({ state in defer { state.isClosed = true }; return !state.isClosed }) else { return }
             deregisterEventCallbacks()
             virConnectUnregisterCloseCallback(connection, connectionClosedCallback)
+            // Our reference: a call still in flight on another thread holds its own until it returns.
             virConnectClose(connection)
             // Failures here mean the connection was already gone, which is why we are closing.
             virResetLastError()
@@ -197,17 +206,19 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
 
     /// On `worker` only.
     private func deregisterEventCallbacks() {
-        for id in callbackIDs { virConnectDomainEventDeregisterAny(connection, id) }
-        callbackIDs.removeAll()
+        let ids = state.withLock { state in defer { state.callbackIDs.removeAll() }; return state.callbackIDs }
+        for id in ids { virConnectDomainEventDeregisterAny(connection, id) }
         virResetLastError()
     }
 
-    /// Runs `body` on `worker` with the open connection.
+    /// Runs `body` on `worker` with the open connection, referenced until `body` returns.
     private func onConnection<Result: Sendable>(
         _ body: @escaping @Sendable (OpaquePointer) throws -> Result
     ) async throws -> Result {
         try await onWorker { [self] in
-            guard !isClosed else { throw LibvirtError.notConnected("session closed") }
+            let referenced = state.withLock { state in !state.isClosed && virConnectRef(connection) == 0 }
+            guard referenced else { throw LibvirtError.notConnected("session closed") }
+            defer { virConnectClose(connection) }
             return try body(connection)
         }
     }

@@ -1,5 +1,5 @@
-// The threads the agent starts: the spawn every one of them goes through, and the worker thread that runs
-// blocking calls one at a time.
+// The threads the agent starts: the spawn every one of them goes through, and the worker threads that run
+// blocking calls.
 
 import Dispatch
 import Synchronization
@@ -9,15 +9,17 @@ import SystemPackage
 import Glibc
 #endif
 
-/// A pthread of its own that runs blocking calls one at a time, in order.
+/// A pthread of its own that runs blocking calls one at a time, in order — or a few that share one queue.
 ///
 /// Blocking a thread of Swift's cooperative pool (or of a dispatch queue) makes libdispatch's Linux
 /// workqueue monitor believe the pool is stalled, and it starts more threads; each one costs a stack and
 /// a malloc arena, and a daemon that does this on every reflash grows. A kernel write that waits for a
 /// driver's probe, or a libvirt RPC that waits for QEMU, belongs on a thread that may block.
 ///
-/// Calls run in submission order on the same thread, so per-thread state such as libvirt's last error
-/// can be read inside the call that caused it.
+/// With one thread, calls run in submission order. With several, they start in submission order on
+/// whichever thread is free, so a slow call (a driver's remove, an attach waiting for QEMU) holds up only
+/// its own caller. Either way a call runs wholly on one thread, so per-thread state such as libvirt's last
+/// error can be read inside the call that caused it.
 public final class WorkerThread: Sendable {
     /// A call submitted after ``stop()``.
     public struct Stopped: Error, CustomStringConvertible {
@@ -36,14 +38,22 @@ public final class WorkerThread: Sendable {
     private let state = Mutex(State())
     /// One signal per queued call, and one for the stop request.
     private let wakeups = DispatchSemaphore(value: 0)
-    private let handle = Mutex<pthread_t?>(nil)
+    private let handles = Mutex<[pthread_t]>([])
 
-    /// Starts the thread. `name` shows in `ps -L` and `top -H` (the kernel keeps 15 bytes of it).
-    public init(name: String) throws(Errno) {
+    /// Starts the threads, `threads` of them (at least one). `name` shows in `ps -L` and `top -H` (the kernel
+    /// keeps 15 bytes of it).
+    public init(name: String, threads: Int = 1) throws(Errno) {
         self.name = name
-        // The thread keeps the worker alive until ``stop()`` ends it.
-        let thread = try ThreadSpawn.start { [self] in serve() }
-        handle.withLock { $0 = thread }
+        // The threads keep the worker alive until ``stop()`` ends them. One that cannot start after the first
+        // leaves the rest to carry the calls: fewer in parallel, none lost.
+        for index in 0..<max(threads, 1) {
+            do {
+                let thread = try ThreadSpawn.start { [self] in serve() }
+                handles.withLock { $0.append(thread) }
+            } catch where index > 0 {
+                break
+            }
+        }
     }
 
     /// Runs `body` on the worker thread and resumes the caller with its result.
@@ -62,8 +72,8 @@ public final class WorkerThread: Sendable {
         }
     }
 
-    /// Lets the calls already queued finish, then ends the thread and waits for it (unless called on it).
-    /// Later calls throw ``Stopped``.
+    /// Lets the calls already queued finish, then ends the threads and waits for them (except the one it is
+    /// called on). Later calls throw ``Stopped``.
     public func stop() {
         let first = state.withLock { state -> Bool in
             defer { state.stopRequested = true }
@@ -71,11 +81,12 @@ public final class WorkerThread: Sendable {
         }
         guard first else { return }
         wakeups.signal()
-        guard let thread = handle.withLock({ $0 }) else { return }
-        if pthread_equal(thread, pthread_self()) == 0 {
-            pthread_join(thread, nil)
-        } else {
-            pthread_detach(thread)
+        for thread in handles.withLock({ $0 }) {
+            if pthread_equal(thread, pthread_self()) == 0 {
+                pthread_join(thread, nil)
+            } else {
+                pthread_detach(thread)
+            }
         }
     }
 
@@ -89,6 +100,7 @@ public final class WorkerThread: Sendable {
             if let job {
                 job()
             } else if stopRequested {
+                wakeups.signal()  // the stop's one signal, passed on to the next thread
                 return
             }
         }

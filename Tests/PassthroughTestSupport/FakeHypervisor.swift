@@ -19,6 +19,7 @@ public actor FakeHypervisor: Hypervisor {
     private var unreadableXML: Set<String> = []
     private var failingAttaches = 0
     private var hanging: Set<Call> = []
+    private var hangingIn: [Call: Set<String>] = [:]
     private var ignoringDetaches: Set<String> = []
     private var nextDetachHook: (@Sendable () -> Void)?
     public private(set) var attachCalls: [PCIAddress] = []
@@ -66,10 +67,18 @@ public actor FakeHypervisor: Hypervisor {
     /// Calls of this kind do not return until ``unhang(_:)`` (a wedged libvirtd); cancelling the caller ends them.
     public func hang(_ call: Call) { hanging.insert(call) }
 
-    public func unhang(_ call: Call) { hanging.remove(call) }
+    /// Calls of this kind to `guest` only do not return until ``unhang(_:)`` (its QEMU does not answer).
+    public func hang(_ call: Call, in guest: String) { hangingIn[call, default: []].insert(guest) }
 
-    private func waitWhileHanging(_ call: Call) async throws {
-        while hanging.contains(call) { try await Task.sleep(for: .milliseconds(10)) }
+    public func unhang(_ call: Call) {
+        hanging.remove(call)
+        hangingIn[call] = nil
+    }
+
+    private func waitWhileHanging(_ call: Call, in guest: GuestName? = nil) async throws {
+        while hanging.contains(call) || guest.map({ hangingIn[call]?.contains($0.rawValue) == true }) == true {
+            try await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     /// `guest` never acks an eject: it has no OS, or it is paused (by `virsh suspend`, or by QEMU itself on
@@ -130,7 +139,7 @@ public actor FakeHypervisor: Hypervisor {
     public func attach(_ address: PCIAddress, to guest: GuestName) async throws {
         guard reachable else { throw Unreachable() }
         attachCalls.append(address)
-        try await waitWhileHanging(.attach)
+        try await waitWhileHanging(.attach, in: guest)
         if failingAttaches > 0 {
             failingAttaches -= 1
             throw Refused(description: "internal error: unable to execute QEMU command 'device_add'")
@@ -169,7 +178,7 @@ public actor FakeHypervisor: Hypervisor {
         guard reachable else { throw Unreachable() }
         detachCalls.append(address)
         nextDetachHook.take()?()
-        try await waitWhileHanging(.detach)
+        try await waitWhileHanging(.detach, in: guest)
         guard !ignoringDetaches.contains(guest.rawValue) else { return }
         live[guest.rawValue]?.removeAll { $0 == address }
     }

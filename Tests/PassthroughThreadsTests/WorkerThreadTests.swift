@@ -88,4 +88,30 @@ struct WorkerThreadTests {
         await #expect(throws: WorkerThread.Stopped.self) { try await worker.perform { 4 } }
         worker.stop()  // a second stop is harmless
     }
+
+    @Test("with several threads a call that blocks holds up only its caller; stop drains the queue and ends every thread")
+    func severalThreads() async throws {
+        let worker = try WorkerThread(name: "test-several", threads: 3)
+        let gate = Mutex(false)
+        let blocked = Task {
+            try await worker.perform {
+                while !gate.withLock({ $0 }) { usleep(1000) }
+                return Self.currentThreadID()
+            }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        // The blocked call holds one thread; the others still serve, each call wholly on one of them.
+        var threads: Set<pid_t> = []
+        for _ in 0..<10 { threads.insert(try await worker.perform { Self.currentThreadID() }) }
+        #expect((1...2).contains(threads.count))
+        gate.withLock { $0 = true }
+        let blocker = try await blocked.value
+        #expect(!threads.contains(blocker))
+        let served = threads.union([blocker])
+        #expect(served.allSatisfy { access("/proc/self/task/\($0)", F_OK) == 0 })
+        worker.stop()
+        // Joined: every thread that served a call is gone.
+        #expect(served.allSatisfy { access("/proc/self/task/\($0)", F_OK) != 0 })
+        await #expect(throws: WorkerThread.Stopped.self) { try await worker.perform { 4 } }
+    }
 }

@@ -10,8 +10,9 @@ import PassthroughUdev
 ///
 /// Level-triggered: events only mark cards dirty; a pass reads the actual state (sysfs + libvirt),
 /// plans with the pure ``Reconciler`` and runs the steps, each verified. Lost, duplicated or
-/// reordered events and restarts therefore do not matter. Cards are reconciled one after another
-/// by this actor, so one card's steps never interleave with another plan for it.
+/// reordered events and restarts therefore do not matter. Dirty cards are reconciled in lanes
+/// (``ReconcileLane``): cards that share a guest or an IOMMU group one after another, other lanes
+/// beside them, so one card's steps never interleave with another plan for it or for its peers.
 public actor CardSupervisor {
     public struct Options: Sendable {
         /// How long to let a burst settle (a reflash is remove, add, bind within milliseconds).
@@ -115,8 +116,13 @@ public actor CardSupervisor {
     }
     var states: [CardName: CardRuntimeState] = [:]
     private var dirty: Set<CardName> = []
+    /// When a card was last marked dirty: the settle counts from there.
+    private var lastMarked = ContinuousClock.now
     private var pendingSources: Set<Source>
-    private var completedPasses = 0
+    /// What the running lanes hold: their cards, guests and IOMMU groups.
+    private var heldByLanes: Set<ReconcileLane.Claim> = []
+    /// Lanes ended since the loop last reported (STATUS=, and READY=1 the first time all are done).
+    private var lanesEnded = 0
     private var retryTimer: Task<Void, Never>?
     private let wakeups: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
@@ -177,13 +183,21 @@ public actor CardSupervisor {
 
     public func markAllDirty() {
         dirty.formUnion(config.cards.map(\.name))
+        lastMarked = .now
         wake.yield()
     }
 
+    /// Also for a card dirty already: one the loop left waiting (its reflash in progress, its lane running)
+    /// may be due now, and only a wake-up makes the loop look.
     public func markDirty(_ cards: some Sequence<CardName>) {
-        let before = dirty.count
-        dirty.formUnion(cards)
-        if dirty.count != before { wake.yield() }
+        var marked = false
+        for card in cards {
+            dirty.insert(card)
+            marked = true
+        }
+        guard marked else { return }
+        lastMarked = .now
+        wake.yield()
     }
 
     /// The cards a uevent may concern: the function is claimed by a card, or was last seen as one
@@ -276,28 +290,45 @@ public actor CardSupervisor {
 
     // MARK: The loop
 
-    /// Passes until cancelled. `onPass` gets a one-line summary after every pass (for STATUS=) and
-    /// whether it was the first (for READY=1).
+    /// Reconciles dirty cards until cancelled, each lane on a task of its own. `onPass` gets a one-line
+    /// summary whenever a lane has ended (for STATUS=), and whether every card has now been looked at for
+    /// the first time (for READY=1).
     public func run(onPass: @Sendable (_ summary: String, _ isFirst: Bool) -> Void = { _, _ in }) async {
-        var iterator = wakeups.makeAsyncIterator()
-        while !Task.isCancelled {
-            collectDueRetries()
-            if pendingSources.isEmpty, awaitingFirstLook {
-                awaitingFirstLook = false
-                resumeRecoveries()
-                startLinkWatches()
+        var ready = false
+        // Shutdown cancels the lanes with the loop; each stops after its step in flight, never inside one.
+        await withDiscardingTaskGroup { lanes in
+            var iterator = wakeups.makeAsyncIterator()
+            while !Task.isCancelled {
+                collectDueRetries()
+                if pendingSources.isEmpty, awaitingFirstLook {
+                    awaitingFirstLook = false
+                    resumeRecoveries()
+                    startLinkWatches()
+                }
+                if lanesEnded > 0 {
+                    lanesEnded = 0
+                    let first = !ready && heldByLanes.isEmpty
+                    ready = ready || first
+                    onPass(summary, first)
+                    scheduleRetryTimer()
+                }
+                if dueCards().isEmpty || !pendingSources.isEmpty {
+                    guard await iterator.next() != nil else { break }
+                    continue
+                }
+                // A burst (a reflash is remove, add, bind within milliseconds; a multi-function card appears
+                // a function at a time) is looked at once it has been quiet for the settle time.
+                let quiet = lastMarked + options.settle
+                if quiet > .now { try? await Task.sleep(until: quiet, clock: .continuous) }
+                let started = await startLanes()
+                for lane in started {
+                    lanes.addTask { await self.runLane(lane) }
+                }
+                // Everything due waits for a running lane: its end wakes the loop.
+                if started.isEmpty, !Task.isCancelled {
+                    guard await iterator.next() != nil else { break }
+                }
             }
-            if dirty.isEmpty || !pendingSources.isEmpty {
-                guard await iterator.next() != nil else { break }
-                continue
-            }
-            if options.settle > .zero {
-                try? await Task.sleep(for: options.settle)
-            }
-            await pass()
-            completedPasses += 1
-            onPass(summary, completedPasses == 1)
-            scheduleRetryTimer()
         }
         retryTimer?.cancel()
         await stopReflashWork()
@@ -308,45 +339,83 @@ public actor CardSupervisor {
         config.cards.map { ($0, states[$0.name] ?? CardRuntimeState()) }
     }
 
-    /// One pass over the dirty cards, in name order.
+    /// One pass over the dirty cards whose lanes are free, lanes side by side; returns when they are done.
     public func pass() async {
-        let token = work.begin("reconcile pass")
-        defer { work.end(token) }
-        await passOverDirtyCards()
+        let started = await startLanes()
+        await withDiscardingTaskGroup { lanes in
+            for lane in started {
+                lanes.addTask { await self.runLane(lane) }
+            }
+        }
     }
 
-    private func passOverDirtyCards() async {
-        // A card being taken off, brought back or recovered is the reflash path's, not the loop's; the
-        // reflash marks it dirty again when it is done. A card in backoff is due at its retry time and
-        // never earlier, whatever events say: its own failed move makes bind/unbind uevents, and
-        // answering those at once would flap the host driver several times a second.
+    /// A lane to run, with the bus as it was read for it.
+    private struct StartedLane: Sendable {
+        var lane: ReconcileLane
+        var devices: [PCIDeviceSnapshot]
+        /// Where each card's reflash stood when the bus was read: a request or a loss handled while the lane
+        /// awaited (the scan, another card's step) may have taken a card off the bus since, and a scan that
+        /// still shows it would make a held card look back by itself.
+        var reflashAtScan: [CardName: ReflashStateMachine]
+    }
+
+    /// Dirty cards the loop may take now. A card being taken off, brought back or recovered is the reflash
+    /// path's, not the loop's; the reflash marks it dirty again when it is done. A card in backoff is due at
+    /// its retry time and never earlier, whatever events say: its own failed move makes bind/unbind uevents,
+    /// and answering those at once would flap the host driver several times a second. A card whose lane is
+    /// running (it, or its guest) waits for that lane.
+    private func dueCards() -> [CardConfig] {
         let now = ContinuousClock.now
-        let batch = config.cards.filter { card in
+        return config.cards.filter { card in
             guard dirty.contains(card.name), let state = states[card.name] else { return false }
             return !state.reflash.state.excludesReconcile && (state.retryAt.map { $0 <= now } ?? true)
+                && heldByLanes.isDisjoint(with: [.card(card.name), .guest(card.guest)])
         }
-        dirty.removeAll()
-        guard !batch.isEmpty else { return }
-        // Where each card's reflash stood when the bus was read: a request or a loss handled while this pass
-        // awaited (the scan, another card's step) may have taken a card off the bus since, and a scan that
-        // still shows it would make a held card look back by itself.
-        let reflashAtScan = Dictionary(uniqueKeysWithValues: batch.map { ($0.name, states[$0.name]?.reflash) })
+    }
+
+    /// Reads the bus once and starts a lane for each set of due cards no running lane holds a claim of.
+    private func startLanes() async -> [StartedLane] {
+        let due = dueCards()
+        guard !due.isEmpty else { return [] }
+        dirty.subtract(due.map(\.name))
+        let reflashAtScan = Dictionary(uniqueKeysWithValues: due.compactMap { card in states[card.name].map { (card.name, $0.reflash) } })
         let devices: [PCIDeviceSnapshot]
         do {
             devices = try await scanBus()
         } catch {
             logger.error("cannot read the PCI bus: \(error)")
-            for card in batch { recordFailure(card, "cannot read the PCI bus: \(error)") }
-            return
+            for card in due { recordFailure(card, "cannot read the PCI bus: \(error)") }
+            return []
         }
-        for card in batch {
+        let candidates = due.map { card in
+            let resolution = CardResolution(card: card, devices: devices, lastSlot: states[card.name]?.history.lastSlot)
+            return ReconcileLane.Candidate(card: card.name, guest: card.guest, iommuGroups: Set(resolution.functions.compactMap(\.iommuGroup)))
+        }
+        // Lanes may have started or ended while the bus was read (a test's `pass()` beside the loop).
+        let (lanes, waiting) = ReconcileLane.partition(candidates, held: heldByLanes)
+        dirty.formUnion(waiting)
+        for lane in lanes { heldByLanes.formUnion(lane.claims) }
+        return lanes.map { StartedLane(lane: $0, devices: devices, reflashAtScan: reflashAtScan) }
+    }
+
+    private func runLane(_ started: StartedLane) async {
+        let token = work.begin("reconcile of \(started.lane.cards.map(\.description).joined(separator: ", "))")
+        defer {
+            work.end(token)
+            heldByLanes.subtract(started.lane.claims)
+            lanesEnded += 1
+            wake.yield()
+        }
+        for name in started.lane.cards {
             // Shutdown waits for the step in flight, never interrupts one.
             if Task.isCancelled { return }
-            guard states[card.name]?.reflash == reflashAtScan[card.name] ?? nil else {
-                markDirty([card.name])  // the next pass reads the bus again
+            // A card a reload dropped meanwhile is left where it is; one it changed is reconciled as it is now.
+            guard let card = config.cards.first(where: { $0.name == name }) else { continue }
+            guard let state = states[name], state.reflash == started.reflashAtScan[name], !state.reflash.state.excludesReconcile else {
+                markDirty([name])  // read the bus again, once the reflash path is done with it
                 continue
             }
-            await reconcile(card, devices: devices)
+            await reconcile(card, devices: started.devices)
         }
     }
 

@@ -17,8 +17,8 @@ import Testing
 /// An Alveo below a root port whose config space has a PCI Express capability, the guest running,
 /// and the supervisor's loop going: what a reflash looks like from the daemon's side.
 ///
-/// With `secondCard`, another card ("u250", 0000:02:00.0 below root port 00:02.0) lent to "fpga-test",
-/// which is shut off at start, so the second card sits on the host driver.
+/// With `secondCard`, another card ("u250", 0000:02:00.0 below root port 00:02.0) lent to `secondGuest`:
+/// "fpga-test", shut off at start (the second card sits on the host driver), or "fpga-dev" beside u200.
 struct ReflashRig {
     let bus: EmulatedPCIBus
     let hypervisor: FakeHypervisor
@@ -36,19 +36,21 @@ struct ReflashRig {
     static let secondFunction = PCIAddress("0000:02:00.0")!
     static let secondCard = CardName("u250")!
 
-    private static let secondCardConfig = """
+    private static func secondCardConfig(guest: String) -> String {
+        """
         [[card]]
         name = "u250"
         address = "0000:02:00"
-        guest = "fpga-test"
+        guest = "\(guest)"
         """
+    }
 
     /// - Parameters:
     ///   - extraConfig: more keys for u200's `[[card]]` table.
     ///   - recoveryTimeout: u200's `recovery-timeout`: short, so a card that never returns is given up soon.
     ///   - tune: options on top of the rig's fast ones (small `aerGrace`, `stuckAfter`, …).
     init(extraConfig: String = "", recoveryTimeout: String = "2s", dryRun: Bool = false, secondCard: Bool = false,
-         tune: (inout CardSupervisor.Options) -> Void = { _ in }) async throws {
+         secondGuest: String = "fpga-test", tune: (inout CardSupervisor.Options) -> Void = { _ in }) async throws {
         let sysfs = FakeSysfs()
         bus = EmulatedPCIBus(sysfs)
         bus.loadDriver("pcieport")
@@ -65,9 +67,9 @@ struct ReflashRig {
                               subsystem: nil, config: ConfigSpaceImage.rootPort().bytes)
             bus.setLinkActive(Self.secondPort, true)
             Self.plugCard(sysfs, id: "10ee:903f", at: Self.secondFunction, below: Self.secondPort, iommuGroup: 6)
-            await hypervisor.define("fpga-test", state: .shutOff)
+            if secondGuest != "fpga-dev" { await hypervisor.define(secondGuest, state: .shutOff) }
         }
-        let config = try Self.config(extraConfig, secondCard: secondCard, recoveryTimeout: recoveryTimeout)
+        let config = try Self.config(extraConfig, secondCard: secondCard, secondGuest: secondGuest, recoveryTimeout: recoveryTimeout)
         store = ReflashStateStore(directory: sysfs.root.appending("run/cards"))
         var options = CardSupervisor.Options.fast
         options.reflashStore = store
@@ -89,7 +91,8 @@ struct ReflashRig {
         } else {
             try await waitUntil("attached at start") {
                 let summary = await supervisor.summary
-                return summary.hasPrefix("u200: attached to fpga-dev") && (!secondCard || summary.hasSuffix("u250: on the host"))
+                let second = secondGuest == "fpga-dev" ? "u250: attached to fpga-dev" : "u250: on the host"
+                return summary.hasPrefix("u200: attached to fpga-dev") && (!secondCard || summary.hasSuffix(second))
             }
         }
     }
@@ -120,7 +123,8 @@ struct ReflashRig {
     }
 
     /// The rig's configuration: the Alveo at 01:00 lent to fpga-dev, plus `extra` keys for it.
-    static func config(_ extra: String = "", secondCard: Bool = false, recoveryTimeout: String = "2s") throws -> AgentConfig {
+    static func config(_ extra: String = "", secondCard: Bool = false, secondGuest: String = "fpga-test",
+                       recoveryTimeout: String = "2s") throws -> AgentConfig {
         try ConfigLoader.parse("""
             [[card]]
             name = "u200"
@@ -129,7 +133,7 @@ struct ReflashRig {
             guest = "fpga-dev"
             recovery-timeout = "\(recoveryTimeout)"
             \(extra)
-            \(secondCard ? secondCardConfig : "")
+            \(secondCard ? secondCardConfig(guest: secondGuest) : "")
             """, path: "config.toml")
     }
 

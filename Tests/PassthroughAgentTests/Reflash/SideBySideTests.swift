@@ -1,0 +1,49 @@
+import PassthroughCore
+import PassthroughTestSupport
+import Testing
+
+/// Eight cards reflashed at once come back in lanes: one guest's cards one after another (libvirt runs one
+/// job per domain), other guests' beside them.
+@Suite("Cards of different guests come back side by side")
+struct SideBySideTests {
+    @Test("an attach that hangs in one guest does not hold up another guest's card")
+    func otherGuestNotHeldUp() async throws {
+        let rig = try await ReflashRig(secondCard: true)
+        defer { rig.loop.cancel() }
+        // fpga-dev's QEMU stops answering while its card is being given back to it; fpga-test starts.
+        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")
+        await rig.hypervisor.hang(.attach, in: "fpga-dev")
+        await rig.hypervisor.define("fpga-test", state: .running)
+        await rig.supervisor.markDirty([ReflashRig.card, ReflashRig.secondCard])
+
+        try await waitUntil("u250 attached to fpga-test while u200's attach hangs") {
+            await rig.hypervisor.liveHostdevs(of: "fpga-test") == [ReflashRig.secondFunction]
+        }
+        #expect(await rig.hypervisor.liveHostdevs(of: "fpga-dev").isEmpty)
+        await rig.hypervisor.unhang(.attach)
+        try await waitUntil("u200 back in fpga-dev") { await rig.isBackInItsGuest() }
+        #expect(rig.notifications(.stepFailed).isEmpty)
+    }
+
+    @Test("one guest's cards are attached one after another, never two of its jobs at once")
+    func oneGuestInTurn() async throws {
+        let rig = try await ReflashRig(secondCard: true, secondGuest: "fpga-dev")
+        defer { rig.loop.cancel() }
+        let before = await rig.hypervisor.attachCalls.count
+        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")
+        await rig.hypervisor.unplug(ReflashRig.secondFunction, from: "fpga-dev")
+        await rig.hypervisor.hang(.attach, in: "fpga-dev")
+        await rig.supervisor.markDirty([ReflashRig.card, ReflashRig.secondCard])
+
+        try await waitUntil("the first attach in flight") { await rig.hypervisor.attachCalls.count == before + 1 }
+        try await Task.sleep(for: .milliseconds(300))   // a second lane for fpga-dev would have called by now
+        let calls = await rig.hypervisor.attachCalls
+        #expect(calls.count == before + 1)
+        #expect(calls.last == ReflashRig.function)   // in the order of the configuration
+        await rig.hypervisor.unhang(.attach)
+        try await waitUntil("both back in fpga-dev") {
+            Set(await rig.hypervisor.liveHostdevs(of: "fpga-dev")) == [ReflashRig.function, ReflashRig.secondFunction]
+        }
+        #expect(await rig.hypervisor.attachCalls.count == before + 2)
+    }
+}
