@@ -86,11 +86,15 @@ public actor CardSupervisor {
     let options: Options
     /// What is in flight (passes, worker and libvirt calls, commands), for the watchdog.
     let work: InFlightWork
-    /// Runs bus scans and driver moves, so a slow driver never stalls the daemon's executor.
+    /// Runs bus scans and driver moves, so a slow driver never stalls the daemon's executor; a few threads,
+    /// so one lane's slow remove (a network driver unregistering) does not hold up the others' binds.
     private let hostWorker: WorkerThread?
     /// Runs reflash removals and rescans: a removal waiting for a driver must not hold up every other
     /// card's passes behind it.
     private let reflashWorker: WorkerThread?
+
+    /// Lanes whose driver moves can run at once: past that they queue, which costs time, never safety.
+    static let sysfsThreads = 4
 
     var blocking: BlockingCalls { Self.blockingCalls(on: hostWorker, "sysfs call", work) }
 
@@ -157,7 +161,7 @@ public actor CardSupervisor {
         // Without the thread (the process is out of them) moves run inline: slower to shut down, still correct.
         // A dry run has it too: its bus scans read every device's driver_override, which waits for that
         // device's lock (a device mid-probe anywhere on the host).
-        self.hostWorker = try? WorkerThread(name: "pa-sysfs")
+        self.hostWorker = try? WorkerThread(name: "pa-sysfs", threads: Self.sysfsThreads)
         self.reflashWorker = options.dryRun ? nil : try? WorkerThread(name: "pa-reflash")
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         for card in config.cards {
