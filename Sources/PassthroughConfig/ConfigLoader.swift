@@ -26,6 +26,16 @@ public enum ConfigLoader {
         try validate(ConfigText.decode(contents, path: path), path: path)
     }
 
+    /// Loads `path` again while `running` is in effect (SIGHUP): the new configuration, and the settings that
+    /// changed but take effect only after a restart (the libvirt connection and the metrics file stay open).
+    public static func reload(path: String, running: AgentConfig) throws(ConfigError) -> (config: AgentConfig, waitingForRestart: [String]) {
+        let config = try load(path: path)
+        var waiting: [String] = []
+        if config.libvirtURI != running.libvirtURI { waiting.append("libvirt.uri") }
+        if config.metricsFile != running.metricsFile { waiting.append("agent.metrics-file") }
+        return (config, waiting)
+    }
+
     /// Validates configuration text; `path` only names the file in diagnostics.
     public static func parse(_ text: String, path: String) throws(ConfigError) -> AgentConfig {
         try parse(contents: text.utf8, path: path)

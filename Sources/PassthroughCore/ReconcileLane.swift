@@ -1,14 +1,13 @@
 /// Cards whose reconciles run one after another, beside other lanes.
 ///
 /// Eight cards reflashed at once should not come back one after another: most of a re-attach is waiting
-/// (for a driver's remove, for libvirt's job, for QEMU), and the waits of different guests can overlap. But
-/// two cards' moves must never interleave when they share
-/// - a guest: libvirt runs one job per domain anyway, and each card's plan is made from that guest's live
-///   definition, which the other card's attach is changing;
-/// - an IOMMU group: the check that no peer is in use by the host (``GroupInterlock``) holds only while no
-///   one else moves a peer between the check and the bind.
+/// (for a driver's remove, for libvirt's job, for QEMU), and those waits can overlap — each card's driver
+/// moves while another card's attach runs, different guests' attaches side by side (one guest's attaches
+/// queue for it, libvirt running one job per domain). But two cards' moves must never interleave when they
+/// share an IOMMU group: the check that no peer is in use by the host (``GroupInterlock``) holds only while
+/// no one else moves a peer between the check and the bind.
 ///
-/// So cards connected by a shared guest or group form one lane, and a lane runs only while no running lane
+/// So cards connected by a shared IOMMU group form one lane, and a lane runs only while no running lane
 /// holds any of its claims. A card off the bus has no groups at the scan a lane starts from; should it
 /// appear during the lane in a group another lane holds, the group check still refuses a bind while a peer
 /// is on a host driver, and the card is retried once that lane has ended.
@@ -16,13 +15,11 @@ public struct ReconcileLane: Hashable, Sendable {
     /// What a running lane holds, so no other lane takes it meanwhile.
     public enum Claim: Hashable, Sendable, CustomStringConvertible {
         case card(CardName)
-        case guest(GuestName)
         case iommuGroup(Int)
 
         public var description: String {
             switch self {
             case .card(let name): "card \(name)"
-            case .guest(let guest): "guest \(guest)"
             case .iommuGroup(let group): "IOMMU group \(group)"
             }
         }
@@ -32,17 +29,15 @@ public struct ReconcileLane: Hashable, Sendable {
     /// from (none when it is not on the bus).
     public struct Candidate: Hashable, Sendable {
         public var card: CardName
-        public var guest: GuestName
         public var iommuGroups: Set<Int>
 
-        public init(card: CardName, guest: GuestName, iommuGroups: Set<Int> = []) {
+        public init(card: CardName, iommuGroups: Set<Int> = []) {
             self.card = card
-            self.guest = guest
             self.iommuGroups = iommuGroups
         }
 
         var claims: Set<Claim> {
-            Set([.card(card), .guest(guest)] + iommuGroups.map(Claim.iommuGroup))
+            Set([.card(card)] + iommuGroups.map(Claim.iommuGroup))
         }
     }
 
@@ -56,7 +51,7 @@ public struct ReconcileLane: Hashable, Sendable {
         var lanes: [ReconcileLane] = []
         for candidate in candidates {
             let claims = candidate.claims
-            // A card may join several lanes together (its guest is one's, its group another's).
+            // A card may join several lanes together (a multi-function card whose functions sit in two groups).
             let joined = lanes.indices.filter { !lanes[$0].claims.isDisjoint(with: claims) }
             var lane = ReconcileLane(cards: [], claims: claims)
             for index in joined {

@@ -1,3 +1,4 @@
+import Foundation
 import PassthroughConfig
 import PassthroughCore
 import Testing
@@ -119,5 +120,23 @@ struct ConfigLoaderTests {
         } catch {
             #expect(error.description == "/nonexistent/config.toml:1:1: cannot read the configuration file (no such file)")
         }
+    }
+
+    @Test("a reload names what changed but waits for a restart: the libvirt URI and the metrics file")
+    func reloadWaitsForRestart() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("reload-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("config.toml").path
+        let card = "[[card]]\nname = \"u200\"\naddress = \"0000:01:00\"\nguest = \"vm\"\n"
+        try Data(card.utf8).write(to: URL(fileURLWithPath: path))
+        let running = try ConfigLoader.load(path: path)
+        #expect(try ConfigLoader.reload(path: path, running: running).waitingForRestart.isEmpty)
+
+        try Data(("[libvirt]\nuri = \"qemu:///session\"\n[agent]\nmetrics-file = \"/var/lib/node/pa.prom\"\n" + card).utf8)
+            .write(to: URL(fileURLWithPath: path))
+        let (config, waiting) = try ConfigLoader.reload(path: path, running: running)
+        #expect(config.cards.count == 1)
+        #expect(waiting == ["libvirt.uri", "agent.metrics-file"])
     }
 }

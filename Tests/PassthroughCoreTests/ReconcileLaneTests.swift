@@ -3,8 +3,8 @@ import Testing
 
 @Suite("Which cards may be reconciled side by side")
 struct ReconcileLaneTests {
-    private static func candidate(_ card: String, _ guest: String, groups: Set<Int> = []) -> ReconcileLane.Candidate {
-        ReconcileLane.Candidate(card: CardName(card)!, guest: GuestName(guest)!, iommuGroups: groups)
+    private static func candidate(_ card: String, groups: Set<Int> = []) -> ReconcileLane.Candidate {
+        ReconcileLane.Candidate(card: CardName(card)!, iommuGroups: groups)
     }
 
     private static func names(_ lanes: [ReconcileLane]) -> [[String]] {
@@ -21,28 +21,29 @@ struct ReconcileLaneTests {
     }
 
     static let cases: [Case] = [
-        Case(what: "eight cards, two guests: two lanes, each in the given order",
-             candidates: (0..<8).map { candidate("fpga\($0)", $0 < 4 ? "l2" : "l2b", groups: [10 + $0]) },
-             lanes: [["fpga0", "fpga1", "fpga2", "fpga3"], ["fpga4", "fpga5", "fpga6", "fpga7"]]),
-        Case(what: "a guest each: a lane each",
-             candidates: [candidate("a", "g1", groups: [1]), candidate("b", "g2", groups: [2]), candidate("c", "g3")],
-             lanes: [["a"], ["b"], ["c"]]),
-        Case(what: "two guests sharing an IOMMU group: one lane (no peer moves between the group check and the bind)",
-             candidates: [candidate("a", "g1", groups: [7]), candidate("b", "g2", groups: [7])],
-             lanes: [["a", "b"]]),
-        Case(what: "a card that joins two lanes (its guest one's, its group the other's) makes one of them, in order",
-             candidates: [candidate("a", "g1", groups: [1]), candidate("b", "g2", groups: [2]), candidate("c", "g1", groups: [2]),
-                          candidate("d", "g3", groups: [3])],
+        Case(what: "eight cards, a group each: eight lanes side by side",
+             candidates: (0..<8).map { candidate("fpga\($0)", groups: [10 + $0]) },
+             lanes: (0..<8).map { ["fpga\($0)"] }),
+        Case(what: "two cards sharing an IOMMU group: one lane (no peer moves between the group check and the bind)",
+             candidates: [candidate("a", groups: [7]), candidate("b", groups: [3]), candidate("c", groups: [7])],
+             lanes: [["a", "c"], ["b"]]),
+        Case(what: "a card whose functions sit in two groups joins both lanes into one, in the given order",
+             candidates: [candidate("a", groups: [1]), candidate("b", groups: [2]), candidate("c", groups: [1, 2]),
+                          candidate("d", groups: [3])],
              lanes: [["a", "b", "c"], ["d"]]),
-        Case(what: "a running lane holds the guest: its cards wait, the other guest's start",
-             candidates: [candidate("a", "g1", groups: [1]), candidate("b", "g2", groups: [2])],
-             held: [.guest(GuestName("g1")!), .card(CardName("x")!)],
+        Case(what: "cards off the bus (no groups at the scan): a lane each",
+             candidates: [candidate("a"), candidate("b")],
+             lanes: [["a"], ["b"]]),
+        Case(what: "a running lane holds an IOMMU group: the card in it waits, and so does its lane-mate",
+             candidates: [candidate("a", groups: [4]), candidate("b", groups: [5]), candidate("c", groups: [5, 6]),
+                          candidate("d", groups: [8])],
+             held: [.iommuGroup(6)],
+             lanes: [["a"], ["d"]], waiting: ["b", "c"]),
+        Case(what: "a running lane holds the card itself: it waits",
+             candidates: [candidate("a", groups: [1]), candidate("b", groups: [2])],
+             held: [.card(CardName("a")!)],
              lanes: [["b"]], waiting: ["a"]),
-        Case(what: "a running lane holds an IOMMU group: the card in it waits, and so does its guest's other card",
-             candidates: [candidate("a", "g1", groups: [4]), candidate("b", "g1", groups: [5]), candidate("c", "g2", groups: [6])],
-             held: [.iommuGroup(5)],
-             lanes: [["c"]], waiting: ["a", "b"]),
-        Case(what: "nothing due: no lane", candidates: [], held: [.guest(GuestName("g1")!)], lanes: []),
+        Case(what: "nothing due: no lane", candidates: [], held: [.iommuGroup(1)], lanes: []),
     ]
 
     @Test("lanes", arguments: cases)

@@ -234,12 +234,27 @@ public struct AgentService: Service {
     private func reloadOnHangup(_ supervisor: CardSupervisor, _ guestRequests: GuestRequestService?) async {
         for await _ in reloadRequests {
             Self.tell(notifier, logger) { try $0.reloading() }
-            if let config = ConfigReload.load(path: configPath, current: initialConfig, logger: logger) {
+            if let config = Self.reloadedConfig(path: configPath, running: initialConfig, logger: logger) {
                 await supervisor.reload(config)
                 // guest-requests turned on or off, a card lent to another guest.
                 guestRequests?.guestsMayHaveChanged()
             }
             Self.tell(notifier, logger) { try $0.ready() }
+        }
+    }
+
+    /// SIGHUP: the new configuration, or `nil` (the old one kept) with the reason logged. `running`: the one the
+    /// agent started with, whose connections a reload does not reopen.
+    package static func reloadedConfig(path: String, running: AgentConfig, logger: Logger) -> AgentConfig? {
+        do {
+            let (config, waiting) = try ConfigLoader.reload(path: path, running: running)
+            for setting in waiting { logger.warning("\(setting) changed; the new value takes effect after a restart") }
+            logger.announce(.configReloaded, "configuration reloaded: \(config.cards.count) card(s)", card: nil, [LogMetadataKey.configPath: "\(path)"])
+            return config
+        } catch {
+            logger.announce(.configRejected, "new configuration rejected, keeping the old one:\n\(error)", level: .error, card: nil,
+                            [LogMetadataKey.configPath: "\(path)"])
+            return nil
         }
     }
 
@@ -259,27 +274,6 @@ public enum AgentServiceError: Error, Hashable, Sendable, CustomStringConvertibl
     public var description: String {
         switch self {
         case .udevMonitorFailed(let why): "the udev monitor stopped (\(why)): no uevent would reach the agent"
-        }
-    }
-}
-
-/// SIGHUP: the new configuration, or the old one kept with the reason logged.
-public enum ConfigReload {
-    public static func load(path: String, current: AgentConfig, logger: Logger) -> AgentConfig? {
-        do {
-            let config = try ConfigLoader.load(path: path)
-            if config.libvirtURI != current.libvirtURI {
-                logger.warning("libvirt.uri changed; the new URI takes effect after a restart")
-            }
-            if config.metricsFile != current.metricsFile {
-                logger.warning("agent.metrics-file changed; the new file is written after a restart")
-            }
-            logger.announce(.configReloaded, "configuration reloaded: \(config.cards.count) card(s)", card: nil, [LogMetadataKey.configPath: "\(path)"])
-            return config
-        } catch {
-            logger.announce(.configRejected, "new configuration rejected, keeping the old one:\n\(error)", level: .error, card: nil,
-                            [LogMetadataKey.configPath: "\(path)"])
-            return nil
         }
     }
 }

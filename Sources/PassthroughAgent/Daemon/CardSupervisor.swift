@@ -11,8 +11,9 @@ import PassthroughUdev
 /// Level-triggered: events only mark cards dirty; a pass reads the actual state (sysfs + libvirt),
 /// plans with the pure ``Reconciler`` and runs the steps, each verified. Lost, duplicated or
 /// reordered events and restarts therefore do not matter. Dirty cards are reconciled in lanes
-/// (``ReconcileLane``): cards that share a guest or an IOMMU group one after another, other lanes
-/// beside them, so one card's steps never interleave with another plan for it or for its peers.
+/// (``ReconcileLane``): cards that share an IOMMU group one after another, other lanes beside them, so
+/// one card's steps never interleave with another plan for it or for its peers; a guest's attaches and
+/// detaches queue for it (``OneJobPerGuest``), as libvirt runs one job per domain.
 public actor CardSupervisor {
     public struct Options: Sendable {
         /// How long to let a burst settle (a reflash is remove, add, bind within milliseconds).
@@ -123,7 +124,7 @@ public actor CardSupervisor {
     /// When a card was last marked dirty: the settle counts from there.
     private var lastMarked = ContinuousClock.now
     private var pendingSources: Set<Source>
-    /// What the running lanes hold: their cards, guests and IOMMU groups.
+    /// What the running lanes hold: their cards and IOMMU groups.
     private var heldByLanes: Set<ReconcileLane.Claim> = []
     /// Lanes ended since the loop last reported (STATUS=, and READY=1 the first time all are done).
     private var lanesEnded = 0
@@ -156,7 +157,7 @@ public actor CardSupervisor {
         self.options = options
         let work = InFlightWork(defaultLimit: options.stuckAfter)
         self.work = work
-        self.hypervisor = TrackedHypervisor(base: hypervisor, work: work)
+        self.hypervisor = OneJobPerGuest(base: TrackedHypervisor(base: hypervisor, work: work))
         self.pendingSources = sources
         // Without the thread (the process is out of them) moves run inline: slower to shut down, still correct.
         // A dry run has it too: its bus scans read every device's driver_override, which waits for that
@@ -366,14 +367,14 @@ public actor CardSupervisor {
     /// Dirty cards the loop may take now. A card being taken off, brought back or recovered is the reflash
     /// path's, not the loop's; the reflash marks it dirty again when it is done. A card in backoff is due at
     /// its retry time and never earlier, whatever events say: its own failed move makes bind/unbind uevents,
-    /// and answering those at once would flap the host driver several times a second. A card whose lane is
-    /// running (it, or its guest) waits for that lane.
+    /// and answering those at once would flap the host driver several times a second. A card in a running
+    /// lane waits for that lane.
     private func dueCards() -> [CardConfig] {
         let now = ContinuousClock.now
         return config.cards.filter { card in
             guard dirty.contains(card.name), let state = states[card.name] else { return false }
             return !state.reflash.state.excludesReconcile && (state.retryAt.map { $0 <= now } ?? true)
-                && heldByLanes.isDisjoint(with: [.card(card.name), .guest(card.guest)])
+                && !heldByLanes.contains(.card(card.name))
         }
     }
 
@@ -393,7 +394,7 @@ public actor CardSupervisor {
         }
         let candidates = due.map { card in
             let resolution = CardResolution(card: card, devices: devices, lastSlot: states[card.name]?.history.lastSlot)
-            return ReconcileLane.Candidate(card: card.name, guest: card.guest, iommuGroups: Set(resolution.functions.compactMap(\.iommuGroup)))
+            return ReconcileLane.Candidate(card: card.name, iommuGroups: Set(resolution.functions.compactMap(\.iommuGroup)))
         }
         // Lanes may have started or ended while the bus was read (a test's `pass()` beside the loop).
         let (lanes, waiting) = ReconcileLane.partition(candidates, held: heldByLanes)

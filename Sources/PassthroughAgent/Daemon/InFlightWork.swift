@@ -95,3 +95,74 @@ struct TrackedHypervisor: Hypervisor {
         try await base.addRequestChannel(to: guest)
     }
 }
+
+/// The hypervisor seam with one job at a time per guest: attaches, detaches and channel hot-adds to one guest
+/// queue here, in the order they came.
+///
+/// libvirt runs one job per domain: a second attach to a guest waits inside libvirtd for the first and
+/// gives up after 30 s ("cannot acquire state change lock"). Eight cards of one guest reflashed at once would
+/// queue there, the last ones failing under load; here they wait without a limit, each one's driver moves
+/// already done, so the guest's next job starts the moment the previous one ends. Reads need no job and
+/// pass straight through.
+struct OneJobPerGuest: Hypervisor {
+    private actor Queue {
+        private var busy: Set<GuestName> = []
+        private var waiting: [GuestName: [CheckedContinuation<Void, Never>]] = [:]
+
+        func acquire(_ guest: GuestName) async {
+            if busy.insert(guest).inserted { return }
+            await withCheckedContinuation { waiting[guest, default: []].append($0) }
+        }
+
+        /// Hands the guest to the next job waiting for it, if any.
+        func release(_ guest: GuestName) {
+            guard var queue = waiting[guest], !queue.isEmpty else {
+                busy.remove(guest)
+                return
+            }
+            let next = queue.removeFirst()
+            waiting[guest] = queue.isEmpty ? nil : queue
+            next.resume()
+        }
+    }
+
+    let base: any Hypervisor
+    private let queue = Queue()
+
+    init(base: any Hypervisor) {
+        self.base = base
+    }
+
+    private func job(for guest: GuestName, _ body: () async throws -> Void) async throws {
+        await queue.acquire(guest)
+        do {
+            try await body()
+        } catch {
+            await queue.release(guest)
+            throw error
+        }
+        await queue.release(guest)
+    }
+
+    func attach(_ address: PCIAddress, to guest: GuestName) async throws {
+        try await job(for: guest) { try await base.attach(address, to: guest) }
+    }
+
+    func detach(_ address: PCIAddress, from guest: GuestName) async throws {
+        try await job(for: guest) { try await base.detach(address, from: guest) }
+    }
+
+    func addRequestChannel(to guest: GuestName) async throws {
+        try await job(for: guest) { try await base.addRequestChannel(to: guest) }
+    }
+
+    func guestState(_ guest: GuestName) async throws -> GuestState { try await base.guestState(guest) }
+
+    func hostdevs(of guest: GuestName) async throws -> [Hostdev] { try await base.hostdevs(of: guest) }
+
+    func guestsHolding(_ functions: Set<PCIAddress>) async throws -> [GuestName: [PCIAddress]] {
+        try await base.guestsHolding(functions)
+    }
+
+    func requestChannel(of guest: GuestName) async throws -> GuestRequestChannel { try await base.requestChannel(of: guest) }
+}

@@ -3,6 +3,7 @@ import PassthroughCore
 import PassthroughLibvirt
 import PassthroughSysfs
 import PassthroughSystemd
+import PassthroughThreads
 
 /// Runs one plan step and checks that it took, by reading sysfs or the guest's live XML back.
 struct StepRunner: Sendable {

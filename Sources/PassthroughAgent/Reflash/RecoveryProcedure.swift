@@ -1,6 +1,7 @@
 import Logging
 import PassthroughCore
 import PassthroughSysfs
+import PassthroughThreads
 import SystemPackage
 
 /// Brings a card back after it left the link (FPGA reflash): remove its functions, wait for the

@@ -3,6 +3,7 @@ import PassthroughCore
 import PassthroughLibvirt
 import PassthroughSysfs
 import PassthroughSystemd
+import PassthroughThreads
 
 /// The mechanics of taking a card off the bus and bringing it back: detach it from its guest, make
 /// sure nobody else holds it, guard the upstream port, remove the card's own functions, wait for the

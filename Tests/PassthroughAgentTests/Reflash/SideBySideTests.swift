@@ -2,8 +2,8 @@ import PassthroughCore
 import PassthroughTestSupport
 import Testing
 
-/// Eight cards reflashed at once come back in lanes: one guest's cards one after another (libvirt runs one
-/// job per domain), other guests' beside them.
+/// Eight cards reflashed at once come back side by side: each card in a lane of its own (cards sharing an
+/// IOMMU group share one), one guest's attaches queued one after another (libvirt runs one job per domain).
 @Suite("Cards of different guests come back side by side")
 struct SideBySideTests {
     @Test("an attach that hangs in one guest does not hold up another guest's card")
@@ -36,7 +36,7 @@ struct SideBySideTests {
         await rig.supervisor.markDirty([ReflashRig.card, ReflashRig.secondCard])
 
         try await waitUntil("the first attach in flight") { await rig.hypervisor.attachCalls.count == before + 1 }
-        try await Task.sleep(for: .milliseconds(300))   // a second lane for fpga-dev would have called by now
+        try await Task.sleep(for: .milliseconds(300))   // u250's lane would have called by now, were it not queued
         let calls = await rig.hypervisor.attachCalls
         #expect(calls.count == before + 1)
         #expect(calls.last == ReflashRig.function)   // in the order of the configuration

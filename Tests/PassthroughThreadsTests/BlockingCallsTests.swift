@@ -1,7 +1,7 @@
 import Synchronization
 import Testing
 
-@testable import PassthroughSysfs
+import PassthroughThreads
 
 @Suite("BlockingCalls")
 struct BlockingCallsTests {
