@@ -28,7 +28,7 @@ public enum GuestRequestChannel: Hashable, Sendable {
 }
 
 /// The request channel could not be hot-added for a reason the user must fix on the host.
-public struct GuestRequestChannelError: Error, Hashable, Sendable, CustomStringConvertible {
+package struct GuestRequestChannelError: Error, Hashable, Sendable, CustomStringConvertible {
     public let guest: GuestName
     public let message: String
 

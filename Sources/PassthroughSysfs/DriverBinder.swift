@@ -36,7 +36,7 @@ public struct DriverBinder: Sendable {
         guard config.cards.contains(card) else { throw .unknownCard(card.name) }
         let devices: [PCIDeviceSnapshot]
         do {
-            devices = try reader.allFunctions()
+            devices = try reader.allFunctions(readingOverrideOf: card.matches)
         } catch {
             throw .readFailed(error)
         }

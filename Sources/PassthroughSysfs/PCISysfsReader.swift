@@ -18,12 +18,21 @@ public struct PCISysfsReader: Sendable {
     /// not ours to interpret, and must never become paths. A function removed while it is being read
     /// (any of its files ENOENT or ENODEV) is gone, not an error: one hotplug anywhere on the host must
     /// not fail every card's pass.
-    public func allFunctions() throws(SysfsError) -> [PCIDeviceSnapshot] {
+    ///
+    /// `driver_override` is read only for the functions `readsOverride` names (the others' is `nil`): the
+    /// kernel takes the device's lock to print it, and a device mid-probe holds its lock for the whole probe,
+    /// so a scan reading every override waits for every probe on the host — eight cards hot-added at once
+    /// are probed one after another, and each card's pass would wait for all of them.
+    public func allFunctions(
+        readingOverrideOf readsOverride: (PCIAddress, PCIID) -> Bool = { _, _ in true }
+    ) throws(SysfsError) -> [PCIDeviceSnapshot] {
         var snapshots: [PCIDeviceSnapshot] = []
         for name in try io.list(layout.pciDevices) {
             guard let address = PCIAddress(name) else { continue }
             do {
-                if let snapshot = try snapshot(of: address) { snapshots.append(snapshot) }
+                if let snapshot = try snapshot(of: address, readingOverride: { readsOverride(address, $0) }) {
+                    snapshots.append(snapshot)
+                }
             } catch where error.isGone {
                 continue
             }
@@ -32,7 +41,9 @@ public struct PCISysfsReader: Sendable {
     }
 
     /// One function, or `nil` when it is not on the bus (removed, or not yet re-enumerated).
-    public func snapshot(of address: PCIAddress) throws(SysfsError) -> PCIDeviceSnapshot? {
+    public func snapshot(
+        of address: PCIAddress, readingOverride readsOverride: (PCIID) -> Bool = { _ in true }
+    ) throws(SysfsError) -> PCIDeviceSnapshot? {
         guard io.exists(layout.device(address)), let id = try id(of: address) else { return nil }
         let group = try iommuGroup(of: address)
         return PCIDeviceSnapshot(
@@ -41,7 +52,7 @@ public struct PCISysfsReader: Sendable {
             subsystemID: try subsystemID(of: address),
             classCode: try classCode(of: address),
             driver: try driver(of: address),
-            driverOverride: try driverOverride(of: address),
+            driverOverride: readsOverride(id) ? try driverOverride(of: address) : nil,
             iommuGroup: group,
             groupPeers: try group.map { group throws(SysfsError) in try peers(inGroup: group, excluding: address) } ?? [],
             upstreamPort: try upstreamPort(of: address)

@@ -10,7 +10,7 @@ internal import Glibc
 ///
 /// Every metadata key becomes a field (see ``JournalFields``). If journald refuses an entry the
 /// line goes to `fallback` instead, so nothing is lost silently.
-public struct JournalLogHandler: LogHandler {
+package struct JournalLogHandler: LogHandler {
     public var logLevel: Logger.Level = .info
     public var metadata: Logger.Metadata = [:]
     public var metadataProvider: Logger.MetadataProvider?
@@ -56,7 +56,7 @@ public struct JournalLogHandler: LogHandler {
 /// The journal fields for one log event, as `NAME=value` strings for `sd_journal_sendv`.
 ///
 /// Pure, so the encoding can be tested without a journal.
-public enum JournalFields {
+package enum JournalFields {
     /// Fields this encoder sets itself. A metadata key sanitising to one of these gets
     /// ``JournalFieldName/escapePrefix``, because a second `PRIORITY=` or `MESSAGE=` would make
     /// the entry ambiguous.
@@ -121,7 +121,7 @@ public enum JournalFields {
 /// with a digit; names starting with `_` are reserved for fields journald itself adds and are
 /// dropped when a client sends them. An invalid name loses the whole field silently, so every
 /// key is repaired rather than rejected.
-public enum JournalFieldName {
+package enum JournalFieldName {
     public static let maximumLength = 64
 
     /// Prefix for keys that would otherwise be invalid or clash with fields the handler sets.
@@ -158,7 +158,7 @@ public enum JournalFieldName {
 }
 
 /// The journal's `PRIORITY=` values (syslog severities, 0 = most severe).
-public enum SyslogPriority: Int, Sendable, CaseIterable {
+package enum SyslogPriority: Int, Sendable, CaseIterable {
     case emergency = 0
     case alert = 1
     case critical = 2

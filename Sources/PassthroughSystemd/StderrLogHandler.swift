@@ -5,7 +5,7 @@ public import Logging
 internal import Glibc
 
 /// Logs readable lines (``LogLine``) when there is no journal: a terminal, a test, a pipe.
-public struct StderrLogHandler: LogHandler {
+package struct StderrLogHandler: LogHandler {
     public var logLevel: Logger.Level = .info
     public var metadata: Logger.Metadata = [:]
     public var metadataProvider: Logger.MetadataProvider?
@@ -31,7 +31,7 @@ public struct StderrLogHandler: LogHandler {
 
 /// The human-readable form of a log event, for a terminal or a plain file:
 /// `LEVEL [card] message key=value …`.
-public enum LogLine {
+package enum LogLine {
     /// - Parameter metadata: already merged. The card (``LogMetadataKey/card``, under any key
     ///   that sanitises to it) moves into the brackets; `MESSAGE_ID` is left out because it only
     ///   means something to the journal catalog. Other pairs follow sorted by key, values quoted
@@ -88,7 +88,7 @@ public enum LogLine {
 }
 
 /// Where ``StderrLogHandler`` writes finished lines; tests pass a closure that collects them.
-public struct LogLineSink: Sendable {
+package struct LogLineSink: Sendable {
     private let writeLine: @Sendable (String) -> Void
 
     public init(_ writeLine: @escaping @Sendable (String) -> Void) {

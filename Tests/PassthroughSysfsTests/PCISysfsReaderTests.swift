@@ -37,6 +37,21 @@ struct PCISysfsReaderTests {
         #expect(throws: SysfsError.self) { try bus.reader.allFunctions() }
     }
 
+    @Test("overrides are read only where asked: another device's (its lock held by a probe in progress) is never touched")
+    func overridesOnlyWhereAsked() throws {
+        let bus = alveoHost()
+        bus.sysfs.writeFile("bus/pci/devices/0000:01:00.0/driver_override", "vfio-pci\n")
+        // A read of the NIC's override fails: the stand-in for one that would wait for the NIC's probe.
+        bus.failReads(of: "bus/pci/devices/0000:03:00.0/driver_override", with: .permissionDenied)
+        #expect(throws: SysfsError.self) { try bus.reader.allFunctions() }
+        let card = PCISlot("0000:01:00")!
+        let functions = try bus.reader.allFunctions { address, _ in address.slot == card }
+        #expect(functions.first { $0.address.description == "0000:01:00.0" }?.driverOverride == DriverName("vfio-pci"))
+        let nic = try #require(functions.first { $0.address.description == "0000:03:00.0" })
+        #expect(nic.driverOverride == nil)
+        #expect(nic.driver == .bound(DriverName("e1000e")!))
+    }
+
     @Test("an absent function is nil, not an error")
     func absent() throws {
         let bus = alveoHost()

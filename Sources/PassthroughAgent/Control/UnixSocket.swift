@@ -119,7 +119,7 @@ enum UnixSocket {
 }
 
 /// Who is on the other end of a control connection.
-public struct PeerCredentials: Hashable, Sendable {
+package struct PeerCredentials: Hashable, Sendable {
     public var pid: Int32
     public var uid: UInt32
     public var gid: UInt32

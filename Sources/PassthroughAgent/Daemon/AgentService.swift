@@ -268,7 +268,7 @@ public struct AgentService: Service {
 }
 
 /// Why `run` ends by itself: what a restart by systemd may cure.
-public enum AgentServiceError: Error, Hashable, Sendable, CustomStringConvertible {
+package enum AgentServiceError: Error, Hashable, Sendable, CustomStringConvertible {
     case udevMonitorFailed(String)
 
     public var description: String {

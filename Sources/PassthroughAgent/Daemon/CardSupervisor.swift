@@ -121,14 +121,17 @@ public actor CardSupervisor {
     }
     var states: [CardName: CardRuntimeState] = [:]
     private var dirty: Set<CardName> = []
-    /// When a card was last marked dirty: the settle counts from there.
-    private var lastMarked = ContinuousClock.now
+    /// When each card was last marked dirty: its settle counts from there, so one card's burst does not hold
+    /// up another's pass.
+    private var markedAt: [CardName: ContinuousClock.Instant] = [:]
     private var pendingSources: Set<Source>
     /// What the running lanes hold: their cards and IOMMU groups.
     private var heldByLanes: Set<ReconcileLane.Claim> = []
     /// Lanes ended since the loop last reported (STATUS=, and READY=1 the first time all are done).
     private var lanesEnded = 0
     private var retryTimer: Task<Void, Never>?
+    /// Wakes the loop when the next dirty card has been quiet for the settle time.
+    private var settleTimer: Task<Void, Never>?
     private let wakeups: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
     /// Recoveries in flight, one per card at most; each on a task of its own.
@@ -187,21 +190,20 @@ public actor CardSupervisor {
     var sourcesReady: Bool { pendingSources.isEmpty }
 
     public func markAllDirty() {
-        dirty.formUnion(config.cards.map(\.name))
-        lastMarked = .now
-        wake.yield()
+        markDirty(config.cards.map(\.name))
     }
 
     /// Also for a card dirty already: one the loop left waiting (its reflash in progress, its lane running)
     /// may be due now, and only a wake-up makes the loop look.
     public func markDirty(_ cards: some Sequence<CardName>) {
+        let now = ContinuousClock.now
         var marked = false
         for card in cards {
             dirty.insert(card)
+            markedAt[card] = now
             marked = true
         }
         guard marked else { return }
-        lastMarked = .now
         wake.yield()
     }
 
@@ -286,6 +288,7 @@ public actor CardSupervisor {
         let names = Set(newConfig.cards.map(\.name))
         states = states.filter { names.contains($0.key) }
         dirty.formIntersection(names)
+        markedAt = markedAt.filter { names.contains($0.key) }
         for card in newConfig.cards where states[card.name] == nil { states[card.name] = CardRuntimeState(facts: options.facts.load(card.name)) }
         // The new configuration may be the fix for what kept failing: every card is due now.
         for name in names { states[name]?.retryAt = nil }
@@ -318,13 +321,10 @@ public actor CardSupervisor {
                     scheduleRetryTimer()
                 }
                 if dueCards().isEmpty || !pendingSources.isEmpty {
+                    scheduleSettleTimer()
                     guard await iterator.next() != nil else { break }
                     continue
                 }
-                // A burst (a reflash is remove, add, bind within milliseconds; a multi-function card appears
-                // a function at a time) is looked at once it has been quiet for the settle time.
-                let quiet = lastMarked + options.settle
-                if quiet > .now { try? await Task.sleep(until: quiet, clock: .continuous) }
                 let started = await startLanes()
                 for lane in started {
                     lanes.addTask { await self.runLane(lane) }
@@ -336,6 +336,7 @@ public actor CardSupervisor {
             }
         }
         retryTimer?.cancel()
+        settleTimer?.cancel()
         await stopReflashWork()
     }
 
@@ -354,18 +355,18 @@ public actor CardSupervisor {
         }
     }
 
-    /// A lane to run, with the bus as it was read for it.
+    /// A lane to run.
     private struct StartedLane: Sendable {
         var lane: ReconcileLane
-        var devices: [PCIDeviceSnapshot]
-        /// Where each card's reflash stood when the bus was read: a request or a loss handled while the lane
-        /// awaited (the scan, another card's step) may have taken a card off the bus since, and a scan that
-        /// still shows it would make a held card look back by itself.
+        /// Where each card's reflash stood when the lanes were formed: a request or a loss handled since (while
+        /// the lane awaited a scan or another card's step) may have taken a card off the bus, and a scan that
+        /// still showed it would make a held card look back by itself.
         var reflashAtScan: [CardName: ReflashStateMachine]
     }
 
-    /// Dirty cards the loop may take now. A card being taken off, brought back or recovered is the reflash
-    /// path's, not the loop's; the reflash marks it dirty again when it is done. A card in backoff is due at
+    /// Dirty cards the loop may take now. A burst (a reflash is remove, add, bind within milliseconds; a
+    /// multi-function card appears a function at a time) is looked at once the card has been quiet for the
+    /// settle time. A card being taken off, brought back or recovered is the reflash path's, not the loop's; the reflash marks it dirty again when it is done. A card in backoff is due at
     /// its retry time and never earlier, whatever events say: its own failed move makes bind/unbind uevents,
     /// and answering those at once would flap the host driver several times a second. A card in a running
     /// lane waits for that lane.
@@ -374,11 +375,32 @@ public actor CardSupervisor {
         return config.cards.filter { card in
             guard dirty.contains(card.name), let state = states[card.name] else { return false }
             return !state.reflash.state.excludesReconcile && (state.retryAt.map { $0 <= now } ?? true)
-                && !heldByLanes.contains(.card(card.name))
+                && !heldByLanes.contains(.card(card.name)) && quietSince(card.name) <= now
         }
     }
 
-    /// Reads the bus once and starts a lane for each set of due cards no running lane holds a claim of.
+    /// When the card will have been quiet for the settle time.
+    private func quietSince(_ card: CardName) -> ContinuousClock.Instant {
+        (markedAt[card] ?? .now - options.settle) + options.settle
+    }
+
+    /// One timer for the dirty card that settles next, none when every dirty card has settled already (it
+    /// waits for a lane, a reflash or its retry, whose end wakes the loop anyway).
+    private func scheduleSettleTimer() {
+        settleTimer?.cancel()
+        let now = ContinuousClock.now
+        guard let next = dirty.map(quietSince).filter({ $0 > now }).min() else {
+            settleTimer = nil
+            return
+        }
+        settleTimer = Task { [wake] in
+            try? await Task.sleep(until: next, clock: .continuous)
+            if !Task.isCancelled { wake.yield() }
+        }
+    }
+
+    /// Reads the bus once (IOMMU groups, no overrides) and starts a lane for each set of due cards no running
+    /// lane holds a claim of.
     private func startLanes() async -> [StartedLane] {
         let due = dueCards()
         guard !due.isEmpty else { return [] }
@@ -386,7 +408,7 @@ public actor CardSupervisor {
         let reflashAtScan = Dictionary(uniqueKeysWithValues: due.compactMap { card in states[card.name].map { (card.name, $0.reflash) } })
         let devices: [PCIDeviceSnapshot]
         do {
-            devices = try await scanBus()
+            devices = try await scanBus(readingOverridesOf: [])
         } catch {
             logger.error("cannot read the PCI bus: \(error)")
             for card in due { recordFailure(card, "cannot read the PCI bus: \(error)") }
@@ -400,7 +422,7 @@ public actor CardSupervisor {
         let (lanes, waiting) = ReconcileLane.partition(candidates, held: heldByLanes)
         dirty.formUnion(waiting)
         for lane in lanes { heldByLanes.formUnion(lane.claims) }
-        return lanes.map { StartedLane(lane: $0, devices: devices, reflashAtScan: reflashAtScan) }
+        return lanes.map { StartedLane(lane: $0, reflashAtScan: reflashAtScan) }
     }
 
     private func runLane(_ started: StartedLane) async {
@@ -416,11 +438,19 @@ public actor CardSupervisor {
             if Task.isCancelled { return }
             // A card a reload dropped meanwhile is left where it is; one it changed is reconciled as it is now.
             guard let card = config.cards.first(where: { $0.name == name }) else { continue }
+            // Each card from a scan of its own, taken when its turn comes.
+            let devices: [PCIDeviceSnapshot]
+            do {
+                devices = try await scanBus(readingOverridesOf: [card])
+            } catch {
+                recordFailure(card, "cannot read the PCI bus: \(error)")
+                continue
+            }
             guard let state = states[name], state.reflash == started.reflashAtScan[name], !state.reflash.state.excludesReconcile else {
                 markDirty([name])  // read the bus again, once the reflash path is done with it
                 continue
             }
-            await reconcile(card, devices: started.devices)
+            await reconcile(card, devices: devices)
         }
     }
 
@@ -515,7 +545,7 @@ public actor CardSupervisor {
             }
             if round < 2 {
                 do {
-                    devices = try await scanBus()
+                    devices = try await scanBus(readingOverridesOf: [card])
                 } catch {
                     recordFailure(card, "cannot read the PCI bus: \(error)")
                     return
@@ -527,10 +557,13 @@ public actor CardSupervisor {
 
     /// Every function on the bus, read on the worker: reading a device's `driver_override` waits for
     /// its lock, and one device mid-probe or mid-remove anywhere on the host must not freeze the loop,
-    /// the watchdog and the control socket with it.
-    func scanBus() async throws(SysfsError) -> [PCIDeviceSnapshot] {
+    /// the watchdog and the control socket with it. Overrides are read for `cards`' functions only: the
+    /// others' are never looked at, and each costs a wait for a probe in progress.
+    func scanBus(readingOverridesOf cards: [CardConfig]) async throws(SysfsError) -> [PCIDeviceSnapshot] {
         let reader = host.reader
-        return try await blocking.run { () throws(SysfsError) in try reader.allFunctions() }
+        return try await blocking.run { () throws(SysfsError) in
+            try reader.allFunctions { address, id in cards.contains { $0.matches(address: address, id: id) } }
+        }
     }
 
     /// Appeared, vanished, ID changed: said once, when it happens, not on every pass.

@@ -429,7 +429,7 @@ extension CardSupervisor {
     private func look(at card: CardConfig) async throws(ReflashRefused) -> ReflashStateMachine.Sighting {
         let devices: [PCIDeviceSnapshot]
         do {
-            devices = try await scanBus()
+            devices = try await scanBus(readingOverridesOf: [card])
         } catch {
             throw ReflashRefused(.unsafe, "cannot read the PCI bus (\(error)); nothing was changed")
         }

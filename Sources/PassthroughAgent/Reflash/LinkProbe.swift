@@ -3,7 +3,7 @@ import PassthroughSysfs
 import SystemPackage
 
 /// What one look at a function's vendor ID says about its link.
-public enum LinkProbeResult: Hashable, Sendable, CustomStringConvertible {
+package enum LinkProbeResult: Hashable, Sendable, CustomStringConvertible {
     case present(vendorID: UInt16)
     /// The card dropped off the link (being reflashed, or gone).
     case lost(LinkLossEvidence)
@@ -43,7 +43,7 @@ public enum LinkLossEvidence: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// The link watch's probe: one 2-byte read of the vendor ID from a function's `config` file.
-public struct LinkProbe: Sendable {
+package struct LinkProbe: Sendable {
     public let layout: SysfsLayout
     public let io: any SysfsIO
 

@@ -6,7 +6,7 @@ import PassthroughSysfs
 ///
 /// Small on purpose: the daemon decides what a loss means (recovery, or just a log line while
 /// the operator said `reflash-prepare`).
-public struct LinkWatcher: Sendable {
+package struct LinkWatcher: Sendable {
     public let probe: LinkProbe
     public let clock: any WaitClock
 

@@ -12,7 +12,7 @@ import SystemPackage
 /// Reset is pulsed while anything is present below the port (the reset reaches all of it). Detaching the
 /// card from its guest first, refusing when ``strangers(for:)`` finds someone else's functions, and
 /// watching the card afterwards, are the caller's.
-public struct RecoveryProcedure: Sendable {
+package struct RecoveryProcedure: Sendable {
     public let reader: PCISysfsReader
     public let clock: any WaitClock
     public let pacing: RecoveryPacing

@@ -5,7 +5,7 @@ import PassthroughSysfs
 ///
 /// The upstream port and the functions must be known before the functions are removed: afterwards sysfs no
 /// longer shows where they were (``PCISysfsReader/upstreamPort(of:)`` finds it beforehand).
-public struct RecoveryTarget: Hashable, Sendable {
+package struct RecoveryTarget: Hashable, Sendable {
     public var card: CardName
     public var slot: PCISlot
     public var upstreamPort: PCIAddress

@@ -15,7 +15,7 @@ import SystemPackage
 ///
 /// Config space only: the caller persists the ``GuardRecord`` that ``read(port:mode:)`` returns (with the
 /// card's reflash state) *before* calling ``engage(_:)``, so a crash never loses the original values.
-public struct ReflashGuard: Sendable {
+package struct ReflashGuard: Sendable {
     public let layout: SysfsLayout
     public let io: any SysfsIO
     public let logger: Logger

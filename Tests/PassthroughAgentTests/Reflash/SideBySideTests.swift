@@ -39,11 +39,30 @@ struct SideBySideTests {
         try await Task.sleep(for: .milliseconds(300))   // u250's lane would have called by now, were it not queued
         let calls = await rig.hypervisor.attachCalls
         #expect(calls.count == before + 1)
-        #expect(calls.last == ReflashRig.function)   // in the order of the configuration
         await rig.hypervisor.unhang(.attach)
         try await waitUntil("both back in fpga-dev") {
             Set(await rig.hypervisor.liveHostdevs(of: "fpga-dev")) == [ReflashRig.function, ReflashRig.secondFunction]
         }
         #expect(await rig.hypervisor.attachCalls.count == before + 2)
+    }
+
+    @Test("one card's burst of events does not hold up another card: each settles on its own")
+    func settlesPerCard() async throws {
+        let rig = try await ReflashRig(secondCard: true) { $0.settle = .milliseconds(300) }
+        defer { rig.loop.cancel() }
+        await rig.hypervisor.define("fpga-test", state: .running)
+        await rig.supervisor.markDirty([ReflashRig.secondCard])
+        // u200 keeps making events (a flapping link, a driver probing over and over) for three seconds.
+        let burstEnds = ContinuousClock.now + .seconds(3)
+        var attachedDuringTheBurst = false
+        while ContinuousClock.now < burstEnds {
+            await rig.supervisor.markDirty([ReflashRig.card])
+            if await rig.hypervisor.liveHostdevs(of: "fpga-test") == [ReflashRig.secondFunction] {
+                attachedDuringTheBurst = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(attachedDuringTheBurst)
     }
 }
