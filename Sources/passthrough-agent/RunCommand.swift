@@ -51,12 +51,11 @@ struct RunCommand: AsyncParsableCommand {
         var options = CardSupervisor.Options()
         options.dryRun = dryRun
         let (hangups, hangup) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let service = AgentService(configPath: host.config, config: config, host: host.host, logger: logger, options: options,
-                                   controlSocket: FilePath(controlSocket), reloadRequests: hangups)
-        let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: logger))
+        let daemon = AgentDaemon(configPath: host.config, config: config, host: host.host, logger: logger, options: options,
+                                 controlSocket: FilePath(controlSocket), reloadRequests: hangups)
         // SIGTERM, SIGINT: finish the step in flight, then exit 0; SIGHUP: re-read the configuration.
         do {
-            try await signalled.run(group) { hangup.yield() }
+            try await signalled.run(try await daemon.serviceGroup()) { hangup.yield() }
         } catch {
             throw cannotStart(error)
         }

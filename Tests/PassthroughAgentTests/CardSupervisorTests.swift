@@ -258,13 +258,13 @@ struct ConfigReloadTests {
         let path = bus.sysfs.root.appending("etc/config.toml").string
         let logs = InMemoryLogHandler()
         let logger = Logger(label: "test") { _ in logs }
-        #expect(AgentService.reloadedConfig(path: path, running: AgentConfig(), logger: logger) == nil)
+        #expect(AgentDaemon.reloadedConfig(path: path, running: AgentConfig(), logger: logger) == nil)
         let rejected = try #require(logs.entries.last)
         #expect(rejected.metadata[LogMetadataKey.messageID] == .string(NotificationKind.configRejected.messageID.rawValue))
         #expect(rejected.message.description.contains("\(path):3:11"))
 
         bus.sysfs.writeFile("etc/config.toml", DaemonFixture.alveo)
-        #expect(AgentService.reloadedConfig(path: path, running: AgentConfig(), logger: logger)?.cards.count == 1)
+        #expect(AgentDaemon.reloadedConfig(path: path, running: AgentConfig(), logger: logger)?.cards.count == 1)
         #expect(logs.entries.last?.metadata[LogMetadataKey.messageID] == .string(NotificationKind.configReloaded.messageID.rawValue))
     }
 }

@@ -266,10 +266,10 @@ struct ControlFailureCodeTests {
             """)
         let loop = Task { await fixture.supervisor.run() }
         defer { loop.cancel() }
-        let unknown = await AgentService.answer(.reflashPrepare(card: CardName("u55c")!), supervisor: fixture.supervisor)
+        let unknown = await AgentDaemon.answer(.reflashPrepare(card: CardName("u55c")!), supervisor: fixture.supervisor)
         #expect(unknown.code == .unknownCard)
         #expect(unknown.error == "no card named u55c in the configuration")
-        let absent = await AgentService.answer(.reflashPrepare(card: CardName("u250")!), supervisor: fixture.supervisor)
+        let absent = await AgentDaemon.answer(.reflashPrepare(card: CardName("u250")!), supervisor: fixture.supervisor)
         #expect(absent.code == .notOnBus, "\(absent)")
     }
 }

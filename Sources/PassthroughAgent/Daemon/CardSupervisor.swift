@@ -241,7 +241,7 @@ public actor CardSupervisor {
             tell(.udevResync)
             markAllDirty()
         case .failed:
-            break  // AgentService ends the daemon: a deaf agent helps nobody
+            break  // AgentDaemon ends the daemon: a deaf agent helps nobody
         }
     }
 

@@ -256,7 +256,7 @@ struct GuestRequestTests {
         await guest.service.refreshWatch()
         #expect(guest.source.watches.count == 3)
         await rig.hypervisor.setReachable(true)
-        // A reload that turns requests off, said the way AgentService says it: the service looks on its own task.
+        // A reload that turns requests off, said the way AgentDaemon says it: the service looks on its own task.
         await rig.supervisor.reload(try ReflashRig.config())
         guest.service.guestsMayHaveChanged()
         try await waitUntil("no guest listened to") { guest.source.watches.count == 4 }

@@ -34,11 +34,11 @@ struct MetricsServiceTests {
         options.dryRun = dryRun
         let (events, feed) = AsyncStream.makeStream(of: UdevMonitorEvent.self)
         feed.yield(.coldplugComplete(count: 0))
-        let service = AgentService(
+        let service = AgentDaemon(
             configPath: "config.toml", config: config, host: bus.host, logger: Logger(label: "test") { _ in logs },
             notifier: notifier, options: options, controlSocket: nil, reloadRequests: AsyncStream { _ in },
             uevents: { _ in (events, {}) })
-        let daemon = Task { try await service.run() }
+        let daemon = Task { try await service.serviceGroup().run() }
         return (textfile, logs, daemon, notifier)
     }
 

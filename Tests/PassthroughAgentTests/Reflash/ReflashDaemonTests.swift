@@ -205,10 +205,10 @@ struct ReflashDaemonTests {
     func liveStatus() async throws {
         let rig = try await ReflashRig()
         defer { rig.loop.cancel() }
-        let response = await AgentService.answer(.status(card: nil), supervisor: rig.supervisor)
+        let response = await AgentDaemon.answer(.status(card: nil), supervisor: rig.supervisor)
         #expect(response.ok)
         #expect(response.cards == [ControlCardStatus(name: "u200", state: "u200: attached to fpga-dev")])
-        let unknown = await AgentService.answer(.reflashPrepare(card: CardName("u250")!), supervisor: rig.supervisor)
+        let unknown = await AgentDaemon.answer(.reflashPrepare(card: CardName("u250")!), supervisor: rig.supervisor)
         #expect(!unknown.ok)
         #expect(unknown.error?.contains("no card named u250") == true)
     }

@@ -406,7 +406,7 @@ struct ReflashRulesTests {
 
         // A never lets go: a status queued behind its recovery would never be answered.
         let asked = ContinuousClock.now
-        let status = await AgentService.answer(.status(card: nil), supervisor: rig.supervisor)
+        let status = await AgentDaemon.answer(.status(card: nil), supervisor: rig.supervisor)
         #expect(ContinuousClock.now - asked < .seconds(5))
         #expect(status.cards == [
             ControlCardStatus(name: "u200", state: "u200: recovering (lost from the link)"),

@@ -12,7 +12,7 @@ import SystemPackage
 ///
 /// Start order (as bolt): subscribe to udev, then let the monitor enumerate through the same
 /// stream; connect to libvirt; READY=1 only after the first pass that saw both.
-public struct AgentService: Service {
+public struct AgentDaemon: Sendable {
     let configPath: String
     let initialConfig: AgentConfig
     let host: HostEnvironment
@@ -72,9 +72,14 @@ public struct AgentService: Service {
         self.reloadRequests = reloadRequests
     }
 
-    public func run() async throws {
+    /// The daemon, each part built once and run as a service of one group, in start order: the libvirt
+    /// connection, the metrics file, the supervisor, the routing of udev's and libvirt's events into it, the
+    /// guests' request channels, the control socket, and what systemd hears. A graceful shutdown (SIGTERM)
+    /// stops them in reverse: systemd hears STOPPING=1 first, the control socket closes, and the supervisor
+    /// finishes its step in flight while libvirt is still connected. The udev monitor is subscribed before
+    /// the group runs (bolt: subscribe first, then enumerate through the same stream).
+    public func serviceGroup() async throws -> ServiceGroup {
         let (uevents, stopUdev) = try ueventSource(logger)
-        defer { stopUdev() }
         let hypervisor = ReconnectingHypervisor(libvirtURI: initialConfig.libvirtURI, logger: logger)
         var options = options
         let metricsFile = openMetricsFile()
@@ -85,8 +90,7 @@ public struct AgentService: Service {
         )
         logger.notice("passthrough-agent starting: \(initialConfig.cards.count) card(s), libvirt \(initialConfig.libvirtURI)\(options.dryRun ? ", dry run" : "")")
         if !options.dryRun { await supervisor.restoreLeftovers() }
-        let notifier = notifier
-        let logger = logger
+        let (notifier, logger) = (notifier, logger)
         let control = openControlSocket()
         var channels: (source: any GuestRequestSource, run: @Sendable () async -> Void)?
         do {
@@ -96,15 +100,57 @@ public struct AgentService: Service {
         }
         let guestRequests = channels.map { GuestRequestService(supervisor: supervisor, source: $0.source, logger: logger) }
 
-        // Why the daemon must end on its own (systemd restarts it), or nothing on a graceful shutdown.
-        let (endings, end) = AsyncStream.makeStream(of: AgentServiceError.self, bufferingPolicy: .bufferingNewest(1))
-        let failure: AgentServiceError? = await withTaskGroup(of: Void.self) { group in
-            group.addTask { await hypervisor.run() }
-            if let metricsFile {
-                group.addTask { await metricsFile.run() }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: Part("libvirt connection") {
+            await hypervisor.run()
+        })]
+        if let metricsFile {
+            services.append(.init(service: Part("metrics file") { await metricsFile.run() }))
+        }
+        services.append(.init(service: Part("supervisor") {
+            await supervisor.run { summary, isFirst in
+                Self.tell(notifier, logger) { try $0.status(summary) }
+                if isFirst {
+                    Self.tell(notifier, logger) { try $0.ready() }
+                    logger.notice("ready: \(summary)")
+                }
             }
+        }))
+        // A deaf agent would keep feeding the watchdog while it misses every reflash: a udev monitor that fails
+        // ends the group, and the daemon exits for systemd to start a fresh one.
+        services.append(.init(service: Part("event routing") {
+            defer { stopUdev() }
+            try await Self.route(uevents, hypervisor.events, to: supervisor, guestRequests, logger: logger)
+        }, failureTerminationBehavior: .gracefullyShutdownGroup))
+        if let guestRequests, let channels {
+            // Without its transport a guest's requests go unanswered; the cards still go where they belong.
+            services.append(.init(service: Part("guest requests") {
+                async let requests: Void = guestRequests.run()
+                await channels.run()
+                await requests
+            }, successTerminationBehavior: .ignore))
+        }
+        if let control {
+            services.append(.init(service: Part("control socket", onGracefulShutdown: control.shutdown) {
+                do {
+                    try await control.run { request in await Self.answer(request, supervisor: supervisor) }
+                } catch {
+                    logger.error("control socket stopped: \(error)")
+                }
+            }, successTerminationBehavior: .ignore))
+        }
+        services.append(.init(service: Part("systemd") { try await systemdSide(supervisor, guestRequests) }))
+        return ServiceGroup(configuration: .init(services: services, logger: logger))
+    }
+
+    /// udev's and libvirt's events into the supervisor, until cancelled; throws when the udev monitor fails or
+    /// its stream ends, after saying that the daemon exits for it.
+    private static func route(
+        _ uevents: AsyncStream<UdevMonitorEvent>, _ hypervisorEvents: AsyncStream<HypervisorEvent>,
+        to supervisor: CardSupervisor, _ guestRequests: GuestRequestService?, logger: Logger
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await event in hypervisor.events {
+                for await event in hypervisorEvents {
                     await supervisor.handle(event)
                     // A guest started or stopped (or libvirt is back): its channel is opened or dropped.
                     switch event {
@@ -113,62 +159,37 @@ public struct AgentService: Service {
                     }
                 }
             }
-            if let guestRequests, let channels {
-                group.addTask { await guestRequests.run() }
-                group.addTask { await channels.run() }
-            }
             group.addTask {
+                var failure = AgentDaemonError.udevMonitorFailed("its event stream ended")
                 for await event in uevents {
                     await supervisor.handle(event)
-                    if case .failed(let error) = event { end.yield(.udevMonitorFailed("\(error)")) }
-                }
-                // A deaf agent would keep feeding the watchdog while it misses every reflash: better
-                // to exit and let systemd start a fresh monitor.
-                if !Task.isCancelled { end.yield(.udevMonitorFailed("its event stream ended")) }
-            }
-            group.addTask {
-                try? await gracefulShutdown()
-                end.finish()
-            }
-            group.addTask {
-                await supervisor.run { summary, isFirst in
-                    Self.tell(notifier, logger) { try $0.status(summary) }
-                    if isFirst {
-                        Self.tell(notifier, logger) { try $0.ready() }
-                        logger.notice("ready: \(summary)")
+                    if case .failed(let error) = event {
+                        failure = .udevMonitorFailed("\(error)")
+                        break
                     }
                 }
+                guard !Task.isCancelled else { return }
+                logger.critical("\(failure); exiting so that systemd restarts the agent")
+                throw failure
             }
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// WATCHDOG=1 while the supervisor makes progress, SIGHUP's reloads, and STOPPING=1 as the group's shutdown
+    /// begins (this service is the last started, so the first stopped).
+    private func systemdSide(_ supervisor: CardSupervisor, _ guestRequests: GuestRequestService?) async throws {
+        await withDiscardingTaskGroup { group in
             if let interval = try? notifier.watchdogInterval {
                 group.addTask { await feedWatchdog(every: interval, supervisor: supervisor) }
             }
             group.addTask { await reloadOnHangup(supervisor, guestRequests) }
-            if let control {
-                group.addTask {
-                    do {
-                        try await control.run { request in await Self.answer(request, supervisor: supervisor) }
-                    } catch {
-                        logger.error("control socket stopped: \(error)")
-                    }
-                }
-            }
-
-            var failure: AgentServiceError?
-            for await ending in endings {
-                failure = ending
-                break
-            }
-            if let failure {
-                logger.critical("\(failure); exiting so that systemd restarts the agent")
-            } else {
-                logger.notice("stopping: finishing the step in flight")
-            }
+            try? await gracefulShutdown()
+            logger.notice("stopping: finishing the step in flight")
             Self.tell(notifier, logger) { try $0.stopping() }
-            control?.shutdown()
             group.cancelAll()
-            return failure
         }
-        if let failure { throw failure }
     }
 
     /// `[agent] metrics-file`, unless this is a dry run: `--dry-run` changes nothing on the host, and a file
@@ -268,12 +289,35 @@ public struct AgentService: Service {
 }
 
 /// Why `run` ends by itself: what a restart by systemd may cure.
-package enum AgentServiceError: Error, Hashable, Sendable, CustomStringConvertible {
+package enum AgentDaemonError: Error, Hashable, Sendable, CustomStringConvertible {
     case udevMonitorFailed(String)
 
     public var description: String {
         switch self {
         case .udevMonitorFailed(let why): "the udev monitor stopped (\(why)): no uevent would reach the agent"
+        }
+    }
+}
+
+/// One part of the daemon as a service of its group: `body` runs until a graceful shutdown cancels it (after
+/// `onGracefulShutdown`, for a part that stops by being told rather than by cancellation), or until it ends by
+/// itself, which its configuration in the group says what to make of.
+private struct Part: Service, CustomStringConvertible {
+    let description: String
+    let onGracefulShutdown: @Sendable () -> Void
+    let body: @Sendable () async throws -> Void
+
+    init(_ name: String, onGracefulShutdown: @escaping @Sendable () -> Void = {}, body: @escaping @Sendable () async throws -> Void) {
+        description = name
+        self.onGracefulShutdown = onGracefulShutdown
+        self.body = body
+    }
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await cancelWhenGracefulShutdown(body)
+        } onGracefulShutdown: {
+            onGracefulShutdown()
         }
     }
 }

@@ -19,17 +19,17 @@ private final class RecordingNotifier: SystemdNotifying {
 }
 
 @Suite("The daemon as systemd runs it")
-struct AgentServiceTests {
+struct AgentDaemonTests {
     /// The daemon with libvirt's test driver and a hand-made host, its uevents from `events`.
     private static func run(_ events: AsyncStream<UdevMonitorEvent>, notifier: RecordingNotifier, logs: InMemoryLogHandler) async -> (any Error)? {
         let bus = readyHost()
         let config = try! ConfigLoader.parse(alveoOnTestDriverConfig, path: "config.toml")
-        let service = AgentService(
+        let service = AgentDaemon(
             configPath: "config.toml", config: config, host: bus.host, logger: Logger(label: "test") { _ in logs },
             notifier: notifier, options: .fast, controlSocket: nil, reloadRequests: AsyncStream { _ in },
             uevents: { _ in (events, {}) })
         do {
-            try await service.run()
+            try await service.serviceGroup().run()
             return nil
         } catch {
             return error
@@ -58,7 +58,7 @@ struct AgentServiceTests {
 
         try await waitUntil("the daemon ended", timeout: .seconds(10)) { ended.withLock { $0 } }
         guard ended.withLock({ $0 }) else { return }   // recorded; the deferred cancel stops it
-        let error = try #require(await daemon.value as? AgentServiceError)
+        let error = try #require(await daemon.value as? AgentDaemonError)
         guard case .udevMonitorFailed = error else { Issue.record("ended with \(error)"); return }
         #expect(notifier.sent.withLock { $0.contains(.stopping) })
         #expect(logs.entries.contains { $0.level == .critical && "\($0.message)".contains("exiting so that systemd restarts the agent") })
