@@ -39,8 +39,7 @@ struct MonitorCommand: AsyncParsableCommand {
                 Output.print(record.text + "\n")
             }
         }
-        let group = ServiceGroup(configuration: .init(services: [.init(service: service)], logger: logger))
-        try await signalled.run(group)
+        try await signalled.run(service.serviceGroup())
     }
 
     /// A missing configuration is fine here (the default URI); a broken one is not.

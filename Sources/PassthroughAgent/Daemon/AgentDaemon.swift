@@ -100,13 +100,13 @@ public struct AgentDaemon: Sendable {
         }
         let guestRequests = channels.map { GuestRequestService(supervisor: supervisor, source: $0.source, logger: logger) }
 
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: Part("libvirt connection") {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: DaemonPart("libvirt connection") {
             await hypervisor.run()
         })]
         if let metricsFile {
-            services.append(.init(service: Part("metrics file") { await metricsFile.run() }))
+            services.append(.init(service: DaemonPart("metrics file") { await metricsFile.run() }))
         }
-        services.append(.init(service: Part("supervisor") {
+        services.append(.init(service: DaemonPart("supervisor") {
             await supervisor.run { summary, isFirst in
                 Self.tell(notifier, logger) { try $0.status(summary) }
                 if isFirst {
@@ -117,20 +117,20 @@ public struct AgentDaemon: Sendable {
         }))
         // A deaf agent would keep feeding the watchdog while it misses every reflash: a udev monitor that fails
         // ends the group, and the daemon exits for systemd to start a fresh one.
-        services.append(.init(service: Part("event routing") {
+        services.append(.init(service: DaemonPart("event routing") {
             defer { stopUdev() }
             try await Self.route(uevents, hypervisor.events, to: supervisor, guestRequests, logger: logger)
         }, failureTerminationBehavior: .gracefullyShutdownGroup))
         if let guestRequests, let channels {
             // Without its transport a guest's requests go unanswered; the cards still go where they belong.
-            services.append(.init(service: Part("guest requests") {
+            services.append(.init(service: DaemonPart("guest requests") {
                 async let requests: Void = guestRequests.run()
                 await channels.run()
                 await requests
             }, successTerminationBehavior: .ignore))
         }
         if let control {
-            services.append(.init(service: Part("control socket", onGracefulShutdown: control.shutdown) {
+            services.append(.init(service: DaemonPart("control socket", onGracefulShutdown: control.shutdown) {
                 do {
                     try await control.run { request in await Self.answer(request, supervisor: supervisor) }
                 } catch {
@@ -138,7 +138,7 @@ public struct AgentDaemon: Sendable {
                 }
             }, successTerminationBehavior: .ignore))
         }
-        services.append(.init(service: Part("systemd") { try await systemdSide(supervisor, guestRequests) }))
+        services.append(.init(service: DaemonPart("systemd") { try await systemdSide(supervisor, guestRequests) }))
         return ServiceGroup(configuration: .init(services: services, logger: logger))
     }
 
@@ -299,10 +299,10 @@ package enum AgentDaemonError: Error, Hashable, Sendable, CustomStringConvertibl
     }
 }
 
-/// One part of the daemon as a service of its group: `body` runs until a graceful shutdown cancels it (after
-/// `onGracefulShutdown`, for a part that stops by being told rather than by cancellation), or until it ends by
-/// itself, which its configuration in the group says what to make of.
-private struct Part: Service, CustomStringConvertible {
+/// One part of a long-running command (`run`, `monitor`) as a service of its group: `body` runs until a graceful
+/// shutdown cancels it (after `onGracefulShutdown`, for a part that stops by being told rather than by
+/// cancellation), or until it ends by itself, which its configuration in the group says what to make of.
+struct DaemonPart: Service, CustomStringConvertible {
     let description: String
     let onGracefulShutdown: @Sendable () -> Void
     let body: @Sendable () async throws -> Void

@@ -3,8 +3,9 @@ import PassthroughLibvirt
 import PassthroughUdev
 import ServiceLifecycle
 
-/// `monitor`: the merged udev + libvirt event stream, as it arrives, until graceful shutdown.
-public struct MonitorService: Service {
+/// `monitor`: the merged udev + libvirt event stream, as it arrives, until graceful shutdown: udev and (unless
+/// `libvirtURI` is `nil`) the libvirt connection and its events, each a service of one group.
+public struct MonitorService: Sendable {
     public typealias Emit = @Sendable (MonitorRecord) -> Void
 
     let libvirtURI: String?
@@ -20,19 +21,19 @@ public struct MonitorService: Service {
         self.emit = emit
     }
 
-    public func run() async throws {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await watchUdev() }
-            if let libvirtURI {
-                let hypervisor = ReconnectingHypervisor(libvirtURI: libvirtURI, logger: logger)
-                group.addTask { await hypervisor.run() }
-                group.addTask {
-                    for await event in hypervisor.events { emit(MonitorRecord(event)) }
-                }
-            }
-            try? await gracefulShutdown()
-            group.cancelAll()
+    /// A source that fails says so in the stream and leaves the other one running.
+    public func serviceGroup() -> ServiceGroup {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: DaemonPart("udev") { await watchUdev() }, successTerminationBehavior: .ignore),
+        ]
+        if let libvirtURI {
+            let hypervisor = ReconnectingHypervisor(libvirtURI: libvirtURI, logger: logger)
+            services.append(.init(service: DaemonPart("libvirt connection") { await hypervisor.run() }))
+            services.append(.init(service: DaemonPart("libvirt events") { [emit] in
+                for await event in hypervisor.events { emit(MonitorRecord(event)) }
+            }, successTerminationBehavior: .ignore))
         }
+        return ServiceGroup(configuration: .init(services: services, logger: logger))
     }
 
     private func watchUdev() async {
