@@ -56,6 +56,7 @@ let package = Package(
         .target(name: "PassthroughSystemd", dependencies: [
             "CSystemd",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
 
         // Host-facing use cases (status, check, bind, monitor, the daemon) built from the adapters.
@@ -117,6 +118,7 @@ let package = Package(
         .testTarget(name: "PassthroughSystemdTests", dependencies: [
             "PassthroughSystemd", "PassthroughTestSupport",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .testTarget(name: "PassthroughAgentTests", dependencies: [
             "PassthroughAgent", "PassthroughCore", "PassthroughConfig", "PassthroughSysfs", "PassthroughTestSupport",

@@ -1,9 +1,9 @@
-internal import Glibc
+import SystemPackage
 
 /// A libsystemd call that failed, with the errno it reported.
 ///
-/// libsystemd returns `-errno`; this keeps the positive value so callers can match it against
-/// `ENOENT`, `EINVAL`, … and log it as the journal's standard `ERRNO=` field.
+/// libsystemd returns `-errno`; this keeps it as a typed `Errno` (swift-system), as every other error of the
+/// agent does, so callers can match `.noSuchFileOrDirectory`, … and log it as the journal's `ERRNO=` field.
 public struct SystemdError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Which kind of call failed. A struct rather than an enum so cases can be added later
     /// without breaking exhaustive switches in callers.
@@ -31,20 +31,20 @@ public struct SystemdError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     public let code: Code
-    /// The positive errno value, e.g. `ENOENT` when `NOTIFY_SOCKET` names a missing socket.
-    public let errno: Int32
+    /// E.g. `ENOENT` when `NOTIFY_SOCKET` names a missing socket.
+    public let errno: Errno
 
-    public init(code: Code, errno: Int32) {
+    public init(code: Code, errno: Errno) {
         self.code = code
         self.errno = errno
     }
 
     /// Wraps a libsystemd return value, which carries the error as `-errno`.
     init(code: Code, returnValue: Int32) {
-        self.init(code: code, errno: -returnValue)
+        self.init(code: code, errno: Errno(rawValue: -returnValue))
     }
 
     public var description: String {
-        "\(code): \(String(cString: strerror(errno))) (errno \(errno))"
+        "\(code): \(errno.description) (errno \(errno.rawValue))"
     }
 }

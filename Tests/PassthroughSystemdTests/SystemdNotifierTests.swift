@@ -1,5 +1,6 @@
 import Glibc
 import PassthroughSystemd
+import SystemPackage
 import Testing
 
 /// The environment is process-wide, so every test that sets NOTIFY_SOCKET or WATCHDOG_* lives in
@@ -69,7 +70,7 @@ struct SystemdNotifierTests {
     @Test func missingNotifySocketIsATypedError() throws {
         let environment = EnvironmentOverride(["NOTIFY_SOCKET": "/nonexistent-\(getpid())/notify"])
         defer { environment.restore() }
-        #expect(throws: SystemdError(code: .notify, errno: ENOENT)) {
+        #expect(throws: SystemdError(code: .notify, errno: .noSuchFileOrDirectory)) {
             try notifier.ready()
         }
     }
@@ -96,7 +97,7 @@ struct SystemdNotifierTests {
     @Test func malformedWatchdogSettingIsATypedError() throws {
         let environment = EnvironmentOverride(["WATCHDOG_USEC": "soon", "WATCHDOG_PID": "\(getpid())"])
         defer { environment.restore() }
-        #expect(throws: SystemdError(code: .watchdogConfiguration, errno: EINVAL)) {
+        #expect(throws: SystemdError(code: .watchdogConfiguration, errno: .invalidArgument)) {
             try notifier.watchdogTimeout()
         }
     }
@@ -110,7 +111,7 @@ struct NotifyMessageTests {
     }
 
     @Test func errorDescriptionNamesTheErrno() {
-        let error = SystemdError(code: .notify, errno: ENOENT)
+        let error = SystemdError(code: .notify, errno: .noSuchFileOrDirectory)
         #expect(error.description == "sd_notify failed: No such file or directory (errno 2)")
     }
 }
