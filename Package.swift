@@ -52,6 +52,7 @@ let package = Package(
         .target(name: "PassthroughLibvirt", dependencies: [
             "PassthroughCore", "CLibvirt", "PassthroughThreads",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "PassthroughSystemd", dependencies: [
             "CSystemd",

@@ -37,7 +37,7 @@ public struct LibvirtConnector: HypervisorConnector {
         do {
             worker = try WorkerThread(name: "pa-libvirt", threads: LibvirtSession.workerThreads)
         } catch {
-            throw LibvirtError.threadStart(errno: error.rawValue)
+            throw LibvirtError.threadStart(errno: error)
         }
         let sink = SignalSink(signals)
         let (uri, keepAlive) = (uri, keepAlive)

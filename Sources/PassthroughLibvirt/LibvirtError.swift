@@ -1,4 +1,5 @@
 internal import CLibvirt
+import SystemPackage
 
 /// A failure libvirt reported: its `virErrorNumber` code, `virErrorDomain` and message.
 public struct LibvirtError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -59,10 +60,10 @@ public struct LibvirtError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     /// A thread of ours (event loop, connection worker) could not be started.
-    static func threadStart(errno: Int32, what: String = "the connection thread") -> LibvirtError {
+    static func threadStart(errno: Errno, what: String = "the connection thread") -> LibvirtError {
         LibvirtError(
             code: raw(VIR_ERR_SYSTEM_ERROR), domain: Int32(bitPattern: VIR_FROM_NONE.rawValue),
-            message: "cannot start \(what) (errno \(errno))", operation: "pthread_create")
+            message: "cannot start \(what) (\(errno.description), errno \(errno.rawValue))", operation: "pthread_create")
     }
 
     private static func raw(_ number: virErrorNumber) -> Int32 { Int32(bitPattern: number.rawValue) }

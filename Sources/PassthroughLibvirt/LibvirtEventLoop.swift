@@ -81,7 +81,7 @@ private final class LoopControl: Sendable {
         do {
             return try ThreadSpawn.start { [self] in run() }
         } catch {
-            throw LibvirtError.threadStart(errno: error.rawValue, what: "the event-loop thread")
+            throw LibvirtError.threadStart(errno: error, what: "the event-loop thread")
         }
     }
 
