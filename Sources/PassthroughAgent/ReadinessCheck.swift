@@ -1,3 +1,4 @@
+import PassthroughConfig
 import PassthroughCore
 import PassthroughSysfs
 
