@@ -119,6 +119,11 @@ public actor CardSupervisor {
             }
         }
     }
+    /// Reads a card's actual state: its functions from a bus scan, its guest from libvirt.
+    private let observer: CardObserver
+    /// Runs a plan's steps; its driver moves claim only what the configuration in force names, so a reload
+    /// makes a new one.
+    private var runner: StepRunner
     var states: [CardName: CardRuntimeState] = [:]
     private var dirty: Set<CardName> = []
     /// When each card was last marked dirty: its settle counts from there, so one card's burst does not hold
@@ -166,12 +171,23 @@ public actor CardSupervisor {
         // A dry run has it too: its bus scans read every device's driver_override, which waits for that
         // device's lock (a device mid-probe anywhere on the host).
         self.hostWorker = try? WorkerThread(name: "pa-sysfs", threads: Self.sysfsThreads)
+        observer = CardObserver(reader: host.reader, hypervisor: self.hypervisor)
+        runner = Self.runner(for: config, host: host, hypervisor: self.hypervisor, logger: logger, options: options,
+                             blocking: Self.blockingCalls(on: hostWorker, "sysfs call", work))
         self.reflashWorker = options.dryRun ? nil : try? WorkerThread(name: "pa-reflash")
         (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         for card in config.cards {
             states[card.name] = CardRuntimeState(reflash: Self.resumedReflash(of: card.name, from: options.reflashStore, logger: logger),
                                                  facts: options.facts.load(card.name))
         }
+    }
+
+    private static func runner(
+        for config: AgentConfig, host: HostEnvironment, hypervisor: any Hypervisor, logger: Logger, options: Options,
+        blocking: BlockingCalls
+    ) -> StepRunner {
+        StepRunner(binder: DriverBinder(config: config, reader: host.reader, logger: logger), blocking: blocking,
+                   guests: GuestMoves(hypervisor: hypervisor, logger: logger, settleTimeout: options.attachTimeout), logger: logger)
     }
 
     deinit {
@@ -285,6 +301,7 @@ public actor CardSupervisor {
             }
         }
         config = newConfig
+        runner = Self.runner(for: newConfig, host: host, hypervisor: hypervisor, logger: logger, options: options, blocking: blocking)
         let names = Set(newConfig.cards.map(\.name))
         states = states.filter { names.contains($0.key) }
         dirty.formIntersection(names)
@@ -496,11 +513,8 @@ public actor CardSupervisor {
         defer {
             for waiter in reconciling.removeValue(forKey: card.name) ?? [] { waiter.resume() }
         }
-        let observer = CardObserver(reader: host.reader, hypervisor: hypervisor)
-        let runner = StepRunner(
-            binder: DriverBinder(config: config, reader: host.reader, logger: logger), blocking: blocking,
-            hypervisor: hypervisor, logger: logger, settleTimeout: options.attachTimeout
-        )
+        // The configuration this reconcile began with, to its end: a reload meanwhile is the next one's.
+        let runner = runner
         var devices = initialDevices
         // Whatever this pass ends in (settled, retrying, a dry run's plan), the metrics hear of it.
         defer { publish(card.name) }

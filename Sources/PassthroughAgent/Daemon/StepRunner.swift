@@ -11,13 +11,12 @@ struct StepRunner: Sendable {
         var description: String
     }
 
+    /// Built from the configuration in force: it touches only what a configured card claims.
     let binder: DriverBinder
     /// Where driver moves run: an unbind or a probe blocks for as long as the driver takes.
     let blocking: BlockingCalls
-    let hypervisor: any Hypervisor
+    let guests: GuestMoves
     let logger: Logger
-    /// How long the guest's live XML may take to show (or drop) a device after attach (detach).
-    let settleTimeout: Duration
 
     func run(_ step: PlanStep, card: CardConfig) async throws {
         let started = ContinuousClock.now
@@ -31,15 +30,9 @@ struct StepRunner: Sendable {
                 notifyMove(.cardGivenBack, "given back to \(move.to?.rawValue ?? "no driver")", move, card: card, since: started)
             }
         case .attach(let address, let guest):
-            try await hypervisor.attach(address, to: guest)
-            // The call returning is not the device being there: read the live XML back.
-            try await waitForLiveXML(guest, toContain: address, present: true)
-            announceGuestMove(.cardAttached, "attached to", address, guest, card: card, since: started)
+            try await guests.attach(address, to: guest, card: card)
         case .detach(let address, let guest):
-            try await hypervisor.detach(address, from: guest)
-            // Detach only asks the guest; without its cooperation the device stays.
-            try await waitForLiveXML(guest, toContain: address, present: false)
-            announceGuestMove(.cardDetached, "detached from", address, guest, card: card, since: started)
+            try await guests.detach(address, from: guest, card: card)
         case .reassignBARs:
             // Removing a port needs the reflash path's safety checks and worker: the supervisor runs it.
             throw VerificationError(description: "\(step.actionName) is not a driver or guest move")
@@ -59,6 +52,30 @@ struct StepRunner: Sendable {
             LogMetadataKey.durationMicroseconds: "\(microseconds(since: started))",
         ])
     }
+}
+
+/// Attaches and detaches a card's functions, each checked by reading the guest's live XML back: the call
+/// returning is not the device being there, and a detach only asks the guest.
+struct GuestMoves: Sendable {
+    let hypervisor: any Hypervisor
+    let logger: Logger
+    /// How long the guest's live XML may take to show (or drop) a device after attach (detach).
+    let settleTimeout: Duration
+
+    func attach(_ address: PCIAddress, to guest: GuestName, card: CardConfig) async throws {
+        let started = ContinuousClock.now
+        try await hypervisor.attach(address, to: guest)
+        try await waitForLiveXML(guest, toContain: address, present: true)
+        announceGuestMove(.cardAttached, "attached to", address, guest, card: card, since: started)
+    }
+
+    func detach(_ address: PCIAddress, from guest: GuestName, card: CardConfig) async throws {
+        let started = ContinuousClock.now
+        try await hypervisor.detach(address, from: guest)
+        // Without the guest's cooperation the device stays.
+        try await waitForLiveXML(guest, toContain: address, present: false)
+        announceGuestMove(.cardDetached, "detached from", address, guest, card: card, since: started)
+    }
 
     private func announceGuestMove(_ kind: NotificationKind, _ what: String, _ address: PCIAddress, _ guest: GuestName,
                                    card: CardConfig, since started: ContinuousClock.Instant) {
@@ -75,7 +92,7 @@ struct StepRunner: Sendable {
             let addresses = try await hypervisor.hostdevs(of: guest).map(\.address)
             if addresses.contains(address) == present { return }
             if ContinuousClock.now >= deadline {
-                throw VerificationError(description: present
+                throw StepRunner.VerificationError(description: present
                     ? "\(address) is not in \(guest)'s live XML \(settleTimeout) after the attach"
                     : "\(address) is still in \(guest)'s live XML \(settleTimeout) after the detach (the guest did not release it)")
             }
@@ -84,8 +101,9 @@ struct StepRunner: Sendable {
         }
     }
 
-    private func microseconds(since start: ContinuousClock.Instant) -> Int64 {
-        let elapsed = ContinuousClock.now - start
-        return elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
-    }
+}
+
+private func microseconds(since start: ContinuousClock.Instant) -> Int64 {
+    let elapsed = ContinuousClock.now - start
+    return elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
 }

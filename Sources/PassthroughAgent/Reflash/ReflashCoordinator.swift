@@ -255,13 +255,10 @@ struct ReflashCoordinator: Sendable {
         guard let state = try? await hypervisor.guestState(card.guest), state.isActive,
               let live = try? await hypervisor.hostdevs(of: card.guest)
         else { return }
-        let runner = StepRunner(
-            binder: DriverBinder(config: AgentConfig(cards: [card]), reader: host.reader, logger: logger),
-            blocking: blocking, hypervisor: hypervisor, logger: logger, settleTimeout: detachTimeout
-        )
+        let guests = GuestMoves(hypervisor: hypervisor, logger: logger, settleTimeout: detachTimeout)
         for address in live.map(\.address) where functions.contains(address) {
             do {
-                try await runner.run(PlanStep(card: card.name, action: .detach(address, from: card.guest), reason: "reflash"), card: card)
+                try await guests.detach(address, from: card.guest, card: card)
             } catch {
                 logger.warning("\(card.name): \(card.guest) did not release \(address): \(error)",
                                metadata: [LogMetadataKey.card: "\(card.name)"])

@@ -52,8 +52,9 @@ struct SideBySideTests {
         defer { rig.loop.cancel() }
         await rig.hypervisor.define("fpga-test", state: .running)
         await rig.supervisor.markDirty([ReflashRig.secondCard])
-        // u200 keeps making events (a flapping link, a driver probing over and over) for three seconds.
-        let burstEnds = ContinuousClock.now + .seconds(3)
+        // u200 keeps making events (a flapping link, a driver probing over and over), for as long as a loaded
+        // machine could take to attach u250 — and a loop that waits for all to be quiet would never do it.
+        let burstEnds = ContinuousClock.now + .seconds(30)
         var attachedDuringTheBurst = false
         while ContinuousClock.now < burstEnds {
             await rig.supervisor.markDirty([ReflashRig.card])
