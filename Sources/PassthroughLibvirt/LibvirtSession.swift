@@ -89,13 +89,7 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
 
     func addRequestChannel(to guest: GuestName) async throws {
         do {
-            try await onConnection { connection in
-                try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
-                    guard virDomainAttachDeviceFlags(domain, GuestRequestChannel.deviceXML, Self.affectLive) == 0 else {
-                        throw LibvirtError.last(operation: "virDomainAttachDeviceFlags")
-                    }
-                }
-            }
+            try await changeLiveDevices(of: guest, .attach, GuestRequestChannel.deviceXML)
         } catch let error as LibvirtError where GuestRequestChannelError.isMissingController(error) {
             throw GuestRequestChannelError.noVirtioSerialController(guest)
         }
@@ -124,22 +118,31 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
     }
 
     func attach(_ address: PCIAddress, to guest: GuestName) async throws {
-        let xml = HostdevXML.pci(address)
-        try await onConnection { connection in
-            try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
-                guard virDomainAttachDeviceFlags(domain, xml, Self.affectLive) == 0 else {
-                    throw LibvirtError.last(operation: "virDomainAttachDeviceFlags")
-                }
-            }
-        }
+        try await changeLiveDevices(of: guest, .attach, HostdevXML.pci(address))
     }
 
     func detach(_ address: PCIAddress, from guest: GuestName) async throws {
-        let xml = HostdevXML.pci(address)
+        try await changeLiveDevices(of: guest, .detach, HostdevXML.pci(address))
+    }
+
+    private enum DeviceChange {
+        case attach, detach
+    }
+
+    /// Hot-plugs `deviceXML` into the running guest, or asks it to let the device go: the live definition only
+    /// (`VIR_DOMAIN_AFFECT_LIVE`), never the persistent one, which is the host owner's.
+    private func changeLiveDevices(of guest: GuestName, _ change: DeviceChange, _ deviceXML: String) async throws {
         try await onConnection { connection in
             try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
-                guard virDomainDetachDeviceFlags(domain, xml, Self.affectLive) == 0 else {
-                    throw LibvirtError.last(operation: "virDomainDetachDeviceFlags")
+                switch change {
+                case .attach:
+                    guard virDomainAttachDeviceFlags(domain, deviceXML, Self.affectLive) == 0 else {
+                        throw LibvirtError.last(operation: "virDomainAttachDeviceFlags")
+                    }
+                case .detach:
+                    guard virDomainDetachDeviceFlags(domain, deviceXML, Self.affectLive) == 0 else {
+                        throw LibvirtError.last(operation: "virDomainDetachDeviceFlags")
+                    }
                 }
             }
         }
