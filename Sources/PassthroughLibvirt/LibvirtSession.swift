@@ -176,7 +176,10 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
             // Failures here mean the connection was already gone, which is why we are closing.
             virResetLastError()
         }
-        worker.stop()
+        // From one of its own threads: stopping joins the others, which may still be in a call waiting for
+        // QEMU, and that wait must not hold a thread of Swift's cooperative pool.
+        let worker = worker
+        _ = try? await worker.perform { worker.stop() }
     }
 
     // MARK: - Helpers

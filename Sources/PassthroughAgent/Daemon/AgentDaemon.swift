@@ -94,7 +94,8 @@ public struct AgentDaemon: Sendable {
         let control = openControlSocket()
         var channels: (source: any GuestRequestSource, run: @Sendable () async -> Void)?
         do {
-            channels = try guestChannels?(hypervisor, logger)
+            // Through the supervisor's seam: a channel hot-add queues with the card moves of its guest.
+            channels = try guestChannels?(supervisor.hypervisor, logger)
         } catch {
             logger.error("cannot listen to guests: \(error); guest requests are refused by silence")
         }

@@ -127,8 +127,11 @@ public actor CardSupervisor {
     var states: [CardName: CardRuntimeState] = [:]
     private var dirty: Set<CardName> = []
     /// When each card was last marked dirty: its settle counts from there, so one card's burst does not hold
-    /// up another's pass.
+    /// up another's pass. A card whose events never pause for the settle time is not acted on mid-burst: a
+    /// device that flaps faster than that is better left alone until it stops.
     private var markedAt: [CardName: ContinuousClock.Instant] = [:]
+    /// Cards not yet looked at since the sources first spoke: READY=1 waits for them (`nil` until then).
+    private var firstLookPending: Set<CardName>?
     private var pendingSources: Set<Source>
     /// What the running lanes hold: their cards and IOMMU groups.
     private var heldByLanes: Set<ReconcileLane.Claim> = []
@@ -327,15 +330,18 @@ public actor CardSupervisor {
                 collectDueRetries()
                 if pendingSources.isEmpty, awaitingFirstLook {
                     awaitingFirstLook = false
+                    firstLookPending = Set(config.cards.map(\.name))
                     resumeRecoveries()
                     startLinkWatches()
                 }
                 if lanesEnded > 0 {
                     lanesEnded = 0
-                    let first = !ready && heldByLanes.isEmpty
-                    ready = ready || first
-                    onPass(summary, first)
                     scheduleRetryTimer()
+                    if ready { onPass(summary, false) }
+                }
+                if !ready, firstLookDone() {
+                    ready = true
+                    onPass(summary, true)
                 }
                 if dueCards().isEmpty || !pendingSources.isEmpty {
                     scheduleSettleTimer()
@@ -346,8 +352,11 @@ public actor CardSupervisor {
                 for lane in started {
                     lanes.addTask { await self.runLane(lane) }
                 }
-                // Everything due waits for a running lane: its end wakes the loop.
+                // Everything due waits for a running lane (its end wakes the loop), or failed to be read (its
+                // retry does).
                 if started.isEmpty, !Task.isCancelled {
+                    scheduleRetryTimer()
+                    scheduleSettleTimer()
                     guard await iterator.next() != nil else { break }
                 }
             }
@@ -428,7 +437,10 @@ public actor CardSupervisor {
             devices = try await scanBus(readingOverridesOf: [])
         } catch {
             logger.error("cannot read the PCI bus: \(error)")
-            for card in due { recordFailure(card, "cannot read the PCI bus: \(error)") }
+            for card in due {
+                recordFailure(card, "cannot read the PCI bus: \(error)")
+                firstLookPending?.remove(card.name)
+            }
             return []
         }
         let candidates = due.map { card in
@@ -444,9 +456,10 @@ public actor CardSupervisor {
 
     private func runLane(_ started: StartedLane) async {
         let token = work.begin("reconcile of \(started.lane.cards.map(\.description).joined(separator: ", "))")
+        var claims = started.lane.claims
         defer {
             work.end(token)
-            heldByLanes.subtract(started.lane.claims)
+            heldByLanes.subtract(claims)
             lanesEnded += 1
             wake.yield()
         }
@@ -461,14 +474,39 @@ public actor CardSupervisor {
                 devices = try await scanBus(readingOverridesOf: [card])
             } catch {
                 recordFailure(card, "cannot read the PCI bus: \(error)")
+                firstLookPending?.remove(name)
                 continue
             }
             guard let state = states[name], state.reflash == started.reflashAtScan[name], !state.reflash.state.excludesReconcile else {
                 markDirty([name])  // read the bus again, once the reflash path is done with it
                 continue
             }
+            // The card may sit in a group the lanes were not formed with (off the bus then, back now; its address
+            // changed by a reload): it is moved only while this lane holds that group too.
+            let groups = Set(CardResolution(card: card, devices: devices, lastSlot: state.history.lastSlot).functions
+                .compactMap(\.iommuGroup).map(ReconcileLane.Claim.iommuGroup)).subtracting(claims)
+            guard heldByLanes.isDisjoint(with: groups) else {
+                markDirty([name])  // another lane moves a peer now: after it
+                continue
+            }
+            heldByLanes.formUnion(groups)
+            claims.formUnion(groups)
             await reconcile(card, devices: devices)
+            firstLookPending?.remove(name)
         }
+    }
+
+    /// Whether every card has been looked at since the sources first spoke: reconciled, or failed to be read,
+    /// or never due then (the reflash path has it, or it waits for its retry), or dropped by a reload.
+    private func firstLookDone() -> Bool {
+        guard var pending = firstLookPending else { return false }
+        let now = ContinuousClock.now
+        pending = pending.filter { name in
+            guard let state = states[name] else { return false }
+            return !state.reflash.state.excludesReconcile && (state.retryAt.map { $0 <= now } ?? true)
+        }
+        firstLookPending = pending
+        return pending.isEmpty
     }
 
     /// Feeds the watchdog only while nothing in flight (a pass, a worker or libvirt call, a command)

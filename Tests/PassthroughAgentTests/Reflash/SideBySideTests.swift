@@ -1,5 +1,7 @@
+import PassthroughAgent
 import PassthroughCore
 import PassthroughTestSupport
+import Synchronization
 import Testing
 
 /// Eight cards reflashed at once come back side by side: each card in a lane of its own (cards sharing an
@@ -65,5 +67,37 @@ struct SideBySideTests {
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(attachedDuringTheBurst)
+    }
+
+    @Test("READY=1 comes once every card has been looked at, also when the only one is off the bus for a reflash at start")
+    func readyWithACardHeld() async throws {
+        let rig = try await ReflashRig()
+        _ = try await rig.supervisor.reflash(ReflashRig.card, .prepare)
+        rig.loop.cancel()
+        await rig.loop.value
+        // The agent starts again while u200 is held off the bus: no card can be reconciled, none is to wait for.
+        let supervisor = CardSupervisor(config: rig.config, host: rig.bus.host, hypervisor: rig.hypervisor,
+                                        logger: rig.logs.logger(), options: rig.options, waitingFor: [.udev, .libvirt])
+        let ready = Mutex<[String]>([])
+        let loop = Task { await supervisor.run { summary, isFirst in if isFirst { ready.withLock { $0.append(summary) } } } }
+        defer { loop.cancel() }
+        await supervisor.sourceReady(.udev)
+        await supervisor.sourceReady(.libvirt)
+        try await waitUntil("READY=1") { !ready.withLock { $0 }.isEmpty }
+        #expect(ready.withLock { $0 }.count == 1)
+        #expect(ready.withLock { $0 }.first?.contains("u200: off the bus for a reflash") == true)
+    }
+
+    @Test("READY=1 with no card configured: nothing to look at is looked at")
+    func readyWithoutCards() async throws {
+        let rig = try await ReflashRig()
+        defer { rig.loop.cancel() }
+        let supervisor = CardSupervisor(config: AgentConfig(cards: []), host: rig.bus.host, hypervisor: rig.hypervisor,
+                                        logger: rig.logs.logger(), options: rig.options, waitingFor: [.udev])
+        let ready = Mutex(false)
+        let loop = Task { await supervisor.run { _, isFirst in if isFirst { ready.withLock { $0 = true } } } }
+        defer { loop.cancel() }
+        await supervisor.sourceReady(.udev)
+        try await waitUntil("READY=1") { ready.withLock { $0 } }
     }
 }
