@@ -443,10 +443,7 @@ public actor CardSupervisor {
             }
             return []
         }
-        let candidates = due.map { card in
-            let resolution = CardResolution(card: card, devices: devices, lastSlot: states[card.name]?.history.lastSlot)
-            return ReconcileLane.Candidate(card: card.name, iommuGroups: Set(resolution.functions.compactMap(\.iommuGroup)))
-        }
+        let candidates = due.map { ReconcileLane.Candidate(card: $0.name, iommuGroups: iommuGroups(of: $0, in: devices)) }
         // Lanes may have started or ended while the bus was read (a test's `pass()` beside the loop).
         let (lanes, waiting) = ReconcileLane.partition(candidates, held: heldByLanes)
         dirty.formUnion(waiting)
@@ -483,8 +480,7 @@ public actor CardSupervisor {
             }
             // The card may sit in a group the lanes were not formed with (off the bus then, back now; its address
             // changed by a reload): it is moved only while this lane holds that group too.
-            let groups = Set(CardResolution(card: card, devices: devices, lastSlot: state.history.lastSlot).functions
-                .compactMap(\.iommuGroup).map(ReconcileLane.Claim.iommuGroup)).subtracting(claims)
+            let groups = Set(iommuGroups(of: card, in: devices).map(ReconcileLane.Claim.iommuGroup)).subtracting(claims)
             guard heldByLanes.isDisjoint(with: groups) else {
                 markDirty([name])  // another lane moves a peer now: after it
                 continue
@@ -494,6 +490,12 @@ public actor CardSupervisor {
             await reconcile(card, devices: devices)
             firstLookPending?.remove(name)
         }
+    }
+
+    /// The IOMMU groups of the functions `card` resolves to on `devices` (none when it is not on the bus).
+    private func iommuGroups(of card: CardConfig, in devices: [PCIDeviceSnapshot]) -> Set<Int> {
+        let resolution = CardResolution(card: card, devices: devices, lastSlot: states[card.name]?.history.lastSlot)
+        return Set(resolution.functions.compactMap(\.iommuGroup))
     }
 
     /// Whether every card has been looked at since the sources first spoke: reconciled, or failed to be read,

@@ -27,6 +27,30 @@ struct SideBySideTests {
         #expect(rig.notifications(.stepFailed).isEmpty)
     }
 
+    @Test("two cards in one IOMMU group are never moved at once: the second waits while the first's attach is in flight")
+    func sharedGroupInTurn() async throws {
+        let rig = try await ReflashRig(secondCard: true)
+        defer { rig.loop.cancel() }
+        await rig.hypervisor.unplug(ReflashRig.function, from: "fpga-dev")
+        await rig.hypervisor.hang(.attach, in: "fpga-dev")
+        await rig.supervisor.markDirty([ReflashRig.card])
+        try await waitUntil("u200's attach in flight") { await rig.hypervisor.attachCalls.last == ReflashRig.function }
+        // u250 comes back in u200's group (a bitstream behind the same switch, no ACS) and its guest starts.
+        rig.bus.sysfs.removeFunction(ReflashRig.secondFunction.description)
+        ReflashRig.plugCard(rig.bus.sysfs, id: "10ee:903f", at: ReflashRig.secondFunction, below: ReflashRig.secondPort, iommuGroup: 5)
+        await rig.hypervisor.define("fpga-test", state: .running)
+        await rig.supervisor.markDirty([ReflashRig.secondCard])
+        try await Task.sleep(for: .milliseconds(300))   // a lane of its own would have bound it by now
+        #expect(rig.bus.sysfs.driver(of: ReflashRig.secondFunction.description) == "xdma")
+        await rig.hypervisor.unhang(.attach)
+        try await waitUntil("both in their guests") {
+            let back = await rig.isBackInItsGuest()
+            let lent = await rig.hypervisor.liveHostdevs(of: "fpga-test")
+            return back && lent == [ReflashRig.secondFunction]
+        }
+        #expect(rig.bus.sysfs.driver(of: ReflashRig.secondFunction.description) == "vfio-pci")
+    }
+
     @Test("one guest's cards are attached one after another, never two of its jobs at once")
     func oneGuestInTurn() async throws {
         let rig = try await ReflashRig(secondCard: true, secondGuest: "fpga-dev")
