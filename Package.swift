@@ -24,8 +24,11 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .systemLibrary(name: "CUmockdev", pkgConfig: "umockdev-1.0", providers: [.apt(["libumockdev-dev"])]),
 
-        // Pure policy: no C, no Foundation, no I/O.
-        .target(name: "PassthroughCore"),
+        // Pure policy: no C, no Foundation, no I/O. The configuration is one folder, `PassthroughCore/Config`:
+        // its model is compiled into the core, because the reconciler plans from it; `Config/File`, which reads
+        // the TOML file into that model, is a module of its own, so that TOMLKit and Foundation stay out of the
+        // core and of the static guest tool.
+        .target(name: "PassthroughCore", exclude: ["Config/File"]),
 
         // Threads: the daemon's own executor loop, workers that may block, signals.
         .target(name: "CThreads"),
@@ -38,7 +41,7 @@ let package = Package(
         .target(name: "PassthroughConfig", dependencies: [
             "PassthroughCore",
             .product(name: "TOMLKit", package: "TOMLKit"),
-        ]),
+        ], path: "Sources/PassthroughCore/Config/File"),
         .target(name: "PassthroughSysfs", dependencies: [
             "PassthroughCore",
             .product(name: "SystemPackage", package: "swift-system"),
