@@ -5,33 +5,23 @@
 #include <libvirt/virterror.h>
 
 /*
- * VIR_DOMAIN_EVENT_CALLBACK() is a cast macro that Swift does not import; these typed helpers
- * register each callback shape without an unsafeBitCast on the Swift side.
+ * VIR_DOMAIN_EVENT_CALLBACK() is a cast macro that Swift does not import; one typed helper per event
+ * registers its callback shape without an unsafeBitCast on the Swift side:
+ * CLibvirt_register<Name>(conn, cb, opaque, freecb).
  */
-static inline int CLibvirt_registerLifecycle(virConnectPtr conn, virConnectDomainEventCallback cb,
-                                             void *opaque, virFreeCallback freecb) {
-    return virConnectDomainEventRegisterAny(conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                            VIR_DOMAIN_EVENT_CALLBACK(cb), opaque, freecb);
-}
+#define CLIBVIRT_EVENT_REGISTRATION(Name, eventID, CallbackType)                                      \
+    static inline int CLibvirt_register##Name(virConnectPtr conn, CallbackType cb, void *opaque,       \
+                                              virFreeCallback freecb) {                              \
+        return virConnectDomainEventRegisterAny(conn, NULL, eventID, VIR_DOMAIN_EVENT_CALLBACK(cb),    \
+                                                opaque, freecb);                                      \
+    }
 
-static inline int CLibvirt_registerDeviceRemoved(virConnectPtr conn,
-                                                 virConnectDomainEventDeviceRemovedCallback cb,
-                                                 void *opaque, virFreeCallback freecb) {
-    return virConnectDomainEventRegisterAny(conn, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
-                                            VIR_DOMAIN_EVENT_CALLBACK(cb), opaque, freecb);
-}
+CLIBVIRT_EVENT_REGISTRATION(Lifecycle, VIR_DOMAIN_EVENT_ID_LIFECYCLE, virConnectDomainEventCallback)
+CLIBVIRT_EVENT_REGISTRATION(DeviceRemoved, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                            virConnectDomainEventDeviceRemovedCallback)
+CLIBVIRT_EVENT_REGISTRATION(DeviceAdded, VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, virConnectDomainEventDeviceAddedCallback)
+CLIBVIRT_EVENT_REGISTRATION(DeviceRemovalFailed, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED,
+                            virConnectDomainEventDeviceRemovalFailedCallback)
 
-static inline int CLibvirt_registerDeviceAdded(virConnectPtr conn,
-                                               virConnectDomainEventDeviceAddedCallback cb,
-                                               void *opaque, virFreeCallback freecb) {
-    return virConnectDomainEventRegisterAny(conn, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
-                                            VIR_DOMAIN_EVENT_CALLBACK(cb), opaque, freecb);
-}
-
-static inline int CLibvirt_registerDeviceRemovalFailed(virConnectPtr conn,
-                                                       virConnectDomainEventDeviceRemovalFailedCallback cb,
-                                                       void *opaque, virFreeCallback freecb) {
-    return virConnectDomainEventRegisterAny(conn, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED,
-                                            VIR_DOMAIN_EVENT_CALLBACK(cb), opaque, freecb);
-}
+#undef CLIBVIRT_EVENT_REGISTRATION
 #endif

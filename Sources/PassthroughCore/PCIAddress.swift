@@ -6,16 +6,22 @@
 /// Parsing is strict on purpose: the printed form becomes a sysfs path component, so nothing but
 /// the canonical shape may ever get through (`../../x` must not).
 public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
-    public let domain: UInt32
-    public let bus: UInt8
-    public let device: UInt8
+    /// The card: every function of it shares the slot.
+    public let slot: PCISlot
     public let function: UInt8
 
+    public var domain: UInt32 { slot.domain }
+    public var bus: UInt8 { slot.bus }
+    public var device: UInt8 { slot.device }
+
     public init?(domain: UInt32, bus: UInt8, device: UInt8, function: UInt8) {
-        guard device < 32, function < 8 else { return nil }
-        self.domain = domain
-        self.bus = bus
-        self.device = device
+        guard let slot = PCISlot(domain: domain, bus: bus, device: device) else { return nil }
+        self.init(slot: slot, function: function)
+    }
+
+    public init?(slot: PCISlot, function: UInt8) {
+        guard function < 8 else { return nil }
+        self.slot = slot
         self.function = function
     }
 
@@ -26,15 +32,13 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
               let slot = PCISlot(String(parts[0])),
               let function = Hex.fixedWidth(parts[1].utf8, width: 1)
         else { return nil }
-        self.init(domain: slot.domain, bus: slot.bus, device: slot.device, function: UInt8(function))
+        self.init(slot: slot, function: UInt8(function))
     }
-
-    public var slot: PCISlot { PCISlot(domain: domain, bus: bus, device: device)! }
 
     public var description: String { "\(slot).\(function)" }
 
     public static func < (lhs: PCIAddress, rhs: PCIAddress) -> Bool {
-        (lhs.domain, lhs.bus, lhs.device, lhs.function) < (rhs.domain, rhs.bus, rhs.device, rhs.function)
+        (lhs.slot, lhs.function) < (rhs.slot, rhs.function)
     }
 }
 
@@ -63,7 +67,7 @@ public struct PCISlot: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 
     public func function(_ number: UInt8) -> PCIAddress? {
-        PCIAddress(domain: domain, bus: bus, device: device, function: number)
+        PCIAddress(slot: self, function: number)
     }
 
     public var description: String {

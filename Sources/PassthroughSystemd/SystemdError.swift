@@ -5,29 +5,16 @@ import SystemPackage
 /// libsystemd returns `-errno`; this keeps it as a typed `Errno` (swift-system), as every other error of the
 /// agent does, so callers can match `.noSuchFileOrDirectory`, … and log it as the journal's `ERRNO=` field.
 public struct SystemdError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// Which kind of call failed. A struct rather than an enum so cases can be added later
-    /// without breaking exhaustive switches in callers.
+    /// Which call failed, by the message that names it. A struct rather than an enum (swift-system's shape), so a
+    /// kind can be added without breaking a caller's exhaustive switch.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Value: Hashable, Sendable {
-            case notify
-            case watchdogConfiguration
-        }
-
-        private let value: Value
-
-        private init(_ value: Value) { self.value = value }
+        public let description: String
+        private init(_ description: String) { self.description = description }
 
         /// `sd_notify` could not deliver a state change to the service manager.
-        public static let notify = Code(.notify)
+        public static let notify = Code("sd_notify failed")
         /// `WATCHDOG_USEC` / `WATCHDOG_PID` are set but malformed.
-        public static let watchdogConfiguration = Code(.watchdogConfiguration)
-
-        public var description: String {
-            switch value {
-            case .notify: "sd_notify failed"
-            case .watchdogConfiguration: "invalid watchdog configuration"
-            }
-        }
+        public static let watchdogConfiguration = Code("invalid watchdog configuration")
     }
 
     public let code: Code

@@ -3,7 +3,7 @@ import Logging
 import PassthroughSystemd
 import Testing
 
-/// What journald would receive from ``JournalLogHandler``, read from a fake journald socket.
+/// What journald would receive from ``AgentLogHandler``, read from a fake journald socket.
 ///
 /// libsystemd only ever writes to /run/systemd/journal/socket, so this needs a private mount
 /// namespace; it runs only when asked, never against a real journald:
@@ -37,7 +37,7 @@ struct JournalWireTests {
 
     @Test func handlerSendsStructuredFields() throws {
         let journal = try FakeDatagramSocket(path: LogDestination.journalSocketPath)
-        let logger = Logger(label: "passthrough.test") { JournalLogHandler(label: $0) }
+        let logger = Logger(label: "passthrough.test") { AgentLogHandler.journal(label: $0) }
         logger.error("rebind failed", metadata: NotificationKind.stepFailed.metadata([
             LogMetadataKey.card: "fpga0", "pci-slot": "0000:01:00.0", "detail": "line one\nline two",
         ]))

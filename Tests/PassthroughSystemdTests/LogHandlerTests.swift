@@ -11,10 +11,10 @@ private final class CapturedLines: Sendable {
     var sink: LogLineSink { LogLineSink { line in self.lines.withLock { $0.append(line) } } }
 }
 
-struct StderrLogHandlerTests {
+struct AgentLogHandlerTests {
     @Test func writesLevelCardMessageAndPairs() {
         let captured = CapturedLines()
-        var logger = Logger(label: "passthrough.test") { StderrLogHandler(label: $0, sink: captured.sink) }
+        var logger = Logger(label: "passthrough.test") { AgentLogHandler.lines(label: $0, sink: captured.sink) }
         logger[metadataKey: LogMetadataKey.card] = "fpga0"
         logger.warning("rebind failed", metadata: [
             "pci-slot": "0000:01:00.0", "note": "two words", "message-id": "54a0b6a8aeb44d15865234500560809a",
@@ -24,7 +24,7 @@ struct StderrLogHandlerTests {
 
     @Test func omitsBracketsWithoutCardAndHonoursLevel() {
         let captured = CapturedLines()
-        var logger = Logger(label: "passthrough.test") { StderrLogHandler(label: $0, sink: captured.sink) }
+        var logger = Logger(label: "passthrough.test") { AgentLogHandler.lines(label: $0, sink: captured.sink) }
         logger.debug("hidden at the default level")
         logger.info("agent started")
         logger.logLevel = .debug
@@ -36,7 +36,7 @@ struct StderrLogHandlerTests {
         let captured = CapturedLines()
         let provider = Logger.MetadataProvider { [LogMetadataKey.guest: "from-provider", "task": "resync"] }
         var logger = Logger(label: "passthrough.test") {
-            StderrLogHandler(label: $0, sink: captured.sink, metadataProvider: provider)
+            AgentLogHandler.lines(label: $0, sink: captured.sink, metadataProvider: provider)
         }
         logger[metadataKey: LogMetadataKey.guest] = "from-handler"
         logger[metadataKey: "scope"] = "handler"
@@ -56,14 +56,23 @@ struct StderrLogHandlerTests {
     @Test(.enabled(if: access(LogDestination.journalSocketPath, F_OK) != 0, "a journald is listening"))
     func journalHandlerWithoutJournalIsHarmless() {
         let captured = CapturedLines()
-        let logger = Logger(label: "passthrough.test") { JournalLogHandler(label: $0, fallback: captured.sink) }
+        let logger = Logger(label: "passthrough.test") { AgentLogHandler.journal(label: $0, fallback: captured.sink) }
         logger.error("no journal here", metadata: ["detail": "multi\nline"])
         #expect(captured.all.isEmpty)
     }
 
     @Test func factoryFollowsTheDestination() {
-        #expect(LogHandlers.make(label: "a", metadataProvider: nil, destination: .journal) is JournalLogHandler)
-        #expect(LogHandlers.make(label: "a", metadataProvider: nil, destination: .standardError) is StderrLogHandler)
+        func output(_ destination: LogDestination) -> AgentLogHandler.Output? {
+            (LogHandlers.make(label: "a", metadataProvider: nil, destination: destination) as? AgentLogHandler)?.output
+        }
+        if case .journal(let identifier, _)? = output(.journal) {
+            #expect(identifier == "passthrough-agent")
+        } else {
+            Issue.record("the journal destination does not write to the journal")
+        }
+        if case .lines? = output(.standardError) {} else {
+            Issue.record("the stderr destination does not write readable lines")
+        }
     }
 }
 

@@ -2,40 +2,24 @@ import SystemPackage
 
 /// A failure to set up or run the control socket server, with the errno behind it.
 public struct ControlSocketError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// Which step failed. A struct over a private enum so cases can be added without breaking users.
+    /// Which step failed, by the message that names it. A struct rather than an enum (swift-system's shape), so a
+    /// step can be added without breaking a caller's exhaustive switch.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Step: String, Hashable, Sendable {
-            case pathTooLong = "the socket path does not fit in sockaddr_un (107 bytes)"
-            case directory = "creating the socket's directory failed"
-            case socket = "socket(AF_UNIX, SOCK_STREAM) failed"
-            case permissions = "restricting the socket to mode 0600 failed"
-            case alreadyRunning = "another agent is already listening on the control socket"
-            case notASocket = "the control socket path exists and is not a socket"
-            case unlinkStale = "removing a stale control socket failed"
-            case bind = "bind failed"
-            case listen = "listen failed"
-            case wakeup = "creating the wake-up eventfd failed"
-            case threadStart = "starting the control socket thread failed"
-            case alreadyStarted = "the server was already started or shut down"
-        }
+        public let description: String
+        private init(_ description: String) { self.description = description }
 
-        private let step: Step
-        private init(_ step: Step) { self.step = step }
-
-        public static let pathTooLong = Code(.pathTooLong)
-        public static let directory = Code(.directory)
-        public static let socket = Code(.socket)
-        public static let permissions = Code(.permissions)
-        public static let alreadyRunning = Code(.alreadyRunning)
-        public static let notASocket = Code(.notASocket)
-        public static let unlinkStale = Code(.unlinkStale)
-        public static let bind = Code(.bind)
-        public static let listen = Code(.listen)
-        public static let wakeup = Code(.wakeup)
-        public static let threadStart = Code(.threadStart)
-        public static let alreadyStarted = Code(.alreadyStarted)
-
-        public var description: String { step.rawValue }
+        public static let pathTooLong = Code("the socket path does not fit in sockaddr_un (107 bytes)")
+        public static let directory = Code("creating the socket's directory failed")
+        public static let socket = Code("socket(AF_UNIX, SOCK_STREAM) failed")
+        public static let permissions = Code("restricting the socket to mode 0600 failed")
+        public static let alreadyRunning = Code("another agent is already listening on the control socket")
+        public static let notASocket = Code("the control socket path exists and is not a socket")
+        public static let unlinkStale = Code("removing a stale control socket failed")
+        public static let bind = Code("bind failed")
+        public static let listen = Code("listen failed")
+        public static let wakeup = Code("creating the wake-up eventfd failed")
+        public static let threadStart = Code("starting the control socket thread failed")
+        public static let alreadyStarted = Code("the server was already started or shut down")
     }
 
     public var code: Code

@@ -1,33 +1,8 @@
-// Readable log lines for a terminal, a test or a pipe: the handler, the line format, the sink it writes to,
-// and the metadata merge both handlers share (as swift-log's StreamLogHandler.swift holds handler, merge and stream).
+// Readable log lines for a terminal, a test or a pipe: the line format, the sink it is written to, and the
+// metadata merge (as swift-log's StreamLogHandler.swift holds merge and stream beside its handler).
 
-public import Logging
+package import Logging
 internal import Glibc
-
-/// Logs readable lines (``LogLine``) when there is no journal: a terminal, a test, a pipe.
-package struct StderrLogHandler: LogHandler {
-    public var logLevel: Logger.Level = .info
-    public var metadata: Logger.Metadata = [:]
-    public var metadataProvider: Logger.MetadataProvider?
-    public let label: String
-    private let sink: LogLineSink
-
-    public init(label: String, sink: LogLineSink = .standardError, metadataProvider: Logger.MetadataProvider? = nil) {
-        self.label = label
-        self.sink = sink
-        self.metadataProvider = metadataProvider
-    }
-
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    public func log(event: LogEvent) {
-        let merged = Logger.Metadata.merged(handler: metadata, provider: metadataProvider, call: event.metadata)
-        sink.write(LogLine.format(level: event.level, message: event.message, metadata: merged, error: event.error))
-    }
-}
 
 /// The human-readable form of a log event, for a terminal or a plain file:
 /// `LEVEL [card] message key=value …`.
@@ -74,20 +49,22 @@ package enum LogLine {
         guard needsQuotes else { return value }
         var quoted = "\""
         for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": quoted += "\\\""
-            case "\\": quoted += "\\\\"
-            case "\n": quoted += "\\n"
-            case "\t": quoted += "\\t"
-            case "\r": quoted += "\\r"
-            default: quoted.unicodeScalars.append(scalar)
+            if let escape = escapes[scalar] {
+                quoted += escape
+            } else {
+                quoted.unicodeScalars.append(scalar)
             }
         }
         return quoted + "\""
     }
+
+    /// Inside quotes: what would end the value or break the line, backslash-escaped as in C.
+    private static let escapes: [Unicode.Scalar: String] = [
+        "\"": "\\\"", "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r",
+    ]
 }
 
-/// Where ``StderrLogHandler`` writes finished lines; tests pass a closure that collects them.
+/// Where ``AgentLogHandler`` writes finished lines; tests pass a closure that collects them.
 package struct LogLineSink: Sendable {
     private let writeLine: @Sendable (String) -> Void
 
