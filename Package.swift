@@ -43,7 +43,7 @@ let package = Package(
             .product(name: "TOMLKit", package: "TOMLKit"),
         ], path: "Sources/PassthroughCore/Config/File"),
         .target(name: "PassthroughSysfs", dependencies: [
-            "PassthroughCore",
+            "PassthroughCore", "PassthroughSystemd",
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -58,7 +58,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "PassthroughSystemd", dependencies: [
-            "CSystemd",
+            "PassthroughCore", "CSystemd",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),

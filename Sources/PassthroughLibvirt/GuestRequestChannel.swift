@@ -28,32 +28,27 @@ public enum GuestRequestChannel: Hashable, Sendable {
 }
 
 /// The request channel could not be hot-added for a reason the user must fix on the host.
-package struct GuestRequestChannelError: Error, Hashable, Sendable, CustomStringConvertible {
-    public let guest: GuestName
-    public let message: String
-
-    public init(guest: GuestName, message: String) {
-        self.guest = guest
-        self.message = message
-    }
-
+package enum GuestRequestChannelError: Error, Hashable, Sendable, CustomStringConvertible {
     /// libvirt adds a virtio-serial port only to an existing controller: when the live definition has none,
     /// `virDomainVirtioSerialAddrNext` (src/conf/domain_addr.c, reached from `qemuDomainAttachChrDevice`) fails with
     /// "no virtio-serial controllers are available", and a controller cannot be hot-plugged at all
     /// (`qemuDomainAttachControllerDevice` takes SCSI only). Guests with a qemu-guest-agent or SPICE channel
     /// have one already.
-    public static func noVirtioSerialController(_ guest: GuestName) -> GuestRequestChannelError {
-        GuestRequestChannelError(guest: guest, message: """
-            guest \(guest) has no virtio-serial controller, and libvirt cannot hot-plug one: add \
-            \(GuestRequestChannel.deviceXML) (or <controller type='virtio-serial'/>) to its persistent definition \
-            (virsh edit \(guest)), then restart the guest
-            """)
-    }
+    case noVirtioSerialController(GuestName)
 
     /// Whether libvirt's error is the missing controller.
     static func isMissingController(_ error: LibvirtError) -> Bool {
         error.message.contains("no virtio-serial controllers are available")
     }
 
-    public var description: String { message }
+    public var description: String {
+        switch self {
+        case .noVirtioSerialController(let guest):
+            """
+            guest \(guest) has no virtio-serial controller, and libvirt cannot hot-plug one: add \
+            \(GuestRequestChannel.deviceXML) (or <controller type='virtio-serial'/>) to its persistent definition \
+            (virsh edit \(guest)), then restart the guest
+            """
+        }
+    }
 }

@@ -1,5 +1,6 @@
 import Logging
 import PassthroughCore
+import PassthroughSystemd
 import SystemPackage
 
 /// Moves a configured card between vfio-pci and its host driver with the kernel's own sequence,
@@ -55,7 +56,7 @@ public struct DriverBinder: Sendable {
             let blocking = GroupInterlock.blockingPeers(of: functions)
             if !blocking.isEmpty {
                 logger.warning("refusing vfio-pci: IOMMU group peer in use by the host", metadata: [
-                    "passthrough-card": "\(card.name)",
+                    LogMetadataKey.card: "\(card.name)",
                     "peers": "\(blocking.map { "\($0.address)=\($0.driver)" })",
                 ])
                 throw .groupInUse(card.name, group: functions.first?.iommuGroup, peers: blocking)
@@ -73,7 +74,7 @@ public struct DriverBinder: Sendable {
                 }
             } catch {
                 logger.error("step failed, rolling back", metadata: [
-                    "passthrough-card": "\(card.name)", "pci-slot": "\(error.address)", "error": "\(error)",
+                    LogMetadataKey.card: "\(card.name)", LogMetadataKey.pciSlot: "\(error.address)", "error": "\(error)",
                 ])
                 var rollbackFailures: [StepFailure] = []
                 if let failure = restore(function, after: target) { rollbackFailures.append(failure) }
@@ -99,12 +100,12 @@ public struct DriverBinder: Sendable {
             try write(overrideNeeded?.rawValue ?? "\n", to: layout.attribute("driver_override", of: address),
                       address: address, step: overrideStep)
             logger.notice("driver_override \(function.driverOverride?.rawValue ?? "(none)") replaced: its next probe goes to \(target)",
-                          metadata: ["passthrough-card": "\(card.name)", "pci-slot": "\(address)"])
+                          metadata: [LogMetadataKey.card: "\(card.name)", LogMetadataKey.pciSlot: "\(address)"])
             return nil
         }
         let metadata: Logger.Metadata = [
-            "passthrough-card": "\(card.name)", "pci-slot": "\(address)",
-            "driver-from": "\(current?.rawValue ?? "none")", "driver-to": "\(target)",
+            LogMetadataKey.card: "\(card.name)", LogMetadataKey.pciSlot: "\(address)",
+            LogMetadataKey.driverFrom: "\(current?.rawValue ?? "none")", LogMetadataKey.driverTo: "\(target)",
         ]
         logger.debug("rebinding", metadata: metadata)
 
@@ -133,7 +134,7 @@ public struct DriverBinder: Sendable {
                 throw StepFailure(address: address, step: "probe", reason: .verification(expected: target.expectation, actual: bound))
             }
         }
-        logger.debug("rebound", metadata: metadata.merging(["driver-to": "\(bound?.rawValue ?? "none")"]) { $1 })
+        logger.debug("rebound", metadata: metadata.merging([LogMetadataKey.driverTo: "\(bound?.rawValue ?? "none")"]) { $1 })
         return Move(address: address, from: current, to: bound)
     }
 
@@ -156,7 +157,7 @@ public struct DriverBinder: Sendable {
         let address = before.address
         // Gone from the bus (a reflash, a hot-unplug): no driver to restore, and not driverless either.
         guard io.exists(layout.device(address)) else {
-            logger.notice("left the bus during the move; nothing to roll back", metadata: ["pci-slot": "\(address)"])
+            logger.notice("left the bus during the move; nothing to roll back", metadata: [LogMetadataKey.pciSlot: "\(address)"])
             return nil
         }
         do throws(StepFailure) {
@@ -168,7 +169,7 @@ public struct DriverBinder: Sendable {
                 throw StepFailure(address: address, step: "read the ID during rollback", reason: .sysfs(error))
             }
             guard let now else {
-                logger.notice("left the bus during the move; nothing to roll back", metadata: ["pci-slot": "\(address)"])
+                logger.notice("left the bus during the move; nothing to roll back", metadata: [LogMetadataKey.pciSlot: "\(address)"])
                 return nil
             }
             guard now == before.id else {
@@ -178,7 +179,7 @@ public struct DriverBinder: Sendable {
                     try write("\n", to: overridePath, address: address, step: "clear driver_override")
                 }
                 logger.notice("another device is at this address now; its driver is left alone", metadata: [
-                    "pci-slot": "\(address)", "pci-id": "\(now)",
+                    LogMetadataKey.pciSlot: "\(address)", LogMetadataKey.pciID: "\(now)",
                 ])
                 return nil
             }
@@ -200,15 +201,15 @@ public struct DriverBinder: Sendable {
                 throw StepFailure(address: address, step: "rollback",
                                   reason: .verification(expected: previousDriver.map { "driver \($0)" } ?? "no driver", actual: restored))
             }
-            logger.notice("rolled back", metadata: ["pci-slot": "\(address)", "driver-to": "\(previousDriver?.rawValue ?? "none")"])
+            logger.notice("rolled back", metadata: [LogMetadataKey.pciSlot: "\(address)", LogMetadataKey.driverTo: "\(previousDriver?.rawValue ?? "none")"])
             return nil
         } catch {
             if !io.exists(layout.device(address)) {
-                logger.notice("left the bus during the rollback; nothing to restore", metadata: ["pci-slot": "\(address)"])
+                logger.notice("left the bus during the rollback; nothing to restore", metadata: [LogMetadataKey.pciSlot: "\(address)"])
                 return nil
             }
             logger.critical("rollback failed: the function may be without a driver", metadata: [
-                "pci-slot": "\(address)", "error": "\(error)",
+                LogMetadataKey.pciSlot: "\(address)", "error": "\(error)",
             ])
             return error
         }

@@ -2,8 +2,8 @@
 // readable lines on stderr. swift-log's bookkeeping (level, metadata, provider) is written once, here; the
 // journal's fields are `JournalFields.swift`, the readable line `LogLine.swift`.
 
-public import Logging
-internal import Glibc
+import Logging
+import Glibc
 
 /// The agent's `LogHandler`: merges metadata as swift-log's own handlers do, then writes the event to its
 /// ``Output``.

@@ -1,9 +1,9 @@
 // What journald receives for one log event: its fields (names journald accepts, syslog priorities) and the
 // sd_journal_sendv transport. ``AgentLogHandler`` hands them over.
 
-package import Logging
+import Logging
 internal import CSystemd
-internal import Glibc
+import Glibc
 
 /// The journal fields for one log event, as `NAME=value` strings for `sd_journal_sendv`.
 ///

@@ -1,8 +1,8 @@
 // Readable log lines for a terminal, a test or a pipe: the line format, the sink it is written to, and the
 // metadata merge (as swift-log's StreamLogHandler.swift holds merge and stream beside its handler).
 
-package import Logging
-internal import Glibc
+import Logging
+import Glibc
 
 /// The human-readable form of a log event, for a terminal or a plain file:
 /// `LEVEL [card] message key=value …`.

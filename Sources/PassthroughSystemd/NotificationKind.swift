@@ -1,7 +1,9 @@
-// The journal notifications: the kinds an operator is told about, their catalog MESSAGE_IDs, and the
-// metadata keys every entry is logged under.
+// The journal notifications: the kinds an operator is told about, their catalog MESSAGE_IDs, the metadata
+// keys every entry is logged under, and the one way the agent's parts raise one, a card expanded into its
+// fields in one place (as bolt's LOG_DEV). Talking to the service manager, sd_notify, is `SystemdNotifier`'s.
 
-public import Logging
+import Logging
+import PassthroughCore
 
 /// The events worth an operator's attention, each with a fixed ``MessageID`` that
 /// `systemd/passthrough-agent.catalog` explains (`journalctl -x`), and that lets scripts
@@ -126,4 +128,24 @@ public enum LogMetadataKey {
     public static let errno = "ERRNO"
     /// Links an entry to its catalog text; see ``NotificationKind``.
     public static let messageID = "MESSAGE_ID"
+}
+
+extension Logger {
+    /// Announces one notification: a log line at `level` that carries the kind's `MESSAGE_ID` and the
+    /// documented journal fields, so `journalctl -x` explains it and scripts can select it.
+    package func announce(
+        _ kind: NotificationKind, _ message: String, level: Logger.Level = .notice, card: CardName? = nil,
+        _ fields: Logger.Metadata = [:]
+    ) {
+        var metadata = fields
+        if let card { metadata[LogMetadataKey.card] = "\(card)" }
+        log(level: level, "\(message)", metadata: kind.metadata(metadata))
+    }
+}
+
+extension Logger.Metadata {
+    /// A card's journal fields: its name and its guest.
+    package static func card(_ card: CardConfig) -> Logger.Metadata {
+        [LogMetadataKey.card: "\(card.name)", LogMetadataKey.guest: "\(card.guest)"]
+    }
 }

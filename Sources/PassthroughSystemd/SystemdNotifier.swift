@@ -2,7 +2,7 @@
 // notifier that sends them (with the watchdog settings and the monotonic clock RELOADING= needs).
 
 internal import CSystemd
-internal import Glibc
+import Glibc
 
 /// Talks to systemd through `sd_notify(3)` and reads the watchdog settings it passed in.
 ///

@@ -241,3 +241,26 @@ private enum MainThreadExecutorFactory: ExecutorFactory {
     static var defaultExecutor: any TaskExecutor { MainThreadExecutor.shared.global }
 }
 #endif
+
+/// Time as the agent's parts that wait see it (recovery, the link watch, reflash coordination, guest-request rate
+/// limits, the metrics writer, the supervisor), injectable so tests run a 60 s timeout instantly. It lives beside the
+/// loop that runs their sleeps.
+public protocol WaitClock: Sendable {
+    /// Time since an arbitrary fixed point; only differences matter.
+    func now() -> Duration
+    /// Throws `CancellationError` when the task is cancelled.
+    func sleep(for duration: Duration) async throws
+}
+
+/// The real, monotonic clock (not wall time: an NTP step must not cut a recovery short).
+public struct ContinuousWaitClock: WaitClock {
+    private let origin = ContinuousClock.now
+
+    public init() {}
+
+    public func now() -> Duration { ContinuousClock.now - origin }
+
+    public func sleep(for duration: Duration) async throws {
+        try await Task.sleep(for: duration, clock: .continuous)
+    }
+}

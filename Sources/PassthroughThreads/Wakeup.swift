@@ -1,7 +1,7 @@
 // The one way the agent wakes a thread of its own that sleeps in poll(2): the executor loop, the udev
 // monitor, the control socket and the guest channels.
 
-import CThreads
+internal import CThreads
 import Synchronization
 import SystemPackage
 

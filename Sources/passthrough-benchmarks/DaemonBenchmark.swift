@@ -1,4 +1,4 @@
-import CUmockdev
+internal import CUmockdev
 import Foundation
 import PassthroughTestSupport
 

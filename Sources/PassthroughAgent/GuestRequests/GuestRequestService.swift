@@ -1,6 +1,7 @@
 import Logging
 import PassthroughCore
 import PassthroughSystemd
+import PassthroughThreads
 
 /// Between the guests' request channels and the supervisor: each line is rate-limited per guest,
 /// decoded (``GuestRequest``) and answered with exactly one line, in the order the guest sent them.

@@ -1,4 +1,5 @@
 import Logging
+import PassthroughThreads
 import SystemPackage
 
 /// Keeps node_exporter's textfile (`[agent] metrics-file`) current: rewritten whole (``StateFile``:

@@ -1,5 +1,6 @@
 import PassthroughCore
 import PassthroughSysfs
+import PassthroughThreads
 
 /// The periodic side of `link-watch`: probes one function every interval and reports when what
 /// the probe says changes (present → lost, lost → present, …), starting with the first result.

@@ -1,5 +1,6 @@
 import PassthroughAgent
 import PassthroughCore
+import PassthroughThreads
 import Synchronization
 import Testing
 

@@ -1,4 +1,5 @@
 import PassthroughAgent
+import PassthroughThreads
 import Synchronization
 
 /// A clock that stands still until the test moves it: `sleep` waits for `advance` to pass its deadline, so a

@@ -2,6 +2,7 @@ import Foundation
 import InMemoryLogging
 import Logging
 @testable import PassthroughAgent
+import PassthroughThreads
 import SystemPackage
 
 /// node_exporter's textfile directory under a test's temporary root, and a writer keeping the agent's file

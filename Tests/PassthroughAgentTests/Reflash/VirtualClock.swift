@@ -1,5 +1,6 @@
 import PassthroughAgent
 import PassthroughSysfs
+import PassthroughThreads
 import Synchronization
 
 /// A clock whose `sleep` returns at once and moves time forward, running whatever was
