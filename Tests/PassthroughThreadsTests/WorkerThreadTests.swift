@@ -110,8 +110,12 @@ struct WorkerThreadTests {
         let served = threads.union([blocker])
         #expect(served.allSatisfy { access("/proc/self/task/\($0)", F_OK) == 0 })
         worker.stop()
-        // Joined: every thread that served a call is gone.
-        #expect(served.allSatisfy { access("/proc/self/task/\($0)", F_OK) != 0 })
+        // Joined: every thread that served a call is gone. pthread_join returns once the kernel has cleared the
+        // thread's tid; its /proc entry goes when the exited task is reaped, a moment later.
+        let gone = { served.allSatisfy { access("/proc/self/task/\($0)", F_OK) != 0 } }
+        let deadline = ContinuousClock.now + .seconds(2)
+        while !gone(), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(gone())
         await #expect(throws: WorkerThread.Stopped.self) { try await worker.perform { 4 } }
     }
 }
