@@ -75,7 +75,9 @@ let package = Package(
 
         // The command line only wires.
         .executableTarget(name: "passthrough-agent", dependencies: [
-            "PassthroughAgent", "PassthroughThreads", "PassthroughCore", "PassthroughConfig",
+            "PassthroughAgent", "PassthroughThreads", "PassthroughCore", "PassthroughConfig", "PassthroughSystemd",
+            "PassthroughLibvirt",
+            .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,6 +1,6 @@
 // The agent's one log handler and where it writes: the journal when systemd connected stderr to it, else
-// readable lines on stderr. swift-log's bookkeeping (level, metadata, provider) is written once, here; the
-// journal's fields are `JournalFields.swift`, the readable line `LogLine.swift`.
+// readable lines on stderr. swift-log's bookkeeping (level, metadata, provider, their merge) is written once,
+// here; the journal's fields are `JournalFields.swift`, the readable line `LogLine.swift`.
 
 import Logging
 import Glibc
@@ -72,6 +72,25 @@ package struct AgentLogHandler: LogHandler {
                 fallback.write("\(line) journal_errno=\(-result)")
             }
         }
+    }
+}
+
+extension Logger.Metadata {
+    /// The metadata a handler logs: its own, overridden by the provider's (task-local context),
+    /// overridden by the call's, which is the order swift-log's handlers use.
+    static func merged(
+        handler: Logger.Metadata,
+        provider: Logger.MetadataProvider?,
+        call: Logger.Metadata?
+    ) -> Logger.Metadata {
+        var merged = handler
+        if let provided = provider?.get() {
+            merged.merge(provided) { _, new in new }
+        }
+        if let call {
+            merged.merge(call) { _, new in new }
+        }
+        return merged
     }
 }
 

@@ -1,5 +1,5 @@
-// Readable log lines for a terminal, a test or a pipe: the line format, the sink it is written to, and the
-// metadata merge (as swift-log's StreamLogHandler.swift holds merge and stream beside its handler).
+// Readable log lines for a terminal, a test or a pipe: the line format and the sink it is written to (as
+// swift-log's StreamLogHandler.swift holds its stream beside its handler).
 
 import Logging
 import Glibc
@@ -94,24 +94,5 @@ package struct LogLineSink: Sendable {
                 }
             }
         }
-    }
-}
-
-extension Logger.Metadata {
-    /// The metadata a handler logs: its own, overridden by the provider's (task-local context),
-    /// overridden by the call's, which is the order swift-log's handlers use.
-    static func merged(
-        handler: Logger.Metadata,
-        provider: Logger.MetadataProvider?,
-        call: Logger.Metadata?
-    ) -> Logger.Metadata {
-        var merged = handler
-        if let provided = provider?.get() {
-            merged.merge(provided) { _, new in new }
-        }
-        if let call {
-            merged.merge(call) { _, new in new }
-        }
-        return merged
     }
 }

@@ -108,6 +108,8 @@ public enum LogMetadataKey {
     public static let card = "PASSTHROUGH_CARD"
     /// PCI address, `0000:01:00.0`.
     public static let pciSlot = "PCI_SLOT"
+    /// The PCIe port above a card, `0000:00:01.0`: what a reflash guards and a recovery rescans below.
+    public static let pciPort = "PCI_PORT"
     /// Vendor and device, `10ee:903f`.
     public static let pciID = "PCI_ID"
     /// libvirt domain name.

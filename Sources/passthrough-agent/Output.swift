@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PassthroughSystemd
 
 /// stdout for results, stderr for diagnostics.
 enum Output {
@@ -7,7 +8,7 @@ enum Output {
     /// the rest of their chatter dropped.
     static func errorLogger(_ label: String) -> Logger {
         Logger(label: label) { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = AgentLogHandler.lines(label: label)
             handler.logLevel = .error
             return handler
         }

@@ -37,7 +37,7 @@ package struct RecoveryProcedure: Sendable {
     public func recover(_ target: RecoveryTarget) async -> RecoveryOutcome {
         let start = clock.now()
         let metadata: Logger.Metadata = [
-            LogMetadataKey.card: "\(target.card)", LogMetadataKey.pciSlot: "\(target.slot)", "pci-port": "\(target.upstreamPort)",
+            LogMetadataKey.card: "\(target.card)", LogMetadataKey.pciSlot: "\(target.slot)", LogMetadataKey.pciPort: "\(target.upstreamPort)",
         ]
         // A reset refused now refuses before anything is removed, not with the card off the bus.
         if target.reset == .secondaryBus, case .refused(let failure) = busBeforeReset(target) {
@@ -74,7 +74,7 @@ package struct RecoveryProcedure: Sendable {
         let start = start ?? clock.now()
         var state = RecoveryState()
         let metadata: Logger.Metadata = [
-            LogMetadataKey.card: "\(target.card)", LogMetadataKey.pciSlot: "\(target.slot)", "pci-port": "\(target.upstreamPort)",
+            LogMetadataKey.card: "\(target.card)", LogMetadataKey.pciSlot: "\(target.slot)", LogMetadataKey.pciPort: "\(target.upstreamPort)",
         ]
         let port = ConfigSpace(address: target.upstreamPort, layout: layout, io: io)
         // Someone else's function left in the slot is not the card coming back.

@@ -3,6 +3,7 @@
 import Logging
 import PassthroughCore
 import PassthroughSysfs
+import PassthroughSystemd
 import SystemPackage
 
 /// Keeps a reflash from taking the host down, on the card's upstream port, in one of two ways:
@@ -100,7 +101,7 @@ package struct ReflashGuard: Sendable {
     }
 
     private func metadata(_ port: PCIAddress, _ extra: Logger.Metadata) -> Logger.Metadata {
-        extra.merging(["pci-port": "\(port)"]) { $1 }
+        extra.merging([LogMetadataKey.pciPort: "\(port)"]) { $1 }
     }
 }
 
