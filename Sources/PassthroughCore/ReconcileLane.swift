@@ -9,8 +9,8 @@
 ///
 /// So cards connected by a shared IOMMU group form one lane, and a lane runs only while no running lane
 /// holds any of its claims. A card off the bus has no groups at the scan a lane starts from; should it
-/// appear during the lane in a group another lane holds, the group check still refuses a bind while a peer
-/// is on a host driver, and the card is retried once that lane has ended.
+/// appear during the lane, its lane takes the groups it is in now by the same rule before moving it, and
+/// when another lane holds one the card waits until that lane has ended.
 public struct ReconcileLane: Hashable, Sendable {
     /// What a running lane holds, so no other lane takes it meanwhile.
     public enum Claim: Hashable, Sendable, CustomStringConvertible {

@@ -134,16 +134,11 @@ final class LibvirtSession: HypervisorSession, @unchecked Sendable {
     private func changeLiveDevices(of guest: GuestName, _ change: DeviceChange, _ deviceXML: String) async throws {
         try await onConnection { connection in
             try Self.withDomain(guest, on: connection) { domain throws(LibvirtError) in
-                switch change {
-                case .attach:
-                    guard virDomainAttachDeviceFlags(domain, deviceXML, Self.affectLive) == 0 else {
-                        throw LibvirtError.last(operation: "virDomainAttachDeviceFlags")
-                    }
-                case .detach:
-                    guard virDomainDetachDeviceFlags(domain, deviceXML, Self.affectLive) == 0 else {
-                        throw LibvirtError.last(operation: "virDomainDetachDeviceFlags")
-                    }
+                let (call, operation) = switch change {
+                case .attach: (virDomainAttachDeviceFlags, "virDomainAttachDeviceFlags")
+                case .detach: (virDomainDetachDeviceFlags, "virDomainDetachDeviceFlags")
                 }
+                guard call(domain, deviceXML, Self.affectLive) == 0 else { throw LibvirtError.last(operation: operation) }
             }
         }
     }

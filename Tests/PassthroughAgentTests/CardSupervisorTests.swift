@@ -88,6 +88,16 @@ struct CardSupervisorTests {
         #expect(fixture.driver("0000:01:00.0") == "vfio-pci")
     }
 
+    @Test("a reload that adds a card moves it: driver moves claim what the configuration in force names")
+    func reloadAdds() async throws {
+        let fixture = try await DaemonFixture.make(config: "")
+        let loop = Task { await fixture.supervisor.run() }
+        defer { loop.cancel() }
+        await fixture.supervisor.reload(try ConfigLoader.parse(DaemonFixture.alveo, path: "config.toml"))
+        try await waitUntil("attached") { await fixture.supervisor.summary == "u200: attached to fpga-dev" }
+        #expect(fixture.driver("0000:01:00.0") == "vfio-pci")
+    }
+
     @Test("a reload that drops a dirty card forgets it: no pass for it, and the loop goes idle")
     func reloadPrunes() async throws {
         let fixture = try await DaemonFixture.make(guest: .running)

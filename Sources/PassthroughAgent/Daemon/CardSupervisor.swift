@@ -18,6 +18,9 @@ public actor CardSupervisor {
     public struct Options: Sendable {
         /// How long to let a burst settle (a reflash is remove, add, bind within milliseconds).
         public var settle: Duration = .milliseconds(250)
+        /// How long READY=1 waits, after the first look begins, for a card whose events never pause (a flapping
+        /// link); the card is reconciled once they do.
+        public var readyDespiteBursts: Duration = .seconds(10)
         public var backoff: Backoff = .standard
         /// How long the live XML may take to show an attach.
         public var attachTimeout: Duration = .seconds(20)
@@ -132,14 +135,15 @@ public actor CardSupervisor {
     private var markedAt: [CardName: ContinuousClock.Instant] = [:]
     /// Cards not yet looked at since the sources first spoke: READY=1 waits for them (`nil` until then).
     private var firstLookPending: Set<CardName>?
+    /// When the sources first spoke: a card still settling `readyDespiteBursts` later no longer holds up READY=1.
+    private var firstLookStarted: ContinuousClock.Instant?
     private var pendingSources: Set<Source>
     /// What the running lanes hold: their cards and IOMMU groups.
     private var heldByLanes: Set<ReconcileLane.Claim> = []
     /// Lanes ended since the loop last reported (STATUS=, and READY=1 the first time all are done).
     private var lanesEnded = 0
-    private var retryTimer: Task<Void, Never>?
-    /// Wakes the loop when the next dirty card has been quiet for the settle time.
-    private var settleTimer: Task<Void, Never>?
+    /// Wakes the loop for its next reason to look without an event: a retry coming due, a card settled.
+    private var wakeTimer: Task<Void, Never>?
     private let wakeups: AsyncStream<Void>
     private let wake: AsyncStream<Void>.Continuation
     /// Recoveries in flight, one per card at most; each on a task of its own.
@@ -168,7 +172,8 @@ public actor CardSupervisor {
         self.options = options
         let work = InFlightWork(defaultLimit: options.stuckAfter)
         self.work = work
-        self.hypervisor = OneJobPerGuest(base: TrackedHypervisor(base: hypervisor, work: work))
+        let queued = OneJobPerGuest(base: TrackedHypervisor(base: hypervisor, work: work))
+        self.hypervisor = options.dryRun ? ChangesNothing(base: queued) : queued
         self.pendingSources = sources
         // Without the thread (the process is out of them) moves run inline: slower to shut down, still correct.
         // A dry run has it too: its bus scans read every device's driver_override, which waits for that
@@ -331,12 +336,12 @@ public actor CardSupervisor {
                 if pendingSources.isEmpty, awaitingFirstLook {
                     awaitingFirstLook = false
                     firstLookPending = Set(config.cards.map(\.name))
+                    firstLookStarted = .now
                     resumeRecoveries()
                     startLinkWatches()
                 }
                 if lanesEnded > 0 {
                     lanesEnded = 0
-                    scheduleRetryTimer()
                     if ready { onPass(summary, false) }
                 }
                 if !ready, firstLookDone() {
@@ -344,7 +349,7 @@ public actor CardSupervisor {
                     onPass(summary, true)
                 }
                 if dueCards().isEmpty || !pendingSources.isEmpty {
-                    scheduleSettleTimer()
+                    scheduleWakeTimer()
                     guard await iterator.next() != nil else { break }
                     continue
                 }
@@ -355,14 +360,12 @@ public actor CardSupervisor {
                 // Everything due waits for a running lane (its end wakes the loop), or failed to be read (its
                 // retry does).
                 if started.isEmpty, !Task.isCancelled {
-                    scheduleRetryTimer()
-                    scheduleSettleTimer()
+                    scheduleWakeTimer()
                     guard await iterator.next() != nil else { break }
                 }
             }
         }
-        retryTimer?.cancel()
-        settleTimer?.cancel()
+        wakeTimer?.cancel()
         await stopReflashWork()
     }
 
@@ -392,34 +395,41 @@ public actor CardSupervisor {
 
     /// Dirty cards the loop may take now. A burst (a reflash is remove, add, bind within milliseconds; a
     /// multi-function card appears a function at a time) is looked at once the card has been quiet for the
-    /// settle time. A card being taken off, brought back or recovered is the reflash path's, not the loop's; the reflash marks it dirty again when it is done. A card in backoff is due at
-    /// its retry time and never earlier, whatever events say: its own failed move makes bind/unbind uevents,
-    /// and answering those at once would flap the host driver several times a second. A card in a running
-    /// lane waits for that lane.
+    /// settle time. A card in a running lane waits for that lane.
     private func dueCards() -> [CardConfig] {
         let now = ContinuousClock.now
         return config.cards.filter { card in
             guard dirty.contains(card.name), let state = states[card.name] else { return false }
-            return !state.reflash.state.excludesReconcile && (state.retryAt.map { $0 <= now } ?? true)
-                && !heldByLanes.contains(.card(card.name)) && quietSince(card.name) <= now
+            return Self.loopMayTake(state, at: now) && !heldByLanes.contains(.card(card.name)) && settledAt(card.name) <= now
         }
+    }
+
+    /// Whether the loop may reconcile a card in `state` at all. A card being taken off, brought back or
+    /// recovered is the reflash path's, not the loop's; the reflash marks it dirty again when it is done. A card
+    /// in backoff is due at its retry time and never earlier, whatever events say: its own failed move makes
+    /// bind/unbind uevents, and answering those at once would flap the host driver several times a second.
+    private static func loopMayTake(_ state: CardRuntimeState, at now: ContinuousClock.Instant) -> Bool {
+        !state.reflash.state.excludesReconcile && (state.retryAt.map { $0 <= now } ?? true)
     }
 
     /// When the card will have been quiet for the settle time.
-    private func quietSince(_ card: CardName) -> ContinuousClock.Instant {
+    private func settledAt(_ card: CardName) -> ContinuousClock.Instant {
         (markedAt[card] ?? .now - options.settle) + options.settle
     }
 
-    /// One timer for the dirty card that settles next, none when every dirty card has settled already (it
-    /// waits for a lane, a reflash or its retry, whose end wakes the loop anyway).
-    private func scheduleSettleTimer() {
-        settleTimer?.cancel()
+    /// One timer for the loop's next reason to look without an event: the earliest retry coming due, or the
+    /// dirty card that settles next. None when there is neither (a lane's or a reflash's end wakes the loop), so
+    /// an idle agent never wakes up.
+    private func scheduleWakeTimer() {
+        wakeTimer?.cancel()
         let now = ContinuousClock.now
-        guard let next = dirty.map(quietSince).filter({ $0 > now }).min() else {
-            settleTimer = nil
+        let retries = states.values.compactMap(\.retryAt)
+        let settles = dirty.map(settledAt).filter { $0 > now }
+        guard let next = (retries + settles).min() else {
+            wakeTimer = nil
             return
         }
-        settleTimer = Task { [wake] in
+        wakeTimer = Task { [wake] in
             try? await Task.sleep(until: next, clock: .continuous)
             if !Task.isCancelled { wake.yield() }
         }
@@ -437,10 +447,7 @@ public actor CardSupervisor {
             devices = try await scanBus(readingOverridesOf: [])
         } catch {
             logger.error("cannot read the PCI bus: \(error)")
-            for card in due {
-                recordFailure(card, "cannot read the PCI bus: \(error)")
-                firstLookPending?.remove(card.name)
-            }
+            for card in due { recordFailure(card, "cannot read the PCI bus: \(error)") }
             return []
         }
         let candidates = due.map { ReconcileLane.Candidate(card: $0.name, iommuGroups: iommuGroups(of: $0, in: devices)) }
@@ -471,22 +478,22 @@ public actor CardSupervisor {
                 devices = try await scanBus(readingOverridesOf: [card])
             } catch {
                 recordFailure(card, "cannot read the PCI bus: \(error)")
-                firstLookPending?.remove(name)
                 continue
             }
+            // Left dirty, not marked again (its settle has passed): the loop looks once the lane ends.
             guard let state = states[name], state.reflash == started.reflashAtScan[name], !state.reflash.state.excludesReconcile else {
-                markDirty([name])  // read the bus again, once the reflash path is done with it
+                dirty.insert(name)  // read the bus again, once the reflash path is done with it
                 continue
             }
             // The card may sit in a group the lanes were not formed with (off the bus then, back now; its address
-            // changed by a reload): it is moved only while this lane holds that group too.
-            let groups = Set(iommuGroups(of: card, in: devices).map(ReconcileLane.Claim.iommuGroup)).subtracting(claims)
-            guard heldByLanes.isDisjoint(with: groups) else {
-                markDirty([name])  // another lane moves a peer now: after it
+            // changed by a reload): it is moved only while this lane holds that group too, by the lanes' own rule.
+            let candidate = ReconcileLane.Candidate(card: name, iommuGroups: iommuGroups(of: card, in: devices))
+            guard let grown = ReconcileLane.partition([candidate], held: heldByLanes.subtracting(claims)).lanes.first else {
+                dirty.insert(name)  // another lane moves a peer now: after it
                 continue
             }
-            heldByLanes.formUnion(groups)
-            claims.formUnion(groups)
+            heldByLanes.formUnion(grown.claims)
+            claims.formUnion(grown.claims)
             await reconcile(card, devices: devices)
             firstLookPending?.remove(name)
         }
@@ -498,14 +505,17 @@ public actor CardSupervisor {
         return Set(resolution.functions.compactMap(\.iommuGroup))
     }
 
-    /// Whether every card has been looked at since the sources first spoke: reconciled, or failed to be read,
-    /// or never due then (the reflash path has it, or it waits for its retry), or dropped by a reload.
+    /// Whether every card has been looked at since the sources first spoke: reconciled, or failed to be read
+    /// (it waits for its retry), or never due then (the reflash path has it), or dropped by a reload. A card whose
+    /// events have not paused for the settle time by `readyDespiteBursts` after that (a flapping link) does not
+    /// hold up READY=1 beyond it: systemd would otherwise kill a daemon that never became ready.
     private func firstLookDone() -> Bool {
-        guard var pending = firstLookPending else { return false }
+        guard var pending = firstLookPending, let started = firstLookStarted else { return false }
         let now = ContinuousClock.now
+        let stillWaitsForBursts = now < started + options.readyDespiteBursts
         pending = pending.filter { name in
             guard let state = states[name] else { return false }
-            return !state.reflash.state.excludesReconcile && (state.retryAt.map { $0 <= now } ?? true)
+            return Self.loopMayTake(state, at: now) && (stillWaitsForBursts || settledAt(name) <= now)
         }
         firstLookPending = pending
         return pending.isEmpty
@@ -742,19 +752,6 @@ public actor CardSupervisor {
                 states[name]?.retryAt = nil
                 dirty.insert(name)
             }
-        }
-    }
-
-    /// One timer for the earliest retry, none when nothing waits: an idle agent never wakes up.
-    private func scheduleRetryTimer() {
-        retryTimer?.cancel()
-        guard let next = states.values.compactMap(\.retryAt).min() else {
-            retryTimer = nil
-            return
-        }
-        retryTimer = Task { [wake] in
-            try? await Task.sleep(until: next, clock: .continuous)
-            if !Task.isCancelled { wake.yield() }
         }
     }
 }

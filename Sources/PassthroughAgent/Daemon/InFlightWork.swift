@@ -166,3 +166,38 @@ struct OneJobPerGuest: Hypervisor {
 
     func requestChannel(of guest: GuestName) async throws -> GuestRequestChannel { try await base.requestChannel(of: guest) }
 }
+
+/// `--dry-run`'s libvirt: reads pass through, and every change to a guest's live definition (an attach, a
+/// detach, a request channel's hot-add) is refused here, whichever part of the daemon asks. The supervisor
+/// plans and never asks; the guests' request channels would hot-add a channel to every running guest.
+struct ChangesNothing: Hypervisor {
+    /// A change `--dry-run` did not make.
+    struct Refusal: Error, CustomStringConvertible {
+        let change: String
+        var description: String { "the agent runs with --dry-run and changes nothing: not going to \(change)" }
+    }
+
+    let base: any Hypervisor
+
+    func attach(_ address: PCIAddress, to guest: GuestName) async throws {
+        throw Refusal(change: "attach \(address) to \(guest)")
+    }
+
+    func detach(_ address: PCIAddress, from guest: GuestName) async throws {
+        throw Refusal(change: "detach \(address) from \(guest)")
+    }
+
+    func addRequestChannel(to guest: GuestName) async throws {
+        throw Refusal(change: "hot-add the request channel to \(guest)")
+    }
+
+    func guestState(_ guest: GuestName) async throws -> GuestState { try await base.guestState(guest) }
+
+    func hostdevs(of guest: GuestName) async throws -> [Hostdev] { try await base.hostdevs(of: guest) }
+
+    func guestsHolding(_ functions: Set<PCIAddress>) async throws -> [GuestName: [PCIAddress]] {
+        try await base.guestsHolding(functions)
+    }
+
+    func requestChannel(of guest: GuestName) async throws -> GuestRequestChannel { try await base.requestChannel(of: guest) }
+}

@@ -192,6 +192,30 @@ struct GuestChannelsTests {
         }
     }
 
+    /// `--dry-run` changes nothing, and a request channel's hot-add is a change to the guest's live definition:
+    /// through a dry-run supervisor's libvirt seam, the one the daemon hands the channels, it is refused and said.
+    @Test func aDryRunNeverHotAddsTheChannel() async throws {
+        var options = CardSupervisor.Options.fast
+        options.dryRun = true
+        let fixture = try await DaemonFixture.make(options: options)
+        let qemu = try FakeQEMUChannel(path: dir.root.appending("fpga-dev.sock"))
+        await fixture.hypervisor.allowChannelHotAdd(to: "fpga-dev", socketPath: qemu.path.string)
+        let handler = logs
+        let dryRunChannels = try GuestChannels(
+            hypervisor: await fixture.supervisor.hypervisor, backoff: Backoff(initial: .milliseconds(20), cap: .milliseconds(100))!,
+            logger: Logger(label: "test") { _ in handler })
+        let runner = Task { try await dryRunChannels.run() }
+        await dryRunChannels.watch([name("fpga-dev")])
+        try await waitUntil("a warning", timeout: .seconds(10)) { logs.entries.contains { $0.level == .warning } }
+        runner.cancel()
+        try await runner.value
+        #expect(await fixture.hypervisor.channelHotAdds == [])
+        #expect(try await fixture.hypervisor.requestChannel(of: name("fpga-dev")) == .absent)
+        #expect(!qemu.hasPendingConnection())
+        let warning = try #require(logs.entries.first { $0.level == .warning })
+        #expect("\(warning.metadata["error"] ?? "")".contains("--dry-run"))
+    }
+
     @Test func aGuestWithoutAVirtioSerialControllerIsReportedWithWhatToAdd() async throws {
         let qemu = try await guest("alpha", withChannel: false)
         try await running {

@@ -112,6 +112,34 @@ struct SideBySideTests {
         #expect(ready.withLock { $0 }.first?.contains("u200: off the bus for a reflash") == true)
     }
 
+    @Test("READY=1 does not wait for ever for a card whose events never pause (a flapping link)")
+    func readyDespiteAFlappingCard() async throws {
+        let rig = try await ReflashRig()
+        rig.loop.cancel()
+        await rig.loop.value
+        var options = rig.options
+        options.settle = .milliseconds(200)
+        options.readyDespiteBursts = .milliseconds(600)
+        let supervisor = CardSupervisor(config: rig.config, host: rig.bus.host, hypervisor: rig.hypervisor,
+                                        logger: rig.logs.logger(), options: options, waitingFor: [.udev])
+        let ready = Mutex<[String]>([])
+        let loop = Task { await supervisor.run { summary, isFirst in if isFirst { ready.withLock { $0.append(summary) } } } }
+        defer { loop.cancel() }
+        // u200's uevents come every 50 ms, never 200 ms apart.
+        let flapping = Task {
+            while !Task.isCancelled {
+                await supervisor.markDirty([ReflashRig.card])
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        defer { flapping.cancel() }
+        let started = ContinuousClock.now
+        await supervisor.sourceReady(.udev)
+        try await waitUntil("READY=1", timeout: .seconds(10)) { !ready.withLock { $0 }.isEmpty }
+        #expect(ContinuousClock.now - started >= .milliseconds(600))
+        #expect(ready.withLock { $0 }.count == 1)
+    }
+
     @Test("READY=1 with no card configured: nothing to look at is looked at")
     func readyWithoutCards() async throws {
         let rig = try await ReflashRig()
